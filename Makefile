@@ -1,0 +1,52 @@
+# Weir developer entry points. Every target installs what it needs first, idempotently:
+# a second `make setup` finds its stamps up to date and returns in about a second.
+#
+#   make demo   the whole flow on the embedded local default (weir demo)
+#   make test   lint + the full test suite (what .ci/run calls)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+JARS   := .jars/spark
+
+.PHONY: setup demo test test-fast lint format bench clean
+
+setup: $(VENV)/.installed $(JARS)/.resolved
+
+# Re-installs when pyproject.toml changes; the stamp records a completed install only.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# JVM jars from Maven Central, once, into a project folder (spark.jars_dir in conf/local.yaml).
+$(JARS)/.resolved: jvm/spark-runtime.pom.xml
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is required to resolve the Spark jars"; exit 1; }
+	@rm -rf $(JARS).tmp && mkdir -p $(JARS).tmp
+	mvn --batch-mode --quiet -f jvm/spark-runtime.pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(JARS).tmp)
+	@rm -rf $(JARS) && mv $(JARS).tmp $(JARS) && touch $@
+
+demo: setup
+	$(BIN)/weir demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+bench: setup
+	$(BIN)/weir bench all
+
+clean:
+	rm -rf $(VENV) .jars .lake .weir

@@ -1,0 +1,349 @@
+"""Typed configuration: one schema for every environment (conf/local.yaml, conf/emr.yaml).
+
+Loading is strict and happens once, up front, before anything is written:
+
+* an unknown key, a wrong type or a bad value raises :class:`ConfigError` naming the key
+  (``sources.kafka.topic: ...``); the CLI turns that into exit code 2;
+* ``${VAR}`` and ``${VAR:-default}`` in string values are expanded from the environment;
+* ``WEIR__SECTION__KEY=value`` environment variables override any key (values are read as
+  YAML scalars, so ``true`` and ``5`` keep their types) - the way deployments inject a bucket,
+  a broker list or an endpoint without editing the file.
+
+Relative local paths (``lake.root``, ``spark.jars_dir``, ``infra.state_dir``) are resolved
+against the working directory when the file is loaded, so every job sees absolute paths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from weir.contract.rules import DEFAULT_ALLOWED_LATENESS_MINUTES
+
+ENV_PREFIX = "WEIR__"
+DEFAULT_CONF_PATH = "conf/local.yaml"
+
+_KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_KINESIS_STREAM = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_SQL_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,127}$")
+_LAKE_SCHEMES = ("file://", "s3://", "s3a://")
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """Bad configuration or arguments, found before anything was written (exit code 2)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.message = message
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _absolute_local_path(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
+
+
+class LakeConfig(_Section):
+    root: str = Field(description="file://…, s3://… or a local path (made absolute)")
+    landing: Optional[str] = Field(
+        default=None, description="landing folder for the files source; default <root>/landing"
+    )
+
+    @field_validator("root", "landing")
+    @classmethod
+    def _normalise_uri(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not value:
+            raise ValueError("must not be empty")
+        if value.startswith(_LAKE_SCHEMES):
+            return value
+        if "://" in value:
+            raise ValueError(
+                f"unsupported scheme in {value!r}; use one of {', '.join(_LAKE_SCHEMES)}"
+            )
+        return "file://" + _absolute_local_path(value)
+
+
+class SparkConfig(_Section):
+    master: Optional[str] = Field(
+        default=None, description="local[N] locally; null on EMR, where spark-submit decides"
+    )
+    app_name: str = "weir"
+    shuffle_partitions: int = Field(default=4, ge=1, le=100_000)
+    jars_dir: Optional[str] = Field(
+        default=None, description="folder of jars resolved by `make setup`; null on EMR"
+    )
+    driver_memory: Optional[str] = None
+    settings: dict[str, str] = Field(
+        default_factory=dict, description="extra spark.* settings, applied last"
+    )
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or re.fullmatch(r"local(\[(\*|\d+)\])?|yarn|spark://.+|k8s://.+", value):
+            return value
+        raise ValueError(f"{value!r} is not a Spark master (local[N], yarn, spark://, k8s://)")
+
+    @field_validator("jars_dir")
+    @classmethod
+    def _absolute_jars_dir(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _absolute_local_path(value)
+
+    @field_validator("driver_memory")
+    @classmethod
+    def _memory_size(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or re.fullmatch(r"\d+[kmgt]", value.lower()):
+            return value
+        raise ValueError(f"{value!r} is not a JVM memory size such as 4g")
+
+    @field_validator("settings")
+    @classmethod
+    def _spark_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key.startswith("spark."):
+                raise ValueError(f"{key!r} is not a Spark setting (keys start with 'spark.')")
+        return value
+
+
+class KafkaSecurityConfig(_Section):
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Optional[Literal["AWS_MSK_IAM", "SCRAM-SHA-512", "PLAIN"]] = None
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra Kafka client properties, e.g. ssl.truststore.location",
+    )
+
+
+class KafkaSourceConfig(_Section):
+    bootstrap_servers: str
+    topic: str
+    partitions: int = Field(default=4, ge=1, le=10_000)
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    fail_on_data_loss: bool = True
+    max_offsets_per_trigger: Optional[int] = Field(default=500_000, ge=1)
+    security: KafkaSecurityConfig = KafkaSecurityConfig()
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", server.strip()):
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not _KAFKA_TOPIC.fullmatch(value) or value in (".", ".."):
+            raise ValueError(f"{value!r} is not a valid Kafka topic name")
+        return value
+
+
+class KinesisSourceConfig(_Section):
+    stream: str
+    region: str
+    endpoint_url: Optional[str] = None
+    shards: int = Field(default=2, ge=1, le=10_000)
+    consumer_type: Literal["GetRecords", "SubscribeToShard"] = "GetRecords"
+    starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
+    max_records_per_shard: int = Field(default=100_000, ge=1)
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_name(cls, value: str) -> str:
+        if not _KINESIS_STREAM.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid Kinesis stream name")
+        return value
+
+
+class FilesSourceConfig(_Section):
+    max_files_per_trigger: int = Field(default=1000, ge=1)
+
+
+class SourcesConfig(_Section):
+    kafka: KafkaSourceConfig
+    kinesis: KinesisSourceConfig
+    files: FilesSourceConfig = FilesSourceConfig()
+
+
+class AwsConfig(_Section):
+    region: str
+    endpoint_url: Optional[str] = Field(
+        default=None, description="one endpoint for S3, Glue, Kinesis and EMR; null on AWS"
+    )
+    access_key_id: Optional[str] = Field(
+        default=None, description="static keys for a local endpoint; null to use the default chain"
+    )
+    secret_access_key: Optional[str] = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", value):
+            return None if value is None else value.rstrip("/")
+        raise ValueError(f"{value!r} is not an http(s) URL")
+
+
+class TimingConfig(_Section):
+    allowed_lateness_minutes: int = Field(default=DEFAULT_ALLOWED_LATENESS_MINUTES, ge=0, le=1440)
+    trigger_interval_seconds: int = Field(default=5, ge=1, le=3600)
+    merge_interval_seconds: int = Field(default=60, ge=1, le=86_400)
+
+
+class CatalogConfig(_Section):
+    kind: Literal["spark", "glue"]
+    database: str
+
+    @field_validator("database")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _SQL_IDENTIFIER.fullmatch(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits and underscores")
+        return value
+
+
+class DataQualityConfig(_Section):
+    max_quarantine_ratio: float = Field(default=0.05, ge=0, le=1)
+    max_conflicting_duplicate_ratio: float = Field(default=0.01, ge=0, le=1)
+    max_freshness_minutes: int = Field(default=15, ge=1)
+
+
+class InfraConfig(_Section):
+    state_dir: str = ".weir"
+    kafka_port: int = Field(default=9092, ge=1024, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=1024, le=65535)
+    aws_port: int = Field(default=5055, ge=1024, le=65535)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: str) -> str:
+        return _absolute_local_path(value)
+
+
+class EmrConfig(_Section):
+    release_label: str = "emr-7.5.0"
+    application_id: Optional[str] = Field(default=None, description="EMR Serverless application")
+    cluster_id: Optional[str] = Field(default=None, description="EMR on EC2 cluster")
+    execution_role_arn: Optional[str] = None
+    code_uri: Optional[str] = Field(default=None, description="s3:// prefix for `weir package`")
+    log_uri: Optional[str] = None
+
+
+class WeirConfig(_Section):
+    env: Literal["local", "emr"]
+    lake: LakeConfig
+    spark: SparkConfig
+    sources: SourcesConfig
+    aws: AwsConfig
+    timing: TimingConfig = TimingConfig()
+    catalog: CatalogConfig
+    dq: DataQualityConfig = DataQualityConfig()
+    infra: InfraConfig = InfraConfig()
+    emr: EmrConfig = EmrConfig()
+
+
+def _interpolate(value: Any, key: str, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, f"{key}.{k}" if key else str(k), environ) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, f"{key}[{i}]", environ) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(key, f"environment variable {name} is not set (no default given)")
+
+    return _INTERPOLATION.sub(substitute, value)
+
+
+def _environment_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
+    overrides = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(name, "malformed override; use WEIR__SECTION__KEY=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(
+                ".".join(path), f"value of {name} is not a YAML scalar: {error}"
+            ) from None
+        overrides.append((path, value, name))
+    return overrides
+
+
+def _apply_override(document: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
+    node = document
+    for depth, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(path[: depth + 1]), f"is not a section (set by {origin})")
+        node = child
+    node[path[-1]] = value
+
+
+def _format_location(location: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+def config_from_mapping(
+    document: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None
+) -> WeirConfig:
+    """Validate a parsed document (plus environment overrides) into a :class:`WeirConfig`."""
+    environ = os.environ if environ is None else environ
+    if not isinstance(document, Mapping):
+        raise ConfigError("", "the configuration must be a YAML mapping of sections")
+    data: dict[str, Any] = _interpolate(dict(document), "", environ)
+    for path, value, origin in _environment_overrides(environ):
+        _apply_override(data, path, value, origin)
+    try:
+        return WeirConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = _format_location(first["loc"])
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif first["type"] == "missing":
+            message = "required key is missing"
+        message = message.removeprefix("Value error, ")
+        more = len(error.errors()) - 1
+        if more:
+            message += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError(key, message) from None
+
+
+def load_config(
+    path: str = DEFAULT_CONF_PATH, environ: Optional[Mapping[str, str]] = None
+) -> WeirConfig:
+    """Read, expand and validate a config file. Raises :class:`ConfigError` naming the bad key."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError("--conf", f"no configuration file at {path}")
+    try:
+        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError("--conf", f"{path} is not valid YAML: {error}") from None
+    return config_from_mapping(document or {}, environ)

@@ -1,0 +1,63 @@
+"""Deduplicate valid events by event_id: the first received copy wins (DESIGN.md §4).
+
+"First received" is the lowest ingest_time, then source partition, then source offset. Both
+coordinates are strings (Kinesis sequence numbers fit no integer type), so they are compared
+left-padded with zeros: numeric order for numbers of any length, and a total order for the
+rest. The source name and the event's content break any remaining tie, so the winner never
+depends on partitioning or on the order Spark happens to read files.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from weir.schemas import EVENT_COLUMNS, EVENT_CONTENT_COLUMNS
+
+# Wide enough for Kinesis sequence numbers (documented up to 128 digits).
+_COORDINATE_WIDTH = 128
+
+RECEIVED_COPIES = "received_copies"
+DISTINCT_CONTENTS = "distinct_contents"
+
+
+def received_order(prefix: str = "") -> Column:
+    """A sortable struct: smaller means received earlier. Use with min() or orderBy()."""
+
+    def column(name: str) -> Column:
+        return F.col(f"{prefix}{name}")
+
+    return F.struct(
+        column("ingest_time").alias("ingest_time"),
+        F.lpad(column("source_partition"), _COORDINATE_WIDTH, "0").alias("partition_key"),
+        F.lpad(column("source_offset"), _COORDINATE_WIDTH, "0").alias("offset_key"),
+        column("source").alias("source"),
+    )
+
+
+def content_fingerprint() -> Column:
+    """A hash of what an event says (not where it came from): differs for conflicting copies."""
+    return F.xxhash64(*(F.col(name) for name in EVENT_CONTENT_COLUMNS))
+
+
+def dedup_first_received(events: DataFrame) -> DataFrame:
+    """One row per event_id: the first received copy, plus how many copies and contents there were.
+
+    Output: EVENT_SCHEMA columns, ``received_copies`` (>= 1) and ``distinct_contents`` (> 1
+    marks a conflicting duplicate, a data-quality metric). Deterministic: the same input rows
+    give the same output whatever their order or partitioning. One hash aggregation, no sort.
+    """
+    first = F.min(F.struct(received_order().alias("order"), *(F.col(c) for c in EVENT_COLUMNS)))
+    return (
+        events.groupBy("event_id")
+        .agg(
+            first.alias("first"),
+            F.count(F.lit(1)).alias(RECEIVED_COPIES),
+            F.countDistinct(content_fingerprint()).alias(DISTINCT_CONTENTS),
+        )
+        .select(
+            *(F.col(f"first.{c}").alias(c) for c in EVENT_COLUMNS),
+            RECEIVED_COPIES,
+            DISTINCT_CONTENTS,
+        )
+    )

@@ -1,0 +1,153 @@
+"""Every table schema Weir writes or reads, defined once (DESIGN.md §3-§6).
+
+Tests, writers, the catalog (Glue/Athena DDL) and the data-quality suites import these; no
+other module spells out a column list.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    DataType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from weir.contract.rules import METRIC_FIELDS
+
+
+def _fields(*pairs: tuple[str, DataType], nullable: bool = True) -> list:
+    return [StructField(name, kind, nullable) for name, kind in pairs]
+
+
+# --- RAW zone: every record exactly as received, with where and when it came from --------------
+# source_offset is a string because Kinesis sequence numbers (up to 128 digits) fit no integer
+# type; ordering compares it left-padded (weir.contract.dedup).
+RAW_SCHEMA = StructType(
+    [
+        StructField("source", StringType(), False),  # kafka | kinesis | files
+        StructField("source_stream", StringType(), False),  # topic | stream | landing folder
+        StructField("source_partition", StringType(), False),  # partition | shard id | file
+        StructField("source_offset", StringType(), False),  # offset | sequence no. | line no.
+        StructField("record_key", StringType(), True),  # Kafka key | Kinesis partition key
+        StructField("payload", StringType(), True),  # the record's bytes as UTF-8 text
+        StructField("arrival_time", TimestampType(), True),  # the source's own timestamp
+        StructField("ingest_time", TimestampType(), False),  # when Weir wrote it
+        StructField("ingest_date", DateType(), False),  # partition column
+    ]
+)
+RAW_PARTITION_COLUMNS = ("ingest_date",)
+SOURCE_COORDINATES = ("source", "source_stream", "source_partition", "source_offset")
+
+# --- The JSON payload as parsed ----------------------------------------------------------------
+# Parse 1 (every row): the contract's types. String fields and event_time are read as text
+# (event_time may be an ISO string or epoch-ms integer); a field of the wrong JSON type comes
+# back null and sets _corrupt_record, the other fields are kept (Spark's partial results).
+CORRUPT_RECORD_COLUMN = "_corrupt_record"
+PAYLOAD_TYPED_SCHEMA = StructType(
+    _fields(
+        ("event_id", StringType()),
+        ("device_id", StringType()),
+        ("event_time", StringType()),
+        ("schema_version", IntegerType()),
+        *((name, DoubleType()) for name in METRIC_FIELDS),
+        ("status", StringType()),
+        (CORRUPT_RECORD_COLUMN, StringType()),
+    )
+)
+# Parse 2 (only rows that parse 1 flagged): every field as text, to tell a value of the
+# wrong type (present here, null in parse 1) from malformed JSON (corrupt here too).
+PAYLOAD_TEXT_SCHEMA = StructType(
+    _fields(*((f.name, StringType()) for f in PAYLOAD_TYPED_SCHEMA.fields))
+)
+
+# --- A valid event, typed, with the coordinates that decide which duplicate came first --------
+EVENT_SCHEMA = StructType(
+    [
+        StructField("event_id", StringType(), False),
+        StructField("device_id", StringType(), False),
+        StructField("event_time", TimestampType(), False),
+        StructField("schema_version", IntegerType(), False),
+        *_fields(*((name, DoubleType()) for name in METRIC_FIELDS)),
+        StructField("status", StringType(), True),
+        StructField("source", StringType(), False),
+        StructField("source_partition", StringType(), False),
+        StructField("source_offset", StringType(), False),
+        StructField("ingest_time", TimestampType(), False),
+    ]
+)
+EVENT_COLUMNS = tuple(EVENT_SCHEMA.fieldNames())
+# The event's content: what two copies must agree on not to be a conflicting duplicate.
+EVENT_CONTENT_COLUMNS = EVENT_COLUMNS[: EVENT_COLUMNS.index("status") + 1]
+
+# --- QUARANTINE zone: the raw record, the first reason, and best-effort identifiers -----------
+QUARANTINE_SCHEMA = StructType(
+    [
+        *[f for f in RAW_SCHEMA.fields if f.name != "ingest_date"],
+        StructField("reason", StringType(), False),
+        StructField("event_id", StringType(), True),  # as text, when the payload had one
+        StructField("device_id", StringType(), True),
+        StructField("ingest_date", DateType(), False),
+    ]
+)
+QUARANTINE_PARTITION_COLUMNS = ("ingest_date",)
+
+# --- telemetry_minute: SPEED, BATCH and the unified serving table (DESIGN.md §5) --------------
+MINUTE_SCHEMA = StructType(
+    [
+        StructField("device_id", StringType(), False),
+        StructField("window_start", TimestampType(), False),
+        StructField("window_end", TimestampType(), False),
+        StructField("event_date", DateType(), False),
+        StructField("event_count", LongType(), False),
+        StructField("temperature_c_avg", DoubleType(), True),
+        StructField("temperature_c_min", DoubleType(), True),
+        StructField("temperature_c_max", DoubleType(), True),
+        StructField("humidity_pct_avg", DoubleType(), True),
+        StructField("battery_pct_min", DoubleType(), True),
+        StructField("speed_kmh_avg", DoubleType(), True),
+        StructField("speed_kmh_max", DoubleType(), True),
+        StructField("lat_last", DoubleType(), True),
+        StructField("lon_last", DoubleType(), True),
+        StructField("status_last", StringType(), True),
+        StructField("layer", StringType(), False),  # 'batch' | 'speed'
+        StructField("computed_at", TimestampType(), False),
+    ]
+)
+MINUTE_KEY = ("device_id", "window_start")
+MINUTE_PARTITION_COLUMNS = ("event_date",)
+LAYER_BATCH = "batch"
+LAYER_SPEED = "speed"
+
+# --- _control/batch_runs: one row per batch rebuild (DESIGN.md §6) -----------------------------
+BATCH_RUN_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType(), False),
+        StructField("status", StringType(), False),  # succeeded | failed
+        StructField("mode", StringType(), False),  # incremental | full | range
+        StructField("cutoff", TimestampType(), False),
+        StructField("horizon", TimestampType(), False),
+        StructField("raw_version", LongType(), True),
+        StructField("date_from", DateType(), True),
+        StructField("date_to", DateType(), True),
+        StructField("records_in", LongType(), True),
+        StructField("valid", LongType(), True),
+        StructField("quarantined", LongType(), True),
+        StructField("duplicates", LongType(), True),
+        StructField("conflicting_duplicates", LongType(), True),
+        StructField("windows_written", LongType(), True),
+        StructField("started_at", TimestampType(), False),
+        StructField("finished_at", TimestampType(), True),
+        StructField("error", StringType(), True),
+    ]
+)
+
+
+def ddl(schema: StructType) -> str:
+    """`name TYPE, ...` for a schema, e.g. for spark.createDataFrame or docs."""
+    return ", ".join(f"{f.name} {f.dataType.simpleString().upper()}" for f in schema.fields)
