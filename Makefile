@@ -8,10 +8,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 JARS   := .jars/spark
+KAFKA_JARS := .jars/kafka
 
 .PHONY: setup demo test test-fast lint format bench clean
 
-setup: $(VENV)/.installed $(JARS)/.resolved
+setup: $(VENV)/.installed $(JARS)/.resolved $(KAFKA_JARS)/.resolved
 
 # Re-installs when pyproject.toml changes; the stamp records a completed install only.
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +28,14 @@ $(JARS)/.resolved: jvm/spark-runtime.pom.xml
 	mvn --batch-mode --quiet -f jvm/spark-runtime.pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(JARS).tmp)
 	@rm -rf $(JARS) && mv $(JARS).tmp $(JARS) && touch $@
+
+# The local Kafka broker (weir infra up): Apache Kafka's own jars, KRaft mode, no Docker.
+$(KAFKA_JARS)/.resolved: jvm/kafka-broker.pom.xml
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is required to resolve the Kafka jars"; exit 1; }
+	@rm -rf $(KAFKA_JARS).tmp && mkdir -p $(KAFKA_JARS).tmp
+	mvn --batch-mode --quiet -f jvm/kafka-broker.pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_JARS).tmp)
+	@rm -rf $(KAFKA_JARS) && mv $(KAFKA_JARS).tmp $(KAFKA_JARS) && touch $@
 
 demo: setup
 	$(BIN)/weir demo
