@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Union
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -38,12 +39,16 @@ def minute_aggregates() -> list:
     ]
 
 
-def aggregate_minutes(events: DataFrame, layer: str, computed_at: datetime) -> DataFrame:
+def aggregate_minutes(
+    events: DataFrame, layer: str, computed_at: Union[datetime, Column]
+) -> DataFrame:
     """telemetry_minute rows (MINUTE_SCHEMA) from deduplicated valid events.
 
     ``events`` must hold one row per event_id (see ``dedup_first_received``): event_count
     counts rows. Windows are 1-minute tumbling windows on event_time in UTC; event_date is
-    the UTC date of window_start. ``computed_at`` is passed in so the function stays pure.
+    the UTC date of window_start. ``computed_at`` is passed in so the function stays pure: a
+    datetime for a batch run, or a Column (e.g. the micro-batch timestamp) in a stream. Works
+    on a streaming DataFrame that carries an event-time watermark.
     """
     if layer not in (LAYER_BATCH, LAYER_SPEED):
         raise ValueError(f"layer must be {LAYER_BATCH!r} or {LAYER_SPEED!r}, not {layer!r}")
@@ -56,5 +61,7 @@ def aggregate_minutes(events: DataFrame, layer: str, computed_at: datetime) -> D
         F.to_date(F.col("window.start")).alias("event_date"),
         *(F.col(f.name) for f in MINUTE_SCHEMA.fields[4:-2]),
         F.lit(layer).alias("layer"),
-        F.lit(computed_at).cast("timestamp").alias("computed_at"),
+        (computed_at if isinstance(computed_at, Column) else F.lit(computed_at))
+        .cast("timestamp")
+        .alias("computed_at"),
     )
