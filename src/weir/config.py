@@ -33,6 +33,9 @@ _KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _KINESIS_STREAM = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _SQL_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,127}$")
 _LAKE_SCHEMES = ("file://", "s3://", "s3a://")
+# An S3 URI needs a bucket (3-63 lower-case letters, digits, dots, hyphens) before any prefix.
+_S3_URI = re.compile(r"s3a?://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?")
+_HTTP_URL = re.compile(r"https?://[^\s/]+(:\d+)?/?")
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -53,6 +56,12 @@ def _absolute_local_path(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
 
+def _http_url(value: Optional[str]) -> Optional[str]:
+    if value is None or _HTTP_URL.fullmatch(value):
+        return None if value is None else value.rstrip("/")
+    raise ValueError(f"{value!r} is not an http(s) URL")
+
+
 class LakeConfig(_Section):
     root: str = Field(description="file://…, s3://… or a local path (made absolute)")
     landing: Optional[str] = Field(
@@ -64,16 +73,29 @@ class LakeConfig(_Section):
     def _normalise_uri(cls, value: Optional[str]) -> Optional[str]:
         if value is None:
             return None
-        value = value.strip().rstrip("/")
+        value = value.strip()
         if not value:
             raise ValueError("must not be empty")
-        if value.startswith(_LAKE_SCHEMES):
+        if value.startswith(("s3://", "s3a://")):
+            value = value.rstrip("/")
+            if not _S3_URI.fullmatch(value):
+                raise ValueError(f"{value!r} is not s3://bucket/prefix")
             return value
-        if "://" in value:
+        if value.startswith("file://"):
+            # file://lake would name a host "lake"; a local lake is file:///absolute/path.
+            path = value[len("file://") :]
+            if not path.startswith("/"):
+                raise ValueError(f"{value!r} is not an absolute file:///path")
+        elif "://" in value:
             raise ValueError(
                 f"unsupported scheme in {value!r}; use one of {', '.join(_LAKE_SCHEMES)}"
             )
-        return "file://" + _absolute_local_path(value)
+        else:
+            path = _absolute_local_path(value)
+        path = path.rstrip("/")
+        if not path:
+            raise ValueError("must not be the filesystem root")
+        return "file://" + path
 
 
 class SparkConfig(_Section):
@@ -93,7 +115,9 @@ class SparkConfig(_Section):
     @field_validator("master")
     @classmethod
     def _known_master(cls, value: Optional[str]) -> Optional[str]:
-        if value is None or re.fullmatch(r"local(\[(\*|\d+)\])?|yarn|spark://.+|k8s://.+", value):
+        if value is None or re.fullmatch(
+            r"local(\[(\*|[1-9]\d*)\])?|yarn|spark://.+|k8s://.+", value
+        ):
             return value
         raise ValueError(f"{value!r} is not a Spark master (local[N], yarn, spark://, k8s://)")
 
@@ -140,7 +164,8 @@ class KafkaSourceConfig(_Section):
     @classmethod
     def _host_ports(cls, value: str) -> str:
         for server in value.split(","):
-            if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", server.strip()):
+            found = re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:(\d{1,5})", server.strip())
+            if not found or not 1 <= int(found.group(1)) <= 65535:
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
@@ -160,6 +185,11 @@ class KinesisSourceConfig(_Section):
     consumer_type: Literal["GetRecords", "SubscribeToShard"] = "GetRecords"
     starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
     max_records_per_shard: int = Field(default=100_000, ge=1)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: Optional[str]) -> Optional[str]:
+        return _http_url(value)
 
     @field_validator("stream")
     @classmethod
@@ -192,9 +222,7 @@ class AwsConfig(_Section):
     @field_validator("endpoint_url")
     @classmethod
     def _http_url(cls, value: Optional[str]) -> Optional[str]:
-        if value is None or re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", value):
-            return None if value is None else value.rstrip("/")
-        raise ValueError(f"{value!r} is not an http(s) URL")
+        return _http_url(value)
 
 
 class TimingConfig(_Section):
@@ -241,6 +269,12 @@ class EmrConfig(_Section):
     code_uri: Optional[str] = Field(default=None, description="s3:// prefix for `weir package`")
     log_uri: Optional[str] = None
 
+    @field_validator("application_id", "cluster_id", "execution_role_arn", "code_uri", "log_uri")
+    @classmethod
+    def _empty_is_unset(cls, value: Optional[str]) -> Optional[str]:
+        # conf/emr.yaml writes ${WEIR_EMR_APPLICATION_ID:-}: an unset variable means "none".
+        return value or None
+
 
 class WeirConfig(_Section):
     env: Literal["local", "emr"]
@@ -266,11 +300,14 @@ def _interpolate(value: Any, key: str, environ: Mapping[str, str]) -> Any:
         return value
 
     def substitute(match: re.Match) -> str:
+        # Shell semantics: ${VAR:-default} also takes the default when VAR is set but empty.
         name, default = match.group(1), match.group(2)
-        if name in environ:
+        if environ.get(name):
             return environ[name]
         if default is not None:
             return default
+        if name in environ:
+            return ""
         raise ConfigError(key, f"environment variable {name} is not set (no default given)")
 
     return _INTERPOLATION.sub(substitute, value)
@@ -346,4 +383,8 @@ def load_config(
         document = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError("--conf", f"{path} is not valid YAML: {error}") from None
+    if document is not None and not isinstance(document, Mapping):
+        raise ConfigError(
+            "--conf", f"{path} must be a YAML mapping of sections, not a {type(document).__name__}"
+        )
     return config_from_mapping(document or {}, environ)
