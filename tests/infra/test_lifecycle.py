@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,3 +226,27 @@ def test_wait_until_raises_at_its_deadline() -> None:
     with pytest.raises(DeadlineExceededError, match="never true"):
         wait_until(lambda: False, timeout=0.3, what="never true")
     assert wait_until(lambda: 42, timeout=1, what="at once") == 42
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv")
+def test_a_private_server_stops_when_its_parent_dies(tmp_path: Path) -> None:
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from weir.infra.process import ManagedProcess; "
+            "p = ManagedProcess('sleeper', Path(sys.argv[1]), signature='sleep'); "
+            "print(p.start(['sleep', '60'], stop_with_parent=True), flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    server_pid = int(starter.stdout.readline())
+    cmdline = Path(f"/proc/{server_pid}/cmdline")
+    # the death signal is armed once setpriv has exec'd the server
+    wait_until(lambda: b"setpriv" not in cmdline.read_bytes(), timeout=10, what="exec")
+    starter.kill()  # no clean-up code runs: only the kernel's parent-death signal
+    starter.wait()
+    wait_until(lambda: not pid_alive(server_pid), timeout=10, what="orphan stopped")

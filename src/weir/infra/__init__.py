@@ -96,12 +96,13 @@ def _locked(config: WeirConfig) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def up(config: WeirConfig) -> list[StartReport]:
+def up(config: WeirConfig, *, stop_with_parent: bool = False) -> list[StartReport]:
     """Start whatever is not running, wait until each answers, create missing resources.
 
     Idempotent. Raises ConfigError (nothing started) when client settings and ``infra.*``
     disagree, WeirError (nothing started) for a taken port, missing Java or jars, and
     WeirError with the log's last lines when a component fails to start.
+    ``stop_with_parent``: servers started now stop if the calling process dies (private stacks).
     """
     check_local_endpoints(config)
     with _locked(config):
@@ -117,7 +118,7 @@ def up(config: WeirConfig) -> list[StartReport]:
             for component in stack:
                 pid = running[component.name]
                 if pid is None:
-                    pid = component.launch()
+                    pid = component.launch(stop_with_parent)
                     started.append(component)
                 pids[component.name] = pid
             for component in stack:
@@ -199,7 +200,7 @@ def private_stack(base: WeirConfig, state_dir: Path, attempts: int = 3) -> Itera
             aws_port=aws_port,
         )
         try:
-            up(config)
+            up(config, stop_with_parent=True)
             break
         except PortInUseError:
             if attempt == attempts:

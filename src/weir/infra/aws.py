@@ -102,10 +102,10 @@ class AwsEndpoint:
         if not port_is_free(self.port, LOCAL_HOST):
             raise PortInUseError(self.port, "infra.aws_port", "the local AWS endpoint")
 
-    def launch(self) -> int:
+    def launch(self, stop_with_parent: bool = False) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "moto.server", "-H", LOCAL_HOST, "-p", str(self.port)]
-        return self.process.start(command)
+        return self.process.start(command, stop_with_parent=stop_with_parent)
 
     def _answers(self) -> Optional[dict]:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -258,7 +258,7 @@ class KafkaBroker:
                 log,
             )
 
-    def launch(self) -> int:
+    def launch(self, stop_with_parent: bool = False) -> int:
         """Write the configuration, format storage if new, start the broker; return its PID."""
         java = self._java or find_java()
         self._write_configuration()
@@ -268,7 +268,7 @@ class KafkaBroker:
             "kafka.Kafka",
             str(self.properties_file),
         ]
-        return self.process.start(command)
+        return self.process.start(command, stop_with_parent=stop_with_parent)
 
     def _metadata(self, timeout: float = 2.0):
         from confluent_kafka import KafkaException

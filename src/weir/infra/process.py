@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -191,11 +192,22 @@ class ManagedProcess:
             return None
         return pid
 
-    def start(self, argv: Sequence[str], env: Optional[dict[str, str]] = None) -> int:
+    def start(
+        self,
+        argv: Sequence[str],
+        env: Optional[dict[str, str]] = None,
+        stop_with_parent: bool = False,
+    ) -> int:
         """Start ``argv`` detached in the state folder; record and return its PID.
 
         The previous log is kept as ``<name>.log.1``, so a crash's log survives one restart.
+        ``stop_with_parent`` (for private stacks of a test session): the server gets SIGTERM
+        if this process dies without stopping it, so a killed test run leaves no orphan
+        (Linux, via util-linux ``setpriv --pdeathsig``; ignored where that is missing).
         """
+        setpriv = shutil.which("setpriv") if stop_with_parent else None
+        if setpriv is not None:
+            argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         if self.log_file.exists():
             self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
