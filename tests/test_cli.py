@@ -77,11 +77,6 @@ def test_every_command_takes_conf(command: list[str], capsys: pytest.CaptureFixt
     assert "--conf" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in weir.cli.main: the installed typer (0.29) vendors click as typer._click, "
-    "so usage errors are not click.ClickException: they escape main() as a traceback (exit 1)",
-)
 @pytest.mark.parametrize(
     "args",
     [
@@ -123,11 +118,6 @@ def test_config_check_shows_resolved_values(
     assert "telemetry_prod" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in `weir config check`: only top-level keys containing 'secret' are masked; "
-    "Kafka client properties (sources.kafka.security.options) are printed in clear",
-)
 def test_config_check_masks_kafka_client_passwords(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-import click
+import typer
 
 from weir.cli import batch, config, demo, infra, layers, ops, simulate  # noqa: F401 (register)
 from weir.cli.app import app, errors
@@ -26,12 +26,14 @@ def main(argv: Optional[list] = None) -> int:
     except WeirError as error:
         errors.print(f"[bold red]failed[/] {error}", highlight=False)
         return EXIT_RUNTIME_FAILURE
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         return done.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         errors.print("aborted")
         return EXIT_RUNTIME_FAILURE
-    except click.ClickException as error:
+    except typer.TyperException as error:
+        # Usage errors (unknown option, bad value, unknown command): typer >= 0.29 vendors
+        # click, so its exceptions derive from TyperException rather than click's.
         error.show()
         return EXIT_BAD_CONFIG
     return EXIT_OK

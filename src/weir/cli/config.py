@@ -14,9 +14,25 @@ def check(conf: str = conf_option()) -> None:
     """Validate a configuration file (and WEIR__* overrides); print the resolved values."""
     config = load(conf)
     table = Table("key", "value", title=f"{conf}: valid")
-    for section, values in config.model_dump().items():
-        items = values.items() if isinstance(values, dict) else [("", values)]
-        for key, value in items:
-            shown = "***" if "secret" in key and value else value
-            table.add_row(f"{section}.{key}".rstrip("."), str(shown))
+    for key, value in _flatten(config.model_dump()):
+        table.add_row(key, "***" if value and _is_secret(key) else str(value))
     console.print(table)
+
+
+_SECRET_WORDS = ("secret", "password", "token", "sasl.jaas.config")
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key.lower() for word in _SECRET_WORDS)
+
+
+def _flatten(values: dict, prefix: str = "") -> list:
+    """(dotted key, value) pairs of a nested mapping, leaves only."""
+    pairs = []
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            pairs.extend(_flatten(value, f"{dotted}."))
+        else:
+            pairs.append((dotted, value))
+    return pairs
