@@ -1,0 +1,419 @@
+"""Where simulated records go: a Kafka topic, a Kinesis stream or the landing folder.
+
+Every sink reports each record it was handed exactly once to its ledger: ``acknowledged``
+(with the record's partition and offset) once the destination confirmed it, or ``failed``
+(with the error) once the sink gave up. Nothing is silently lost: :meth:`flush` returns the
+number of records still unconfirmed, which is 0 unless the destination stopped answering.
+
+Endpoints and names come from the configuration only: ``sources.kafka`` (bootstrap servers,
+topic, security), ``sources.kinesis`` (stream, region, endpoint) with ``aws`` (endpoint and
+keys), and the lake layout's landing folder (``LakeLayout.landing``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+from weir.config import ConfigError, WeirConfig
+from weir.errors import WeirError
+from weir.lake import LakeLayout, local_path
+from weir.simulate.stream import SimRecord
+
+KAFKA = "kafka"
+KINESIS = "kinesis"
+FILES = "files"
+SINKS = (KAFKA, KINESIS, FILES)
+
+
+class Acknowledger(Protocol):
+    """What a sink reports to (weir.simulate.ledger.Ledger)."""
+
+    def acknowledged(self, record: SimRecord, partition: Any, offset: Any) -> None: ...
+
+    def acknowledged_lines(self, records: list[SimRecord], path: str) -> None: ...
+
+    def failed(self, record: SimRecord, error: str) -> None: ...
+
+
+class Sink(Protocol):
+    name: str
+    target: str  # topic, stream or landing folder, for the run's manifest
+
+    def send(self, records: Sequence[SimRecord], clock_us: int) -> None:
+        """Hand records over (``clock_us``: the run's simulated arrival time)."""
+
+    def poll(self) -> None:
+        """Serve acknowledgements without blocking (call while idle)."""
+
+    def flush(self, timeout_s: float) -> int:
+        """Deliver everything handed over; returns how many records are still unconfirmed."""
+
+    def close(self) -> None: ...
+
+
+# --- Kafka ---------------------------------------------------------------------------------------
+# librdkafka settings for throughput with safety: large lz4 batches, idempotent delivery (no
+# duplicates or reordering from the producer's own retries: the only duplicates are the ones
+# the simulator means), and a bounded delivery timeout after which a record is reported failed.
+KAFKA_PRODUCER_SETTINGS: dict[str, Any] = {
+    "client.id": "weir-simulate",
+    "linger.ms": 20,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 10_000,
+    "compression.type": "lz4",
+    "enable.idempotence": True,
+    "acks": "all",
+    "queue.buffering.max.messages": 500_000,
+    "queue.buffering.max.kbytes": 512 * 1024,
+    "message.timeout.ms": 60_000,
+    "partitioner": "murmur2_random",  # the Java client's partitioner: same key, same partition
+}
+KAFKA_METADATA_TIMEOUT_S = 10.0
+_POLL_EVERY = 1000
+
+
+def kafka_client_settings(config: WeirConfig) -> dict[str, Any]:
+    """Bootstrap servers and security for a librdkafka client, from ``sources.kafka``."""
+    kafka = config.sources.kafka
+    settings: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers}
+    security = kafka.security
+    if security.protocol != "PLAINTEXT":
+        settings["security.protocol"] = security.protocol
+    if security.sasl_mechanism == "AWS_MSK_IAM":
+        raise ConfigError(
+            "sources.kafka.security.sasl_mechanism",
+            "AWS_MSK_IAM is not supported by the simulator's producer; use SCRAM-SHA-512",
+        )
+    if security.sasl_mechanism:
+        settings["sasl.mechanism"] = security.sasl_mechanism
+    return settings
+
+
+class KafkaSink:
+    """confluent_kafka.Producer; a record is acknowledged by its delivery report."""
+
+    name = KAFKA
+
+    def __init__(self, config: WeirConfig, ledger: Acknowledger, producer: Any = None) -> None:
+        from confluent_kafka import KafkaException, Producer
+
+        kafka = config.sources.kafka
+        self.topic = kafka.topic
+        self.target = f"{kafka.bootstrap_servers}/{kafka.topic}"
+        self.ledger = ledger
+        self._producer = producer or Producer(
+            {**KAFKA_PRODUCER_SETTINGS, **kafka_client_settings(config)}
+        )
+        # Fail before anything is written: the broker answers and the topic exists.
+        try:
+            metadata = self._producer.list_topics(self.topic, timeout=KAFKA_METADATA_TIMEOUT_S)
+        except KafkaException as error:
+            raise WeirError(
+                f"no Kafka broker answered at {kafka.bootstrap_servers} "
+                f"(sources.kafka.bootstrap_servers; is `weir infra up` running?): {error}"
+            ) from None
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            raise WeirError(
+                f"Kafka topic {self.topic!r} is not available at {kafka.bootstrap_servers} "
+                f"(sources.kafka.topic): {topic.error if topic else 'unknown topic'}"
+            )
+        self.partitions = len(topic.partitions)
+        self._keys: dict[str, bytes] = {}
+        self.sent = 0
+
+    def _delivered(self, record: SimRecord, error: Any, message: Any) -> None:
+        if error is None:
+            self.ledger.acknowledged(record, message.partition(), message.offset())
+        else:
+            self.ledger.failed(record, str(error))
+
+    def send(self, records: Sequence[SimRecord], clock_us: int) -> None:
+        produce = self._producer.produce
+        poll = self._producer.poll
+        delivered = self._delivered
+        keys = self._keys
+        topic = self.topic
+        for index, record in enumerate(records):
+            key = keys.get(record.key)
+            if key is None:
+                key = keys[record.key] = record.key.encode()
+            while True:
+                try:
+                    produce(topic, record.payload, key, on_delivery=partial(delivered, record))
+                    break
+                except BufferError:
+                    poll(0.05)  # the local queue is full: serve delivery reports, then retry
+            if index % _POLL_EVERY == 0:
+                poll(0)
+        self.sent += len(records)
+        poll(0)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float) -> int:
+        return self._producer.flush(timeout_s)
+
+    def close(self) -> None:
+        self._producer.flush(0)
+
+
+# --- Kinesis -------------------------------------------------------------------------------------
+KINESIS_MAX_RECORDS = 500  # PutRecords limits
+KINESIS_MAX_REQUEST_BYTES = 5 * 1024 * 1024
+KINESIS_MAX_RECORD_BYTES = 1024 * 1024
+# Errors worth another try, for a single record or for the whole call.
+RETRYABLE_ERRORS = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "InternalFailure",
+        "KMSThrottlingException",
+        "LimitExceededException",
+        "ThrottlingException",
+        "ServiceUnavailable",
+        "InternalServerError",
+    }
+)
+
+
+def kinesis_client(config: WeirConfig) -> Any:
+    """A boto3 Kinesis client for ``sources.kinesis`` (endpoint falls back to ``aws``)."""
+    from weir.infra.aws import aws_client
+
+    return aws_client(
+        config,
+        "kinesis",
+        endpoint_url=config.sources.kinesis.endpoint_url,
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+    )
+
+
+class KinesisSink:
+    """PutRecords in batches of up to 500; partition key = device id (spread over shards).
+
+    Throttled or failed records (``FailedRecordCount``) are retried, alone, with exponential
+    backoff and jitter, up to ``max_attempts`` calls; then each is reported failed.
+    """
+
+    name = KINESIS
+
+    def __init__(
+        self,
+        config: WeirConfig,
+        ledger: Acknowledger,
+        client: Any = None,
+        max_attempts: int = 10,
+        base_backoff_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self._call_errors = (BotoCoreError, ClientError)
+        self.stream = config.sources.kinesis.stream
+        self.client = client or kinesis_client(config)
+        endpoint = config.sources.kinesis.endpoint_url or config.aws.endpoint_url or "AWS"
+        self.target = f"{endpoint}/{self.stream}"
+        self.ledger = ledger
+        self.max_attempts = max_attempts
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._sleep = sleep
+        self._jitter = random.Random()
+        self._buffer: list[SimRecord] = []
+        self._buffer_bytes = 0
+        self.calls = 0
+        self.retried = 0
+        try:
+            summary = self.client.describe_stream_summary(StreamName=self.stream)
+        except self._call_errors as error:
+            raise WeirError(
+                f"Kinesis stream {self.stream!r} is not available at {endpoint} "
+                f"(sources.kinesis.stream; is `weir infra up` running?): {error}"
+            ) from None
+        self.shards = summary["StreamDescriptionSummary"].get("OpenShardCount")
+
+    def send(self, records: Sequence[SimRecord], clock_us: int) -> None:
+        for record in records:
+            size = len(record.payload) + len(record.key.encode())
+            if size > KINESIS_MAX_RECORD_BYTES:
+                self.ledger.failed(record, f"record of {size} bytes exceeds Kinesis' 1 MiB")
+                continue
+            if self._buffer and (
+                len(self._buffer) >= KINESIS_MAX_RECORDS
+                or self._buffer_bytes + size > KINESIS_MAX_REQUEST_BYTES
+            ):
+                self._put_buffer()
+            self._buffer.append(record)
+            self._buffer_bytes += size
+        if len(self._buffer) >= KINESIS_MAX_RECORDS:
+            self._put_buffer()
+
+    def poll(self) -> None:
+        self._put_buffer()
+
+    def flush(self, timeout_s: float) -> int:
+        self._put_buffer()
+        return 0  # PutRecords is synchronous: every record was acknowledged or failed
+
+    def close(self) -> None:
+        self._put_buffer()
+
+    def _backoff(self, attempt: int) -> None:
+        ceiling = min(self.max_backoff_s, self.base_backoff_s * 2**attempt)
+        self._sleep(ceiling * self._jitter.uniform(0.5, 1.0))
+
+    def _put_buffer(self) -> None:
+        batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
+        attempt = 0
+        while batch:
+            self.calls += 1
+            try:
+                response = self.client.put_records(
+                    StreamName=self.stream,
+                    Records=[{"Data": r.payload, "PartitionKey": r.key} for r in batch],
+                )
+            except self._call_errors as error:
+                code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
+                retryable = code in RETRYABLE_ERRORS or not code  # no code: connection trouble
+                if retryable and attempt + 1 < self.max_attempts:
+                    attempt += 1
+                    self._backoff(attempt)
+                    continue
+                for record in batch:
+                    self.ledger.failed(
+                        record, f"PutRecords failed after {attempt + 1} calls: {error}"
+                    )
+                return
+            retry: list[SimRecord] = []
+            for record, result in zip(batch, response["Records"]):
+                code = result.get("ErrorCode")
+                if code is None:
+                    self.ledger.acknowledged(record, result["ShardId"], result["SequenceNumber"])
+                elif code in RETRYABLE_ERRORS and attempt + 1 < self.max_attempts:
+                    retry.append(record)
+                else:
+                    self.ledger.failed(
+                        record,
+                        f"{code}: {result.get('ErrorMessage', '')} (after {attempt + 1} calls)",
+                    )
+            if retry:
+                attempt += 1
+                self.retried += len(retry)
+                self._backoff(attempt)
+            batch = retry
+
+
+# --- Landing folder (Firehose-style) -------------------------------------------------------------
+FILES_MAX_BYTES = 5 * 1024 * 1024  # Firehose's default buffer size
+FILE_PREFIX = "weir"
+
+
+def landing_relative_path(opened_us: int, nonce: str, number: int) -> str:
+    """``YYYY/MM/DD/HH/weir-YYYY-MM-DD-HH-MM-SS-<nonce>-NNNNNN.jsonl`` (UTC), like a Firehose key.
+
+    Paths sort in write order within a run: time first, then the file number.
+    """
+    moment = datetime.fromtimestamp(opened_us / 1e6, tz=timezone.utc)
+    return (
+        f"{moment:%Y/%m/%d/%H}/{FILE_PREFIX}-{moment:%Y-%m-%d-%H-%M-%S}-{nonce}-{number:06d}.jsonl"
+    )
+
+
+class FilesSink:
+    """JSON lines under the landing folder, one file per buffer, each appearing atomically.
+
+    A file holds the records of at most ``roll_seconds`` of the run's clock (and one UTC hour,
+    the partition of its path) or ``max_bytes``; local files are written aside and renamed,
+    S3 objects are put whole. A record is acknowledged when its file is in place.
+    """
+
+    name = FILES
+
+    def __init__(
+        self,
+        config: WeirConfig,
+        ledger: Acknowledger,
+        nonce: str,
+        roll_seconds: float = 60.0,
+        max_bytes: int = FILES_MAX_BYTES,
+        s3_client: Any = None,
+    ) -> None:
+        self.target = LakeLayout.from_config(config).landing
+        self.ledger = ledger
+        self.nonce = nonce
+        self.roll_us = int(roll_seconds * 1e6)
+        self.max_bytes = max_bytes
+        self.files_written = 0
+        self._records: list[SimRecord] = []
+        self._bytes = 0
+        self._opened_us = 0
+        if self.target.startswith("file://"):
+            self._folder: Optional[Path] = Path(local_path(self.target))
+            self._s3 = None
+        else:
+            self._folder = None
+            bucket, _, prefix = self.target.split("://", 1)[1].partition("/")
+            self._bucket, self._prefix = bucket, prefix.strip("/")
+            self._s3 = s3_client or _s3_client(config)
+
+    def send(self, records: Sequence[SimRecord], clock_us: int) -> None:
+        if self._records and (
+            clock_us - self._opened_us >= self.roll_us
+            or clock_us // 3_600_000_000 != self._opened_us // 3_600_000_000
+        ):
+            self._write()
+        if not self._records:
+            self._opened_us = clock_us
+        for record in records:
+            self._records.append(record)
+            self._bytes += len(record.payload) + 1
+            if self._bytes >= self.max_bytes:
+                self._write()
+                self._opened_us = clock_us
+
+    def poll(self) -> None:
+        pass
+
+    def flush(self, timeout_s: float) -> int:
+        self._write()
+        return 0
+
+    def close(self) -> None:
+        self._write()
+
+    def _write(self) -> None:
+        records, self._records, self._bytes = self._records, [], 0
+        if not records:
+            return
+        relative = landing_relative_path(self._opened_us, self.nonce, self.files_written)
+        data = b"\n".join(r.payload for r in records) + b"\n"
+        if self._folder is not None:
+            target = self._folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # A dot-file is skipped by Spark's file sources until it is renamed into place.
+            partial_file = target.with_name(f".{target.name}.partial")
+            with open(partial_file, "wb") as handle:
+                handle.write(data)
+            os.replace(partial_file, target)
+        else:
+            key = f"{self._prefix}/{relative}" if self._prefix else relative
+            self._s3.put_object(Bucket=self._bucket, Key=key, Body=data)
+        self.files_written += 1
+        self.ledger.acknowledged_lines(records, relative)
+
+
+def _s3_client(config: WeirConfig) -> Any:
+    from weir.infra.aws import aws_client
+
+    return aws_client(config, "s3")
