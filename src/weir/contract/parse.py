@@ -43,6 +43,7 @@ _JSON_OPTIONS = {
     "mode": "PERMISSIVE",
     "columnNameOfCorruptRecord": CORRUPT_RECORD_COLUMN,
     "allowNonNumericNumbers": "false",
+    "allowSingleQuotes": "false",  # Spark's default is true; strict JSON has only '"'
 }
 # Jackson stops after the first JSON value, so `{"a":1} trailing` would parse; the contract
 # calls that malformed. An object's last non-blank character is its closing brace.
@@ -69,6 +70,19 @@ def _event_time() -> Column:
     return F.when(parsed >= F.timestamp_millis(F.lit(0)), parsed)
 
 
+def _text_as_typed(name: str) -> Column:
+    """The all-text parse's value read back as the typed field's type (null if it is not one).
+
+    Jackson writes a number's text (`20`, `1.0E20`, `"Infinity"` for 1e400), which reads back
+    as the typed parse's value; a string, boolean, object or array does not (a string that
+    spells the earlier occurrence's number exactly is the one case this cannot tell apart).
+    """
+    text = f"{_TEXT}.{name}"
+    if name in METRIC_FIELDS:
+        return F.expr(f"try_cast(trim(BOTH '\"' FROM {text}) AS DOUBLE)")
+    return F.when(F.col(_TEXT)[name].rlike(r"^-?[0-9]+\z"), F.expr(f"try_cast({text} AS INT)"))
+
+
 def _first_reason(typed: Column, text: Column, event_time: Column, ingest_time: Column) -> Column:
     malformed = (
         typed.isNull()
@@ -88,9 +102,13 @@ def _first_reason(typed: Column, text: Column, event_time: Column, ingest_time: 
         ~typed["device_id"].rlike(DEVICE_ID_JAVA_REGEX), F.lit(Reason.BAD_DEVICE_ID)
     )
     for name in TYPED_FIELDS:
-        # Present as text but null once typed: the JSON value had the wrong type.
+        # Present as text but null once typed: the JSON value had the wrong type. A repeated
+        # key also counts: typed keeps the last value that converted, text the last value
+        # (the one that counts), so when they disagree the last value had the wrong type.
         reason = reason.when(
-            text[name].isNotNull() & typed[name].isNull(), F.lit(Reason.bad_type(name))
+            text[name].isNotNull()
+            & (typed[name].isNull() | ~typed[name].eqNullSafe(_text_as_typed(name))),
+            F.lit(Reason.bad_type(name)),
         )
     reason = reason.when(event_time.isNull(), F.lit(Reason.BAD_TIMESTAMP))
     reason = reason.when(
