@@ -36,8 +36,13 @@ def received_order(prefix: str = "") -> Column:
 
 
 def content_fingerprint() -> Column:
-    """A hash of what an event says (not where it came from): differs for conflicting copies."""
-    return F.xxhash64(*(F.col(name) for name in EVENT_CONTENT_COLUMNS))
+    """A hash of what an event says (not where it came from): differs for conflicting copies.
+
+    xxhash64 skips null inputs, so (null, 5.0) and (5.0, null) would hash alike: the null
+    flags go in too, to tell which fields are null.
+    """
+    columns = [F.col(name) for name in EVENT_CONTENT_COLUMNS]
+    return F.xxhash64(*columns, *(column.isNull() for column in columns))
 
 
 def dedup_first_received(events: DataFrame) -> DataFrame:
