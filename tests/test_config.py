@@ -183,6 +183,14 @@ def test_relative_paths_are_made_absolute_against_the_working_directory(
     assert config.infra.state_dir == f"{here}/.weir"
 
 
+def test_default_state_dir_is_absolute_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """conf/emr.yaml has no infra section: the default .weir is resolved at load time."""
+    here = tmp_path.resolve()
+    monkeypatch.chdir(here)
+    config = load_config(str(EMR_CONF), environ={"WEIR_BUCKET": "acme"})
+    assert config.infra.state_dir == f"{here}/.weir"
+
+
 @pytest.mark.parametrize(
     ("root", "expected"),
     [
@@ -272,6 +280,7 @@ BAD_CONFIGURATIONS = [
     bad_value("aws-endpoint-not-a-url", "aws.endpoint_url", "127.0.0.1:5055"),
     bad_value("kinesis-endpoint-not-a-url", "sources.kinesis.endpoint_url", "kinesis.local"),
     bad_value("privileged-infra-port", "infra.kafka_port", 80),
+    bad_value("infra-ports-collide", "infra.aws_port", 9092, named="infra"),
     bad_value("unset-variable", "lake.root", "${WEIR_TEST_NEVER_SET}/lake"),
     missing("missing-section", "catalog"),
     missing("missing-required-key", "sources.kafka.topic"),

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from weir.contract.rules import DEFAULT_ALLOWED_LATENESS_MINUTES
 
@@ -250,7 +257,8 @@ class DataQualityConfig(_Section):
 
 
 class InfraConfig(_Section):
-    state_dir: str = ".weir"
+    # validate_default: the default is a relative path too, and must be made absolute.
+    state_dir: str = Field(default=".weir", validate_default=True)
     kafka_port: int = Field(default=9092, ge=1024, le=65535)
     kafka_controller_port: int = Field(default=9093, ge=1024, le=65535)
     aws_port: int = Field(default=5055, ge=1024, le=65535)
@@ -259,6 +267,13 @@ class InfraConfig(_Section):
     @classmethod
     def _absolute_state_dir(cls, value: str) -> str:
         return _absolute_local_path(value)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> InfraConfig:
+        ports = (self.kafka_port, self.kafka_controller_port, self.aws_port)
+        if len(set(ports)) < len(ports):
+            raise ValueError("kafka_port, kafka_controller_port and aws_port must all differ")
+        return self
 
 
 class EmrConfig(_Section):
@@ -285,7 +300,8 @@ class WeirConfig(_Section):
     timing: TimingConfig = TimingConfig()
     catalog: CatalogConfig
     dq: DataQualityConfig = DataQualityConfig()
-    infra: InfraConfig = InfraConfig()
+    # A factory, so the default state_dir is resolved when the file is loaded, not imported.
+    infra: InfraConfig = Field(default_factory=InfraConfig)
     emr: EmrConfig = EmrConfig()
 
 
