@@ -1,0 +1,454 @@
+"""The sinks, end to end: what lands in the folder, the stream or the topic equals the ledger."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from simulate.conftest import (
+    START,
+    START_US,
+    crc,
+    landed_lines,
+    landing_folder,
+    ledger_coordinates,
+    read_json,
+    spec,
+    with_overrides,
+)
+from weir.cli import main
+from weir.config import WeirConfig
+from weir.infra.process import wait_until
+from weir.simulate import ledger as L
+from weir.simulate import sinks as S
+from weir.simulate.faults import FaultMix
+from weir.simulate.run import SimulateOptions, run_simulation
+from weir.simulate.stream import stream_records
+
+START_TEXT = "2026-03-01T12:00:00Z"
+FIREHOSE_PATH = re.compile(
+    r"^(\d{4})/(\d{2})/(\d{2})/(\d{2})/weir-(\d{4})-(\d{2})-(\d{2})-(\d{2})-\d{2}-\d{2}"
+    r"-[0-9a-f]{6}-\d{6}\.jsonl$"
+)
+WEIR = str(Path(sys.executable).parent / "weir")
+
+
+def write_conf(config: WeirConfig, folder: Path) -> str:
+    path = folder / "weir.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump()), "utf-8")
+    return str(path)
+
+
+def only_run(config: WeirConfig) -> Path:
+    (run,) = sorted(L.ledger_root(config.infra.state_dir).iterdir())
+    return run
+
+
+# --- files ---------------------------------------------------------------------------------------
+def files_run(config: WeirConfig, **options: Any):
+    defaults = dict(devices=50, rate=0, count=2000, sink="files", seed=5, start=START)
+    return run_simulation(
+        config, SimulateOptions(**{**defaults, **options}), now=START + timedelta(minutes=5)
+    )
+
+
+def test_files_land_under_firehose_style_hour_prefixes_and_equal_the_ledger(
+    sim_config: WeirConfig,
+) -> None:
+    result = files_run(sim_config, roll_seconds=10, faults=FaultMix.preset("heavy"))
+    assert result.status == L.COMPLETED and result.acknowledged == 2000
+    lines = landed_lines(sim_config)
+    files = {path for path, _ in lines}
+    assert len(files) >= 3  # 40 s of clock, 10 s per file
+    for path in files:
+        match = FIREHOSE_PATH.match(path)
+        assert match, path
+        assert match.groups()[:4] == match.groups()[4:]  # the prefix is the file's own hour
+    folder = landing_folder(sim_config)
+    assert not [p for p in folder.rglob(".*")]  # no partial file left behind
+    ledger = ledger_coordinates(L.read_ledger(result.ledger_dir))
+    assert {k: v[1] for k, v in ledger.items()} == {k: crc(v) for k, v in lines.items()}
+
+
+def test_landing_files_appear_atomically(sim_config: WeirConfig, monkeypatch) -> None:
+    renames = []
+    real_replace = os.replace
+
+    def watching_replace(source, target) -> None:
+        source, target = Path(source), Path(target)
+        renames.append((source, target, target.exists(), source.read_bytes()))
+        real_replace(source, target)
+
+    monkeypatch.setattr(S.os, "replace", watching_replace)
+    files_run(sim_config, count=600, roll_seconds=5)
+    landed_files = [(s, t, e, b) for s, t, e, b in renames if t.suffix == ".jsonl"]
+    assert len(landed_files) >= 2
+    for source, target, existed, content in landed_files:
+        assert source.parent == target.parent and source.name.startswith(".")
+        assert not existed and content == target.read_bytes() and content.endswith(b"\n")
+
+
+def test_same_seed_and_start_land_the_same_bytes(tmp_path: Path, sim_config: WeirConfig) -> None:
+    contents = []
+    for name in ("first", "second"):
+        config = with_overrides(
+            sim_config,
+            lake={"root": f"file://{tmp_path}/{name}/lake"},
+            infra={"state_dir": str(tmp_path / name / "state")},
+        )
+        (tmp_path / name).mkdir()
+        args = ["simulate", "--conf", write_conf(config, tmp_path / name)]
+        args += ["--sink", "files", "--seed", "5", "--start", START_TEXT, "--count", "1500"]
+        args += ["--rate", "0", "--devices", "30", "--fault-mix", "heavy"]
+        assert main(args) == 0
+        folder = landing_folder(config)
+        contents.append(b"".join(p.read_bytes() for p in sorted(folder.rglob("*.jsonl"))))
+    assert contents[0] == contents[1] and contents[0].count(b"\n") == 1500
+
+
+def test_backfill_writes_days_of_history_into_hourly_folders(
+    tmp_path: Path, sim_config: WeirConfig
+) -> None:
+    conf = write_conf(sim_config, tmp_path)
+    args = ["simulate", "--conf", conf, "--backfill", "1", "--devices", "10"]
+    args += ["--interval", "300", "--start", START_TEXT, "--seed", "2", "--fault-mix", "none"]
+    assert main(args) == 0
+    run = only_run(sim_config)
+    manifest = read_json(run / L.MANIFEST)
+    assert manifest["sink"] == "files" and manifest["status"] == L.COMPLETED
+    assert manifest["acknowledged"] == 10 * 24 * 12  # a report every 5 minutes for a day
+    lines = landed_lines(sim_config)
+    hours = {path[:13] for path, _ in lines}
+    assert len(hours) == 24  # 2026/02/28/12 .. 2026/03/01/11
+    assert min(hours) == "2026/02/28/12" and max(hours) == "2026/03/01/11"
+    ledger = L.read_ledger(run).to_pylist()
+    times = [row["event_time"].timestamp() * 1e6 for row in ledger]
+    assert min(times) >= START_US - 86_400e6 and max(times) < START_US
+    assert len(lines) == len(ledger)
+
+
+def test_stopping_a_run_leaves_a_ledger_equal_to_the_landed_files(
+    sim_config: WeirConfig,
+) -> None:
+    stop = threading.Event()
+    outcome = {}
+
+    def run() -> None:
+        options = SimulateOptions(
+            devices=20, rate=400, sink="files", seed=4, start=START, roll_seconds=1
+        )
+        outcome["result"] = run_simulation(sim_config, options, stop=stop)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    folder = landing_folder(sim_config)
+    wait_until(lambda: len(list(folder.rglob("*.jsonl"))) >= 3, timeout=60, what="3 files")
+    stop.set()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    result = outcome["result"]
+    assert result.status == L.INTERRUPTED
+    assert result.generated == result.acknowledged > 0
+    lines = landed_lines(sim_config)
+    ledger = ledger_coordinates(L.read_ledger(result.ledger_dir))
+    assert {k: v[1] for k, v in ledger.items()} == {k: crc(v) for k, v in lines.items()}
+
+
+def test_bad_options_fail_before_anything_is_written(
+    tmp_path: Path, sim_config: WeirConfig
+) -> None:
+    conf = write_conf(sim_config, tmp_path)
+    for extra in (
+        ["--sink", "pigeon"],
+        ["--faults", "late=2"],
+        ["--fault-mix", "spicy"],
+        ["--duration", "soon"],
+        ["--start", "2999-01-01T00:00:00Z"],
+        ["--start", "2026-03-01T12:00:00"],
+        ["--count", "5", "--duration", "5s"],
+        ["--devices", "0"],
+    ):
+        assert main(["simulate", "--conf", conf, "--sink", "files", *extra]) == 2, extra
+    assert not (tmp_path / "lake").exists()
+    assert not L.ledger_root(sim_config.infra.state_dir).exists()
+
+
+# --- Kinesis on a real moto server ---------------------------------------------------------------
+@pytest.fixture
+def kinesis_config(sim_config: WeirConfig, moto_endpoint: str) -> WeirConfig:
+    """A fresh 2-shard stream of this test's own on the session's moto server."""
+    name = f"telemetry-{uuid.uuid4().hex[:8]}"
+    config = with_overrides(
+        sim_config,
+        kinesis={"stream": name, "endpoint_url": moto_endpoint, "shards": 2},
+        aws={
+            "endpoint_url": moto_endpoint,
+            "access_key_id": "testing",
+            "secret_access_key": "testing",
+        },
+    )
+    client = S.kinesis_client(config)
+    client.create_stream(StreamName=name, ShardCount=2)
+    wait_until(
+        lambda: (
+            client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
+                "StreamStatus"
+            ]
+            == "ACTIVE"
+        ),
+        timeout=30,
+        what=f"stream {name} active",
+    )
+    return config
+
+
+def read_stream(config: WeirConfig) -> dict[tuple[str, str], tuple[str, int]]:
+    """(shard id, sequence number) -> (partition key, crc32 of data), over every shard."""
+    client = S.kinesis_client(config)
+    stream = config.sources.kinesis.stream
+    records = {}
+    for shard in client.list_shards(StreamName=stream)["Shards"]:
+        iterator = client.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            page = client.get_records(ShardIterator=iterator, Limit=10_000)
+            for record in page["Records"]:
+                key = (shard["ShardId"], record["SequenceNumber"])
+                records[key] = (record["PartitionKey"], crc(record["Data"]))
+            if not page["Records"]:
+                break
+            iterator = page.get("NextShardIterator")
+    return records
+
+
+def kinesis_run(config: WeirConfig, sink_factory=None, **options: Any):
+    defaults = dict(devices=60, rate=0, count=1500, sink="kinesis", seed=3, start=START)
+    kwargs = {"sink_factory": sink_factory} if sink_factory else {}
+    return run_simulation(
+        config,
+        SimulateOptions(**{**defaults, **options}, faults=FaultMix.preset("heavy")),
+        now=START + timedelta(minutes=5),
+        **kwargs,
+    )
+
+
+def test_kinesis_holds_exactly_the_ledger_across_both_shards(kinesis_config) -> None:
+    result = kinesis_run(kinesis_config)
+    assert result.status == L.COMPLETED and result.acknowledged == 1500
+    in_stream = read_stream(kinesis_config)
+    assert len({shard for shard, _ in in_stream}) == 2  # device keys spread over the shards
+    assert ledger_coordinates(L.read_ledger(result.ledger_dir)) == in_stream
+
+
+class FlakyKinesis:
+    """A real client whose PutRecords throttles: a whole call now and then, some records often."""
+
+    def __init__(self, real: Any, fail_every: int = 3, give_up_on=lambda payload: False):
+        self.real = real
+        self.fail_every = fail_every
+        self.give_up_on = give_up_on
+        self.calls = 0
+
+    def describe_stream_summary(self, **kwargs):
+        return self.real.describe_stream_summary(**kwargs)
+
+    def put_records(self, StreamName: str, Records: list) -> dict:  # noqa: N803 (boto3's names)
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        if self.calls == 2:
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
+            raise ClientError({"Error": error}, "PutRecords")
+        failing = [
+            (self.fail_every and index % self.fail_every == 0 and self.calls % 2 == 1)
+            or self.give_up_on(record["Data"])
+            for index, record in enumerate(Records)
+        ]
+        passed = [record for record, fail in zip(Records, failing) if not fail]
+        answers = iter(
+            self.real.put_records(StreamName=StreamName, Records=passed)["Records"]
+            if passed
+            else []
+        )
+        results = [
+            {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"}
+            if fail
+            else next(answers)
+            for fail in failing
+        ]
+        return {"FailedRecordCount": sum(failing), "Records": results}
+
+
+def test_kinesis_retries_throttled_and_partially_failed_records_until_sent(kinesis_config) -> None:
+    waits: list[float] = []
+    sinks = []
+
+    def flaky_sink(config, plan, ledger, nonce):
+        client = FlakyKinesis(S.kinesis_client(config))
+        sinks.append(S.KinesisSink(config, ledger, client=client, sleep=waits.append))
+        return sinks[-1]
+
+    result = kinesis_run(kinesis_config, sink_factory=flaky_sink)
+    assert result.status == L.COMPLETED and result.acknowledged == result.generated == 1500
+    (sink,) = sinks
+    assert sink.retried > 0 and len(waits) >= 2 and all(0 < w <= 5 for w in waits)
+    assert ledger_coordinates(L.read_ledger(result.ledger_dir)) == read_stream(kinesis_config)
+
+
+def test_kinesis_reports_records_it_gave_up_on_and_loses_none(kinesis_config) -> None:
+    records = stream_records_for_kinesis()
+    doomed = {r.payload for r in records[::97]}
+    hopeless = sum(1 for r in records if r.payload in doomed)  # exact retries share bytes
+
+    def hopeless_sink(config, plan, ledger, nonce):
+        client = FlakyKinesis(
+            S.kinesis_client(config), fail_every=0, give_up_on=doomed.__contains__
+        )
+        return S.KinesisSink(config, ledger, client=client, max_attempts=3, sleep=lambda s: None)
+
+    result = kinesis_run(kinesis_config, sink_factory=hopeless_sink)
+    assert result.status == L.FAILED
+    assert result.failed == hopeless and result.acknowledged + result.failed == 1500
+    failures = L.read_failures(result.ledger_dir)
+    assert len(failures) == hopeless
+    assert all("ProvisionedThroughputExceededException" in f["error"] for f in failures)
+    assert ledger_coordinates(L.read_ledger(result.ledger_dir)) == read_stream(kinesis_config)
+
+
+def stream_records_for_kinesis():
+    """The records kinesis_run sends (the same spec: a run is deterministic)."""
+    return stream_records(spec(seed=3, devices=60, mix="heavy"), 1500)
+
+
+# --- Kafka on the local broker -------------------------------------------------------------------
+@pytest.fixture
+def kafka_config(simulate_infra: WeirConfig, tmp_path: Path) -> WeirConfig:
+    """A fresh 3-partition topic of this test's own on the session's local broker."""
+    from confluent_kafka.admin import NewTopic
+
+    from weir.infra.kafka import admin_client
+
+    topic = f"telemetry-{uuid.uuid4().hex[:8]}"
+    bootstrap = simulate_infra.sources.kafka.bootstrap_servers
+    admin = admin_client(bootstrap)  # kept alive until the topic exists
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(timeout=30)
+    return with_overrides(
+        simulate_infra,
+        kafka={"topic": topic, "partitions": 3},
+        lake={"root": f"file://{tmp_path}/lake", "landing": None},
+        infra={"state_dir": str(tmp_path / "state")},
+    )
+
+
+def read_topic(config: WeirConfig) -> dict[tuple[str, str], tuple[str, int]]:
+    """(partition, offset) -> (key, crc32 of value) of every record in the topic."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    kafka = config.sources.kafka
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(kafka.topic, timeout=10).topics[kafka.topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(kafka.topic, p, 0) for p in partitions])
+        records = {}
+
+        def drained() -> bool:
+            for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                if message.error() is None:
+                    key = (str(message.partition()), str(message.offset()))
+                    records[key] = (message.key().decode(), crc(message.value()))
+            return all(
+                sum(1 for part, _ in records if part == str(p)) >= end for p, end in ends.items()
+            )
+
+        wait_until(drained, timeout=60, what=f"all of topic {kafka.topic} read back")
+        return records
+    finally:
+        consumer.close()
+
+
+@pytest.mark.slow
+def test_kafka_holds_exactly_the_records_the_ledger_lists(kafka_config: WeirConfig) -> None:
+    options = SimulateOptions(
+        devices=80, rate=0, count=5000, sink="kafka", seed=12, faults=FaultMix.preset("heavy")
+    )
+    result = run_simulation(kafka_config, options)
+    assert result.status == L.COMPLETED and result.acknowledged == result.generated == 5000
+    in_topic = read_topic(kafka_config)
+    assert len(in_topic) == 5000
+    assert ledger_coordinates(L.read_ledger(result.ledger_dir)) == in_topic
+    assert len({partition for partition, _ in in_topic}) == 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_ledger_equal_to_what_the_broker_holds(
+    kafka_config: WeirConfig, tmp_path: Path
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    kafka = kafka_config.sources.kafka
+    conf = write_conf(kafka_config, tmp_path)
+    process = subprocess.Popen(
+        [
+            WEIR,
+            "simulate",
+            "--conf",
+            conf,
+            "--sink",
+            "kafka",
+            "--rate",
+            "3000",
+            "--devices",
+            "100",
+            "--seed",
+            "9",
+            "--fault-mix",
+            "heavy",
+        ],
+        env={**os.environ, "CI": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    probe = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "probe"})
+    try:
+
+        def records_in_topic() -> int:
+            assert process.poll() is None, process.communicate()
+            return sum(
+                probe.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=5)[1]
+                for p in range(3)
+            )
+
+        wait_until(lambda: records_in_topic() >= 3000, timeout=90, what="3000 records sent")
+    finally:
+        probe.close()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=150)
+    assert process.returncode == 0, (out, err)
+    run = only_run(kafka_config)
+    manifest = read_json(run / L.MANIFEST)
+    assert manifest["status"] == L.INTERRUPTED
+    assert manifest["generated"] == manifest["acknowledged"] >= 3000
+    assert ledger_coordinates(L.read_ledger(run)) == read_topic(kafka_config)
