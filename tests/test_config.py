@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, get_args
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from weir.cli import main
 from weir.config import ConfigError, WeirConfig, config_from_mapping, load_config
@@ -418,3 +419,27 @@ def test_error_message_quotes_the_bad_value_verbatim(
     code, _, err = run_cli(["demo", "--conf", str(conf)], capsys)
     assert code == EXIT_BAD_CONFIG
     assert f"spark.master: {master!r}" in err
+
+
+# --- the reference page ---------------------------------------------------------------------
+
+
+def schema_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        section = next(
+            (t for t in (field.annotation, *get_args(field.annotation)) if _is_section(t)), None
+        )
+        keys += schema_keys(section, f"{prefix}{name}.") if section else [f"{prefix}{name}"]
+    return keys
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def test_every_key_of_the_schema_is_documented() -> None:
+    page = (PROJECT_ROOT / "docs" / "configuration.md").read_text("utf-8")
+    keys = schema_keys(WeirConfig)
+    assert len(keys) > 40
+    assert [key for key in keys if f"| `{key}` |" not in page] == []
