@@ -400,11 +400,6 @@ def test_jars_dir_without_jars_exits_2_before_spark_starts(
     assert list(empty.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in weir.cli.main: the error text is printed as rich markup, so a value with "
-    "[brackets] is mangled ('local[x]' shows as 'local') or crashes the CLI ('[/]')",
-)
 @pytest.mark.parametrize("master", ["local[x]", "local[/]"])
 def test_error_message_quotes_the_bad_value_verbatim(
     master: str,

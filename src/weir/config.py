@@ -59,6 +59,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _spark_text(item: Any) -> Any:
+    if isinstance(item, bool):
+        return str(item).lower()
+    if isinstance(item, (int, float)):
+        return str(item)
+    return item
+
+
 def _absolute_local_path(value: str) -> str:
     return str(Path(value).expanduser().resolve())
 
@@ -139,6 +147,14 @@ class SparkConfig(_Section):
         if value is None or re.fullmatch(r"\d+[kmgt]", value.lower()):
             return value
         raise ValueError(f"{value!r} is not a JVM memory size such as 4g")
+
+    @field_validator("settings", mode="before")
+    @classmethod
+    def _scalars_as_text(cls, value: Any) -> Any:
+        # YAML reads `spark.ui.enabled: false` as a boolean; Spark wants the text "false".
+        if not isinstance(value, dict):
+            return value
+        return {key: _spark_text(item) for key, item in value.items()}
 
     @field_validator("settings")
     @classmethod

@@ -56,10 +56,28 @@ class DemoSummary:
         return self.raw == self.valid + self.quarantined
 
 
+DEMO_LAKE_MARKER = ".weir-demo-lake"
+
+
 def _reset_local_lake(lake: LakeLayout) -> None:
+    """Start from an empty lake, deleting only a lake an earlier demo created (it has the marker).
+
+    Anything else at lake.root (a real lake, the project folder after a typo) is refused, never
+    deleted.
+    """
     if not lake.root.startswith("file://"):
         raise ConfigError("lake.root", "weir demo runs on a local file:// lake only")
-    shutil.rmtree(local_path(lake.root), ignore_errors=True)
+    root = Path(local_path(lake.root))
+    if root.exists() and any(root.iterdir()):
+        if not (root / DEMO_LAKE_MARKER).is_file():
+            raise ConfigError(
+                "lake.root",
+                f"{root} is not empty and was not created by weir demo; refusing to delete it "
+                "(point lake.root at a new folder, or remove this one yourself)",
+            )
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / DEMO_LAKE_MARKER).write_text("created by weir demo; `weir demo` may delete this lake\n")
 
 
 def land_sample(lake: LakeLayout, count: int, seed: int, now: datetime) -> Path:

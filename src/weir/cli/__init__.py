@@ -10,6 +10,7 @@ import sys
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from weir.cli import batch, config, demo, infra, layers, ops, simulate  # noqa: F401 (register)
 from weir.cli.app import app, errors
@@ -21,10 +22,10 @@ def main(argv: Optional[list] = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except ConfigError as error:
-        errors.print(f"[bold red]configuration error[/] {error}", highlight=False)
+        errors.print(f"[bold red]configuration error[/] {escape(str(error))}", highlight=False)
         return EXIT_BAD_CONFIG
     except WeirError as error:
-        errors.print(f"[bold red]failed[/] {error}", highlight=False)
+        errors.print(f"[bold red]failed[/] {escape(str(error))}", highlight=False)
         return EXIT_RUNTIME_FAILURE
     except typer.Exit as done:
         return done.exit_code
