@@ -102,7 +102,7 @@ CHANGED_VALUES: dict[str, Any] = {
 }
 ONE_FIELD_CHANGED = {
     field: copies_of(
-        f"changed-{field}", dict(source_offset="50"), {field: value, "source_offset": "5"}
+        f"changed-{field}", dict(source_offset="50"), {field: value, "source_offset": "51"}
     )
     for field, value in CHANGED_VALUES.items()
 }
