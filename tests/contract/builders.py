@@ -72,6 +72,7 @@ class RawRecord:
     source_partition: str = "0"
     source_offset: str = "0"
     source_stream: str = "telemetry"
+    record_key: Optional[str] = None
 
     def as_row(self) -> tuple:
         return (
@@ -79,7 +80,7 @@ class RawRecord:
             self.source_stream,
             self.source_partition,
             self.source_offset,
-            None,  # record_key
+            self.record_key,
             self.payload,
             self.ingest_time,  # arrival_time
             self.ingest_time,
