@@ -7,6 +7,7 @@ other module spells out a column list.
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    ArrayType,
     DataType,
     DateType,
     DoubleType,
@@ -144,6 +145,11 @@ BATCH_RUN_SCHEMA = StructType(
         StructField("started_at", TimestampType(), False),
         StructField("finished_at", TimestampType(), True),
         StructField("error", StringType(), True),
+        # Added by the batch layer (weir.layers.batch, docs/batch.md):
+        StructField("baseline_run_id", StringType(), True),  # incremental: the run built on
+        StructField("changes_since", TimestampType(), True),  # incremental: new = ingest >= this
+        StructField("dates_rebuilt", ArrayType(DateType()), True),  # null = every date (full)
+        StructField("view_version", LongType(), True),  # the batch view's Delta commit, if any
     ]
 )
 
