@@ -1,0 +1,1 @@
+"""The Lambda layers: the streaming raw archiver and speed layer, the batch layer."""

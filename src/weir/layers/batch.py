@@ -1,0 +1,512 @@
+"""The batch layer (DESIGN.md §6): the authoritative per-minute view, rebuilt from the raw zone.
+
+A run is given a cutoff C. It reads every RAW record with ``ingest_time < C`` from ONE Delta
+snapshot version (recorded), so a stream appending to RAW meanwhile changes nothing it sees.
+The shared contract transforms classify the records, keep the valid events, deduplicate them
+across that whole history (the first received copy wins, even against a twin read by an
+earlier run) and aggregate them per device-minute into the BATCH view. The horizon
+H = C - allowed lateness, floored to the minute, is recorded with the run in
+``_control/batch_runs``: the merge serves batch rows with ``window_end <= H``.
+
+Modes, each ONE atomic Delta commit to the view (or none when nothing changed):
+
+* ``incremental`` (default): replace, with ``replaceWhere``, only the ``event_date``
+  partitions whose rows can differ from the previous complete run's (see
+  :func:`changed_event_dates` and docs/batch.md for why this is exact);
+* ``full``: overwrite the whole view;
+* ``range``: replace the dates ``--from``..``--to``, a repair tool.
+
+Re-running with the same cutoff gives the same rows (``computed_at`` aside).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Callable, Optional
+
+from delta.tables import DeltaTable
+from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from weir.config import ConfigError, WeirConfig
+from weir.contract import aggregate_minutes, classify_records, dedup_first_received, valid_events
+from weir.contract.dedup import DISTINCT_CONTENTS, RECEIVED_COPIES
+from weir.control import (
+    COMPLETE_MODES,
+    MODE_FULL,
+    MODE_INCREMENTAL,
+    MODE_RANGE,
+    RUN_FAILED,
+    RUN_SUCCEEDED,
+    BatchRun,
+    batch_runs,
+    record_batch_run,
+)
+from weir.errors import WeirError
+from weir.lake import LakeLayout
+from weir.schemas import LAYER_BATCH, MINUTE_PARTITION_COLUMNS
+
+log = logging.getLogger(__name__)
+
+UTC = timezone.utc
+CUTOFF_EXAMPLE = "2026-03-01T10:00:00Z"
+
+# ISO-8601 instant: date, `T`, hours and minutes, optional seconds and fraction (kept to the
+# microsecond), then `Z` or a numeric offset. An instant without an offset is ambiguous.
+_INSTANT = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
+    r"(?:(Z)|([+-])(\d{2}):?(\d{2}))"
+)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MAX_ERROR_CHARS = 2000
+
+
+# --- Arguments: validated before Spark starts or anything is read ------------------------------
+
+
+@dataclass(frozen=True)
+class RebuildRequest:
+    """What a batch run was asked to do, validated: an aware UTC cutoff and a mode."""
+
+    cutoff: datetime
+    mode: str = MODE_INCREMENTAL
+    date_from: Optional[date] = None
+    date_to: Optional[date] = None
+
+
+def default_cutoff(now: datetime) -> datetime:
+    """DESIGN.md §6: now, floored to the hour (UTC)."""
+    return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def parse_cutoff(text: str, key: str = "--cutoff") -> datetime:
+    """An ISO-8601 instant with ``Z`` or an offset, as an aware UTC datetime.
+
+    ``2026-03-01T10:00:00Z``, ``2026-03-01T12:00+02:00`` and ``2026-03-01T10:00:00.5Z`` are
+    accepted; a missing offset or an impossible date raises :class:`ConfigError` naming ``key``.
+    """
+    bad = ConfigError(
+        key, f"{text!r} is not an ISO-8601 instant with Z or an offset, e.g. {CUTOFF_EXAMPLE}"
+    )
+    match = _INSTANT.fullmatch(text.strip())
+    if match is None:
+        raise bad
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    try:
+        offset = timedelta(0)
+        if not zulu:
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            offset = -offset if sign == "-" else offset
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            int((fraction or "0").ljust(6, "0")[:6]),
+            tzinfo=timezone(offset),
+        )
+    except ValueError:
+        raise bad from None
+    return moment.astimezone(UTC)
+
+
+def _parse_date(text: str, key: str) -> date:
+    try:
+        if not _DATE.fullmatch(text.strip()):
+            raise ValueError(text)
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not a date YYYY-MM-DD") from None
+
+
+def rebuild_request(
+    cutoff: Optional[str] = None,
+    date_from: Optional[str] = None,
+    date_to: Optional[str] = None,
+    full: bool = False,
+    now: Optional[datetime] = None,
+) -> RebuildRequest:
+    """Validate the arguments of ``weir batch rebuild``; :class:`ConfigError` names the bad one.
+
+    The cutoff defaults to ``now`` floored to the hour and may not lie in the future (a run
+    reads records already received). ``--from``/``--to`` go together and exclude ``--full``.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    moment = default_cutoff(now) if cutoff is None else parse_cutoff(cutoff)
+    if moment > now:
+        raise ConfigError(
+            "--cutoff",
+            f"{_iso(moment)} is in the future (now {_iso(now)}); "
+            "a batch run reads records already received",
+        )
+    if (date_from is None) != (date_to is None):
+        missing = "--to" if date_to is None else "--from"
+        raise ConfigError(missing, "--from and --to go together (a range of event dates)")
+    if date_from is None or date_to is None:
+        return RebuildRequest(cutoff=moment, mode=MODE_FULL if full else MODE_INCREMENTAL)
+    if full:
+        raise ConfigError("--full", "--full rebuilds every date; drop it or drop --from/--to")
+    first, last = _parse_date(date_from, "--from"), _parse_date(date_to, "--to")
+    if first > last:
+        raise ConfigError("--from", f"{first} is after --to {last}")
+    return RebuildRequest(cutoff=moment, mode=MODE_RANGE, date_from=first, date_to=last)
+
+
+def batch_horizon(cutoff: datetime, allowed_lateness_minutes: int) -> datetime:
+    """H = C - allowed lateness, floored to the minute (DESIGN.md §6)."""
+    shifted = cutoff.astimezone(UTC) - timedelta(minutes=allowed_lateness_minutes)
+    return shifted.replace(second=0, microsecond=0)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- Pure transforms ----------------------------------------------------------------------------
+
+
+def received_before(raw: DataFrame, cutoff: datetime) -> DataFrame:
+    """The raw records a run with this cutoff reads: ``ingest_time < cutoff``."""
+    return raw.where(F.col("ingest_time") < F.lit(cutoff))
+
+
+def first_received_events(raw: DataFrame) -> DataFrame:
+    """Raw records -> one valid event per event_id, the first received copy (shared contract)."""
+    return raw.transform(classify_records).transform(valid_events).transform(dedup_first_received)
+
+
+def event_date_of_event() -> Column:
+    """The view's partition for an event: ``event_date`` is the UTC date of ``window_start``,
+    and flooring ``event_time`` to its minute never changes its date."""
+    return F.to_date(F.col("event_time"))
+
+
+def changed_event_dates(new_events: DataFrame, deduped: DataFrame, since: datetime) -> DataFrame:
+    """The event dates whose minute rows may differ from a view built from records < ``since``.
+
+    ``deduped`` holds the winners over ALL history (``dedup_first_received``); ``new_events``
+    every valid copy with ``ingest_time >= since``. The view depends on winners only, and the
+    received order begins with ``ingest_time``, so:
+
+    * an event_id whose winner was ingested before ``since`` had that same winner before:
+      nothing about it changed, whatever twins arrived since (a late retry touches nothing);
+    * an event_id whose winner was ingested at or after ``since`` has ALL its copies there:
+      the old winner (if any) and the new one are both among ``new_events``, so the dates of
+      its copies cover the date it leaves and the date it lands on (a conflicting twin can
+      move an event between days).
+
+    Output: one column ``event_date``, distinct.
+    """
+    unsettled = deduped.where(F.col("ingest_time") >= F.lit(since)).select("event_id")
+    return (
+        new_events.join(unsettled, "event_id", "left_semi")
+        .select(event_date_of_event().alias("event_date"))
+        .distinct()
+    )
+
+
+def minute_rows(
+    deduped: DataFrame, computed_at: datetime, dates: Optional[Sequence[date]] = None
+) -> DataFrame:
+    """The batch view's rows (MINUTE_SCHEMA), for the given event dates only or for all."""
+    if dates is not None:
+        deduped = deduped.where(event_date_of_event().isin(list(dates)))
+    return aggregate_minutes(deduped, LAYER_BATCH, computed_at)
+
+
+def dates_predicate(dates: Sequence[date]) -> str:
+    """The replaceWhere predicate selecting exactly these event_date partitions."""
+    listed = ", ".join(f"DATE'{day.isoformat()}'" for day in sorted(set(dates)))
+    return f"event_date IN ({listed})"
+
+
+def replace_minutes(
+    minutes: DataFrame, path: str, run_id: str, dates: Optional[Sequence[date]]
+) -> None:
+    """Write the batch view atomically: one Delta commit tagged with the run id.
+
+    ``dates`` None overwrites the whole view; otherwise exactly those event_date partitions
+    are replaced (``replaceWhere``; Delta rejects a row outside them). Idempotent.
+    """
+    writer = (
+        minutes.write.format("delta")
+        .mode("overwrite")
+        .option("userMetadata", run_id)
+        .partitionBy(*MINUTE_PARTITION_COLUMNS)
+    )
+    if dates is not None:
+        writer = writer.option("replaceWhere", dates_predicate(dates))
+    writer.save(path)
+
+
+# --- The run ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which dates a run replaces: all (None), a list, and what it was based on."""
+
+    mode: str
+    dates: Optional[tuple[date, ...]]
+    baseline_run_id: Optional[str] = None
+    changes_since: Optional[datetime] = None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_run_id(started: datetime) -> str:
+    return f"batch-{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def _snapshot(spark: SparkSession, path: str, version: int) -> DataFrame:
+    return spark.read.format("delta").option("versionAsOf", version).load(path)
+
+
+def _utc_from_micros(micros: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
+
+def raw_version(spark: SparkSession, lake: LakeLayout) -> int:
+    """The RAW table's current Delta version; :class:`WeirError` when there is no raw table."""
+    if not DeltaTable.isDeltaTable(spark, lake.raw):
+        raise WeirError(
+            f"no raw table at {lake.raw}: nothing to rebuild from; "
+            "run `weir stream` first (or check lake.root)"
+        )
+    return int(DeltaTable.forPath(spark, lake.raw).history(1).first()["version"])
+
+
+def _changes_since(
+    spark: SparkSession, lake: LakeLayout, baseline: BatchRun, version: int
+) -> Optional[datetime]:
+    """The ingest time from which raw records may be new to this run; None if unknowable.
+
+    Normally the baseline's cutoff. But a micro-batch stamps ``ingest_time`` when it starts
+    and commits later (a replay after a crash: much later), so a file committed after the
+    baseline's snapshot can hold records ingested before its cutoff: the earliest ingest
+    time in those files moves the bound back. Reading only that column of only those files
+    is cheap; deleted rows still read there only make the bound earlier (safe).
+    """
+    if baseline.raw_version is None or baseline.raw_version > version:
+        return None  # the raw table was recreated: no common history to diff
+    try:
+        seen = set(_snapshot(spark, lake.raw, baseline.raw_version).inputFiles())
+    except AnalysisException:
+        return None  # the baseline's version left the Delta log (log retention)
+    added = [f for f in _snapshot(spark, lake.raw, version).inputFiles() if f not in seen]
+    if not added:
+        return baseline.cutoff
+    earliest = (
+        spark.read.schema("ingest_time TIMESTAMP")
+        .parquet(*added)
+        .agg(F.unix_micros(F.min("ingest_time")))
+        .first()[0]
+    )
+    if earliest is None:
+        return baseline.cutoff
+    return min(baseline.cutoff, _utc_from_micros(earliest))
+
+
+def _plan(
+    spark: SparkSession,
+    lake: LakeLayout,
+    request: RebuildRequest,
+    baseline: Optional[BatchRun],
+    version: int,
+    raw: DataFrame,
+    deduped: DataFrame,
+) -> _Plan:
+    if request.mode == MODE_FULL:
+        return _Plan(MODE_FULL, None)
+    if request.mode == MODE_RANGE:
+        assert request.date_from is not None and request.date_to is not None
+        days = (request.date_to - request.date_from).days + 1
+        dates = tuple(request.date_from + timedelta(days=n) for n in range(days))
+        return _Plan(MODE_RANGE, dates)
+    if baseline is None:
+        log.info("batch: no earlier complete run; rebuilding every date")
+        return _Plan(MODE_FULL, None)
+    if not DeltaTable.isDeltaTable(spark, lake.batch):
+        log.info("batch: no batch view at %s; rebuilding every date", lake.batch)
+        return _Plan(MODE_FULL, None)
+    since = _changes_since(spark, lake, baseline, version)
+    if since is None:
+        log.info("batch: cannot diff raw against run %s; rebuilding every date", baseline.run_id)
+        return _Plan(MODE_FULL, None)
+    new_events = raw.where(F.col("ingest_time") >= F.lit(since)).transform(classify_records)
+    changed = changed_event_dates(new_events.transform(valid_events), deduped, since)
+    dates = tuple(sorted(row["event_date"] for row in changed.collect()))
+    return _Plan(MODE_INCREMENTAL, dates, baseline.run_id, since)
+
+
+def _view_commit(spark: SparkSession, path: str, run_id: str) -> tuple[Optional[int], int]:
+    """(version, rows written) of the view commit tagged with ``run_id``; (None, 0) if none."""
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None, 0
+    history = DeltaTable.forPath(spark, path).history(20)
+    row = history.where(F.col("userMetadata") == run_id).first()
+    if row is None:
+        return None, 0  # Delta skips a replaceWhere that neither adds nor removes a file
+    return int(row["version"]), int(row["operationMetrics"].get("numOutputRows", "0"))
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(error).__name__}: {first}"[:_MAX_ERROR_CHARS]
+
+
+def _latest(runs: Sequence[BatchRun]) -> Optional[BatchRun]:
+    """The run that finished last (the same order as ``weir.control.latest_batch_run``)."""
+    return max(runs, key=lambda run: (run.finished_at, run.started_at), default=None)
+
+
+def _check_cutoff_moves_forward(request: RebuildRequest, latest: Optional[BatchRun]) -> None:
+    if request.mode == MODE_FULL or latest is None or request.cutoff >= latest.cutoff:
+        return
+    raise ConfigError(
+        "--cutoff",
+        f"{_iso(request.cutoff)} is before the cutoff {_iso(latest.cutoff)} of the last "
+        f"successful run {latest.run_id}; only --full rebuilds the view as of an earlier cutoff",
+    )
+
+
+def rebuild_batch(
+    spark: SparkSession,
+    config: WeirConfig,
+    request: RebuildRequest,
+    clock: Callable[[], datetime] = _utc_now,
+) -> BatchRun:
+    """Rebuild the batch view as of ``request.cutoff`` and record the run in ``_control``.
+
+    Atomic (one Delta commit to the view, or none when nothing changed) and idempotent (the
+    same cutoff gives the same rows, ``computed_at`` aside). Raises :class:`ConfigError`, with
+    nothing written, when an incremental or range run would move the view back before the
+    last successful run's cutoff; raises :class:`WeirError` after recording a failed run.
+    """
+    lake = LakeLayout.from_config(config)
+    succeeded = [run for run in batch_runs(spark, lake) if run.status == RUN_SUCCEEDED]
+    _check_cutoff_moves_forward(request, _latest(succeeded))
+    baseline = None
+    if request.mode == MODE_INCREMENTAL:
+        baseline = _latest([run for run in succeeded if run.mode in COMPLETE_MODES])
+    started = clock()
+    run = BatchRun(
+        run_id=_new_run_id(started),
+        status=RUN_FAILED,
+        mode=request.mode,
+        cutoff=request.cutoff,
+        horizon=batch_horizon(request.cutoff, config.timing.allowed_lateness_minutes),
+        date_from=request.date_from,
+        date_to=request.date_to,
+        started_at=started,
+    )
+    progress = {"run": run}
+    try:
+        done = _execute(spark, lake, request, baseline, progress)
+        done = dataclasses.replace(done, status=RUN_SUCCEEDED, finished_at=clock())
+        record_batch_run(spark, lake, done)
+    except Exception as error:
+        failed = dataclasses.replace(
+            progress["run"], status=RUN_FAILED, finished_at=clock(), error=_describe(error)
+        )
+        try:
+            record_batch_run(spark, lake, failed)
+        except Exception:  # the original error is the one to report
+            log.exception("batch run %s: could not record the failure", run.run_id)
+        reason = str(error) if isinstance(error, WeirError) else _describe(error)
+        raise WeirError(f"batch run {run.run_id} failed: {reason}") from error
+    log.info(
+        "batch run %s %s: mode=%s cutoff=%s horizon=%s raw_version=%s windows_written=%s",
+        done.run_id,
+        done.status,
+        done.mode,
+        _iso(done.cutoff),
+        _iso(done.horizon),
+        done.raw_version,
+        done.windows_written,
+    )
+    return done
+
+
+def _execute(
+    spark: SparkSession,
+    lake: LakeLayout,
+    request: RebuildRequest,
+    baseline: Optional[BatchRun],
+    progress: dict,
+) -> BatchRun:
+    """The run proper; keeps ``progress["run"]`` up to date for a failure record."""
+    run: BatchRun = progress["run"]
+    step = time.monotonic()
+    version = raw_version(spark, lake)
+    run = progress["run"] = dataclasses.replace(run, raw_version=version)
+    raw = received_before(_snapshot(spark, lake.raw, version), request.cutoff)
+    records_in = raw.count()
+    if records_in == 0:
+        raise WeirError(
+            f"the raw table {lake.raw} (version {version}) holds no record ingested before "
+            f"{_iso(request.cutoff)}: nothing to rebuild from"
+        )
+    log.info("batch: raw version %s, %s records before the cutoff", version, records_in)
+
+    deduped = first_received_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        totals = deduped.agg(
+            F.count(F.lit(1)).alias("distinct_events"),
+            F.coalesce(F.sum(RECEIVED_COPIES), F.lit(0)).alias("valid"),
+            F.count(F.when(F.col(DISTINCT_CONTENTS) > 1, True)).alias("conflicting"),
+        ).first()
+        valid = int(totals["valid"])
+        run = progress["run"] = dataclasses.replace(
+            run,
+            records_in=records_in,
+            valid=valid,
+            quarantined=records_in - valid,
+            duplicates=valid - int(totals["distinct_events"]),
+            conflicting_duplicates=int(totals["conflicting"]),
+        )
+        log.info(
+            "batch: %s valid (%s distinct events), %s quarantined, %.1fs",
+            valid,
+            totals["distinct_events"],
+            records_in - valid,
+            time.monotonic() - step,
+        )
+        plan = _plan(spark, lake, request, baseline, version, raw, deduped)
+        run = progress["run"] = dataclasses.replace(
+            run,
+            mode=plan.mode,
+            baseline_run_id=plan.baseline_run_id,
+            changes_since=plan.changes_since,
+            dates_rebuilt=None if plan.dates is None else list(plan.dates),
+        )
+        if plan.dates is not None and not plan.dates:
+            log.info("batch: nothing changed since run %s; view untouched", plan.baseline_run_id)
+            return dataclasses.replace(run, windows_written=0)
+        minutes = minute_rows(deduped, run.started_at, plan.dates)
+        replace_minutes(minutes, lake.batch, run.run_id, plan.dates)
+    finally:
+        deduped.unpersist()
+    view_version, written = _view_commit(spark, lake.batch, run.run_id)
+    log.info(
+        "batch: %s windows written (%s dates) in view version %s, %.1fs",
+        written,
+        "all" if plan.dates is None else len(plan.dates),
+        view_version,
+        time.monotonic() - step,
+    )
+    return dataclasses.replace(run, windows_written=written, view_version=view_version)
