@@ -1,0 +1,596 @@
+"""The batch layer (DESIGN.md §6, docs/batch.md) on small RAW Delta tables built in a tmp lake.
+
+Metric values are exact binary fractions, so sums and averages do not depend on the order
+Spark adds them in and views from different runs compare exactly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import yaml
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from weir.cli import main
+from weir.config import ConfigError, WeirConfig
+from weir.control import (
+    MODE_FULL,
+    MODE_INCREMENTAL,
+    MODE_RANGE,
+    RUN_FAILED,
+    RUN_SUCCEEDED,
+    BatchRun,
+    batch_runs,
+)
+from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
+from weir.lake import LakeLayout, local_path
+from weir.layers.batch import (
+    RebuildRequest,
+    batch_horizon,
+    default_cutoff,
+    parse_cutoff,
+    rebuild_batch,
+    rebuild_request,
+)
+from weir.schemas import BATCH_RUN_SCHEMA, MINUTE_SCHEMA, RAW_PARTITION_COLUMNS, RAW_SCHEMA
+
+UTC = timezone.utc
+YEAR = 2026
+JOB = Path(__file__).resolve().parents[2] / "jobs" / "batch" / "rebuild.py"
+# The batch view without computed_at (the run's start time, the one column a re-run changes).
+VIEW_SCHEMA = StructType([f for f in MINUTE_SCHEMA.fields if f.name != "computed_at"])
+VIEW_COLUMNS = VIEW_SCHEMA.fieldNames()
+
+
+def utc(text: str) -> datetime:
+    """An aware UTC datetime from ISO text with Z, or from a short ``MM-DDTHH:MM:SS`` in 2026."""
+    if not text.endswith("Z"):
+        text = f"{YEAR}-{text}Z"
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- Builders -----------------------------------------------------------------------------------
+
+
+def record(
+    event_id: str,
+    device_id: str,
+    event_time: Any,
+    ingest_time: str,
+    offset: int,
+    partition: str = "0",
+    temp: Optional[float] = None,
+    status: Optional[str] = None,
+) -> tuple:
+    """A RAW row (RAW_SCHEMA order) holding one event as its producer sent it.
+
+    Times are short ``MM-DDTHH:MM:SS`` texts in 2026 UTC; an integer event_time is epoch ms.
+    """
+    fields = {"event_id": event_id, "device_id": device_id, "event_time": event_time}
+    if isinstance(event_time, str):
+        fields["event_time"] = utc(event_time).isoformat().replace("+00:00", "Z")
+    if temp is not None:
+        fields["temperature_c"] = temp
+    if status is not None:
+        fields["status"] = status
+    return fault(json.dumps(fields), ingest_time, offset, partition)
+
+
+def fault(payload: str, ingest_time: str, offset: int, partition: str = "0") -> tuple:
+    received = utc(ingest_time)
+    return (
+        "kafka",
+        "telemetry",
+        partition,
+        str(offset),
+        None,
+        payload,
+        received,
+        received,
+        received.date(),
+    )
+
+
+def append_raw(spark: SparkSession, lake: LakeLayout, rows: list[tuple]) -> None:
+    """One commit to RAW, as one micro-batch of the raw archiver would make."""
+    spark.createDataFrame(rows, RAW_SCHEMA).write.format("delta").mode("append").partitionBy(
+        *RAW_PARTITION_COLUMNS
+    ).save(lake.raw)
+
+
+def minute(
+    device_id: str,
+    window_start: str,
+    count: int,
+    temperatures: tuple[float, ...],
+    status_last: Optional[str] = None,
+) -> tuple:
+    """An expected view row (VIEW_COLUMNS order) for events carrying only temperature/status."""
+    start = utc(window_start)
+    return (
+        device_id,
+        start,
+        start + timedelta(minutes=1),
+        start.date(),
+        count,
+        sum(temperatures) / len(temperatures),
+        min(temperatures),
+        max(temperatures),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        status_last,
+        "batch",
+    )
+
+
+def expected_view(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    return spark.createDataFrame(rows, VIEW_SCHEMA)
+
+
+def view(spark: SparkSession, lake: LakeLayout) -> DataFrame:
+    return spark.read.format("delta").load(lake.batch).select(*VIEW_COLUMNS)
+
+
+def assert_view(actual: DataFrame, expected: DataFrame) -> None:
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def partition_files(spark: SparkSession, lake: LakeLayout) -> dict[str, set[str]]:
+    """The view's data files by event_date partition folder."""
+    files: dict[str, set[str]] = {}
+    for path in spark.read.format("delta").load(lake.batch).inputFiles():
+        folder = next(p for p in path.split("/") if p.startswith("event_date="))
+        files.setdefault(folder.split("=", 1)[1], set()).add(path)
+    return files
+
+
+def config_for(base: WeirConfig, lake: LakeLayout) -> WeirConfig:
+    return base.model_copy(update={"lake": base.lake.model_copy(update={"root": lake.root})})
+
+
+def rebuild(
+    spark: SparkSession, config: WeirConfig, cutoff: str, mode: str = MODE_INCREMENTAL
+) -> BatchRun:
+    return rebuild_batch(spark, config, RebuildRequest(cutoff=utc(cutoff), mode=mode))
+
+
+def write_conf(config: WeirConfig, folder: Path) -> str:
+    path = folder / "weir.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump()), "utf-8")
+    return str(path)
+
+
+def lake_entries(lake: LakeLayout) -> set[str]:
+    root = Path(local_path(lake.root))
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _small_delta_snapshots(spark: SparkSession) -> Iterator[None]:
+    """Rebuild Delta snapshots of these tiny tables in one task, not Spark's default 50."""
+    key = "spark.databricks.delta.snapshotPartitions"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, "1")
+    yield
+    if before is None:
+        spark.conf.unset(key)
+    else:
+        spark.conf.set(key, before)
+
+
+@pytest.fixture
+def config(weir_config: WeirConfig, lake: LakeLayout) -> WeirConfig:
+    """The session config with the lake moved to this test's tmp lake."""
+    return config_for(weir_config, lake)
+
+
+# --- Arguments and arithmetic (no Spark) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-03-01T10:00:00Z", "2026-03-01T10:00:00+00:00"),
+        ("2026-03-01T12:30:00+02:00", "2026-03-01T10:30:00+00:00"),
+        ("2026-03-01T05:00-0530", "2026-03-01T10:30:00+00:00"),
+        ("2026-03-01T10:00:00.1234567Z", "2026-03-01T10:00:00.123456+00:00"),
+    ],
+)
+def test_cutoff_with_z_or_offset_is_read_as_utc(text: str, expected: str) -> None:
+    parsed = parse_cutoff(text)
+    assert parsed.isoformat() == expected
+    assert parsed.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-01T10:00:00",  # no offset: ambiguous
+        "2026-03-01",
+        "yesterday",
+        "2026-02-30T10:00:00Z",  # no such day
+        "2026-03-01T24:00:00Z",
+        "2026-03-01 10:00:00Z",
+        "2026-03-01T10:00:00+25:00",
+    ],
+)
+def test_cutoff_without_offset_or_malformed_is_a_config_error_naming_cutoff(text: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_cutoff(text)
+    assert raised.value.key == "--cutoff"
+
+
+def test_default_cutoff_is_now_floored_to_the_hour() -> None:
+    now = utc("2026-03-01T10:59:59.999999Z")
+    assert default_cutoff(now) == utc("2026-03-01T10:00:00Z")
+    assert rebuild_request(now=now).cutoff == utc("2026-03-01T10:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("cutoff", "lateness", "horizon"),
+    [
+        ("2026-03-01T10:00:00Z", 10, "2026-03-01T09:50:00Z"),
+        ("2026-03-01T10:00:59.5Z", 10, "2026-03-01T09:50:00Z"),  # floored to the minute
+        ("2026-03-01T00:05:00Z", 10, "2026-02-28T23:55:00Z"),  # across midnight
+        ("2026-03-01T10:07:30Z", 0, "2026-03-01T10:07:00Z"),
+    ],
+)
+def test_horizon_is_cutoff_minus_lateness_floored_to_the_minute(
+    cutoff: str, lateness: int, horizon: str
+) -> None:
+    assert batch_horizon(utc(cutoff), lateness) == utc(horizon)
+
+
+def test_cutoff_in_the_future_is_a_config_error() -> None:
+    now = utc("2026-03-01T10:00:00Z")
+    assert rebuild_request("2026-03-01T10:00:00Z", now=now).cutoff == now  # now itself is fine
+    with pytest.raises(ConfigError) as raised:
+        rebuild_request("2026-03-01T10:00:01Z", now=now)
+    assert raised.value.key == "--cutoff"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "key"),
+    [
+        ({"date_from": "2026-03-01"}, "--to"),
+        ({"date_to": "2026-03-01"}, "--from"),
+        ({"date_from": "2026-03-02", "date_to": "2026-03-01"}, "--from"),
+        ({"date_from": "2026-3-1", "date_to": "2026-03-01"}, "--from"),
+        ({"date_from": "2026-03-01", "date_to": "20260302"}, "--to"),
+        ({"date_from": "2026-03-01", "date_to": "2026-03-01", "full": True}, "--full"),
+    ],
+)
+def test_bad_date_range_is_a_config_error_naming_the_option(arguments: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        rebuild_request("2026-03-01T00:00:00Z", now=utc("2026-03-05T00:00:00Z"), **arguments)
+    assert raised.value.key == key
+
+
+def test_request_modes() -> None:
+    now = utc("2026-03-05T00:00:00Z")
+    assert rebuild_request(now=now).mode == MODE_INCREMENTAL
+    assert rebuild_request(full=True, now=now).mode == MODE_FULL
+    ranged = rebuild_request(date_from="2026-03-01", date_to="2026-03-02", now=now)
+    assert (ranged.mode, ranged.date_from, ranged.date_to) == (
+        MODE_RANGE,
+        date(2026, 3, 1),
+        date(2026, 3, 2),
+    )
+
+
+def test_run_record_fields_are_the_batch_run_schema() -> None:
+    assert tuple(BatchRun.__dataclass_fields__) == tuple(BATCH_RUN_SCHEMA.fieldNames())
+
+
+@pytest.mark.parametrize(
+    "cutoff", ["2026-03-01T10:00:00", "not-a-time", "2999-01-01T00:00:00Z"], ids=str
+)
+def test_cli_bad_cutoff_exits_2_and_writes_nothing(
+    cutoff: str, config: WeirConfig, lake: LakeLayout, tmp_path: Path
+) -> None:
+    conf = write_conf(config, tmp_path)
+    before = lake_entries(lake)
+    assert main(["batch", "rebuild", "--conf", conf, "--cutoff", cutoff]) == EXIT_BAD_CONFIG
+    assert lake_entries(lake) == before
+
+
+def test_job_bad_cutoff_exits_2(config: WeirConfig, lake: LakeLayout, tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("weir_job_batch_rebuild", JOB)
+    assert spec is not None and spec.loader is not None
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    conf = write_conf(config, tmp_path)
+    assert job.main(["--conf", conf, "--cutoff", "2026-03-01T10:00:00"]) == EXIT_BAD_CONFIG
+    assert lake_entries(lake) == set()
+
+
+# --- One full run on a corpus with duplicates and faults ---------------------------------------
+
+CORPUS_CUTOFF = "2026-03-02T12:00:00Z"
+# epoch milliseconds of 2026-03-02T08:00:30Z
+E6_EPOCH_MS = 1772438430000
+CORPUS = [
+    record("e1", "dev-a", "03-01T10:00:05", "03-01T10:00:30", 1, temp=20.0, status="parked"),
+    record("e2", "dev-a", "03-01T10:00:40", "03-01T10:01:00", 2, temp=22.0),
+    # a producer retry of e1 (same content, received later): counted once
+    record("e1", "dev-a", "03-01T10:00:05", "03-01T10:05:00", 7, "1", 20.0, "parked"),
+    # conflicting twins received at the same time: offset 9 is before offset 10 (numeric order)
+    record("e3", "dev-a", "03-01T10:01:10", "03-01T10:02:00", 10, temp=30.0),
+    record("e3", "dev-a", "03-01T10:01:10", "03-01T10:02:00", 9, temp=31.0),
+    record("e4", "dev-b", "03-02T08:00:00", "03-02T08:00:10", 3, temp=10.0),
+    record("e6", "dev-b", E6_EPOCH_MS, "03-02T08:01:00", 4, temp=12.0),
+    fault('{"event_id": "e7", "device_id": ', "03-02T08:02:00", 5),
+    record("e8", "bad device!", "03-02T08:00:00", "03-02T08:02:00", 6),
+    record("e9", "dev-b", "03-02T08:00:00", "03-02T08:02:00", 8, temp=500.0),
+    # received exactly at the cutoff: not read by this run
+    record("e5", "dev-b", "03-02T11:59:00", CORPUS_CUTOFF, 11, temp=40.0),
+]
+
+
+def test_batch_view_equals_expected_rows_on_a_corpus_with_duplicates_and_faults(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    append_raw(spark, lake, CORPUS)
+    run = rebuild(spark, config, CORPUS_CUTOFF, MODE_FULL)
+    assert_view(
+        view(spark, lake),
+        expected_view(
+            spark,
+            [
+                minute("dev-a", "03-01T10:00:00", 2, (20.0, 22.0), "parked"),
+                minute("dev-a", "03-01T10:01:00", 1, (31.0,)),
+                minute("dev-b", "03-02T08:00:00", 2, (10.0, 12.0)),
+            ],
+        ),
+    )
+    recorded = batch_runs(spark, lake)
+    assert recorded == [run]
+    assert (run.status, run.mode, run.error) == (RUN_SUCCEEDED, MODE_FULL, None)
+    assert (run.cutoff, run.horizon) == (utc(CORPUS_CUTOFF), utc("2026-03-02T11:50:00Z"))
+    assert run.raw_version == 0
+    assert (run.records_in, run.valid, run.quarantined) == (10, 7, 3)
+    assert (run.duplicates, run.conflicting_duplicates) == (2, 1)
+    assert (run.windows_written, run.view_version, run.dates_rebuilt) == (3, 0, None)
+    assert run.started_at <= run.finished_at
+
+
+def test_missing_raw_table_fails_exit_1_and_records_a_failed_run(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout, tmp_path: Path
+) -> None:
+    conf = write_conf(config, tmp_path)
+    code = main(["batch", "rebuild", "--conf", conf, "--cutoff", "2026-03-01T10:00:00Z"])
+    assert code == EXIT_RUNTIME_FAILURE
+    (failed,) = batch_runs(spark, lake)
+    assert (failed.status, failed.raw_version, failed.windows_written) == (RUN_FAILED, None, None)
+    assert "no raw table" in failed.error
+    assert not Path(local_path(lake.batch)).exists()
+
+
+def test_no_raw_record_before_the_cutoff_fails_and_writes_no_view(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    append_raw(spark, lake, CORPUS[:1])  # ingested 2026-03-01T10:00:30Z
+    with pytest.raises(WeirError, match="no record ingested before"):
+        rebuild(spark, config, "2026-03-01T10:00:00Z")
+    (failed,) = batch_runs(spark, lake)
+    assert (failed.status, failed.raw_version) == (RUN_FAILED, 0)
+    assert not Path(local_path(lake.batch)).exists()
+
+
+# --- Runs over time: late events, twins across runs, lagging commits ---------------------------
+
+CUTOFF_1 = "2026-03-03T00:00:00Z"
+CUTOFF_2 = "2026-03-03T01:00:00Z"
+BEFORE_RUN_1 = [
+    record("z1", "dev-z", "02-27T09:00:00", "02-27T09:00:10", 1, temp=1.0),
+    record("a1", "dev-a", "03-01T09:00:10", "03-01T09:00:20", 2, temp=20.0),
+    record("b1", "dev-b", "03-02T10:00:10", "03-02T10:00:20", 3, temp=10.0),
+    record("m1", "dev-m", "03-02T11:00:00", "03-02T11:00:05", 4, temp=50.0),
+    # already in RAW when run 1 reads it, but received after run 1's cutoff
+    record("q1", "dev-q", "03-01T12:00:00", "03-03T00:10:00", 5, temp=5.0),
+]
+AFTER_RUN_1 = [
+    # a late event for 2026-03-01, received after run 1
+    record("a2", "dev-a", "03-01T09:00:50", "03-03T00:30:00", 6, temp=22.0),
+    # late retries of events run 1 counted: never counted twice, their dates untouched
+    record("b1", "dev-b", "03-02T10:00:10", "03-03T00:40:00", 7, temp=10.0),
+    record("z1", "dev-z", "02-27T09:00:00", "03-03T00:45:00", 8, temp=1.0),
+    # a conflicting twin of a1 on another day, received later: the first received (a1) wins
+    record("a1", "dev-a", "02-26T09:00:00", "03-03T00:50:00", 9, temp=99.0),
+    # committed after run 1 but stamped before its cutoff (a slow or replayed micro-batch):
+    # a twin of m1 received BEFORE m1, so it wins and moves m1 from 2026-03-02 to 2026-02-28
+    record("m1", "dev-m", "02-28T23:59:30", "03-02T11:00:01", 1, "2", temp=55.0),
+    # received at run 2's cutoff: not yet
+    record("n1", "dev-n", "03-02T10:00:00", CUTOFF_2, 10, temp=7.0),
+]
+VIEW_AFTER_RUN_1 = [
+    minute("dev-z", "02-27T09:00:00", 1, (1.0,)),
+    minute("dev-a", "03-01T09:00:00", 1, (20.0,)),
+    minute("dev-b", "03-02T10:00:00", 1, (10.0,)),
+    minute("dev-m", "03-02T11:00:00", 1, (50.0,)),
+]
+VIEW_AFTER_RUN_2 = [
+    minute("dev-z", "02-27T09:00:00", 1, (1.0,)),
+    minute("dev-m", "02-28T23:59:00", 1, (55.0,)),
+    minute("dev-a", "03-01T09:00:00", 2, (20.0, 22.0)),
+    minute("dev-q", "03-01T12:00:00", 1, (5.0,)),
+    minute("dev-b", "03-02T10:00:00", 1, (10.0,)),
+]
+
+
+@dataclass
+class History:
+    """What a sequence of runs left behind, for the tests below to check."""
+
+    config: WeirConfig
+    lake: LakeLayout
+    run_1: BatchRun
+    view_1: list
+    files_1: dict[str, set[str]]
+    run_2: BatchRun
+    view_2: list
+    files_2: dict[str, set[str]]
+    rerun: BatchRun
+    view_rerun: list
+    full: BatchRun
+    view_full: list
+
+
+@pytest.fixture(scope="module")
+def history(
+    spark: SparkSession, weir_config: WeirConfig, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[History]:
+    """Run 1 (incremental, first: so full), new records, run 2 (incremental), run 2 again
+    with the same cutoff, then a full run with the same cutoff."""
+    lake = LakeLayout(root=f"file://{tmp_path_factory.mktemp('history')}/lake")
+    config = config_for(weir_config, lake)
+    append_raw(spark, lake, BEFORE_RUN_1)
+    run_1 = rebuild(spark, config, CUTOFF_1)
+    view_1, files_1 = view(spark, lake).collect(), partition_files(spark, lake)
+    append_raw(spark, lake, AFTER_RUN_1)
+    run_2 = rebuild(spark, config, CUTOFF_2)
+    view_2, files_2 = view(spark, lake).collect(), partition_files(spark, lake)
+    rerun = rebuild(spark, config, CUTOFF_2)
+    view_rerun = view(spark, lake).collect()
+    full = rebuild(spark, config, CUTOFF_2, MODE_FULL)
+    view_full = view(spark, lake).collect()
+    yield History(
+        config,
+        lake,
+        run_1,
+        view_1,
+        files_1,
+        run_2,
+        view_2,
+        files_2,
+        rerun,
+        view_rerun,
+        full,
+        view_full,
+    )
+
+
+def rows_frame(spark: SparkSession, rows: list) -> DataFrame:
+    return spark.createDataFrame(rows, VIEW_SCHEMA)
+
+
+def test_first_incremental_run_rebuilds_everything(spark: SparkSession, history: History) -> None:
+    assert (history.run_1.mode, history.run_1.baseline_run_id) == (MODE_FULL, None)
+    assert_view(rows_frame(spark, history.view_1), expected_view(spark, VIEW_AFTER_RUN_1))
+
+
+def test_late_event_ingested_after_run_appears_after_next_run_in_its_window(
+    spark: SparkSession, history: History
+) -> None:
+    assert_view(rows_frame(spark, history.view_2), expected_view(spark, VIEW_AFTER_RUN_2))
+
+
+def test_incremental_run_equals_a_full_rebuild_with_the_same_cutoff(
+    spark: SparkSession, history: History
+) -> None:
+    assert_view(rows_frame(spark, history.view_2), rows_frame(spark, history.view_full))
+    assert history.full.mode == MODE_FULL
+    counts = ("records_in", "valid", "quarantined", "duplicates", "conflicting_duplicates")
+    assert [getattr(history.run_2, c) for c in counts] == [getattr(history.full, c) for c in counts]
+    assert (history.run_2.records_in, history.run_2.duplicates) == (10, 4)
+    assert history.run_2.conflicting_duplicates == 2  # a1 and m1
+
+
+def test_incremental_run_replaces_only_dates_whose_winners_changed(history: History) -> None:
+    run_2 = history.run_2
+    assert (run_2.mode, run_2.baseline_run_id) == (MODE_INCREMENTAL, history.run_1.run_id)
+    # m1's lagging twin was stamped before run 1's cutoff: the changes start there
+    assert run_2.changes_since == utc("2026-03-02T11:00:01Z")
+    # m1 left 2026-03-02 for 2026-02-28; a late event joined 2026-03-01. Late retries
+    # (z1, b1) and a1's losing twin (2026-02-26) change no winner, so no date of theirs.
+    assert run_2.dates_rebuilt == [date(2026, 2, 28), date(2026, 3, 1), date(2026, 3, 2)]
+    assert history.files_2["2026-02-27"] == history.files_1["2026-02-27"]
+    for day in ("2026-03-01", "2026-03-02"):
+        assert history.files_2[day].isdisjoint(history.files_1[day])
+    assert "2026-02-26" not in history.files_2
+    assert run_2.windows_written == 4
+    assert run_2.view_version == history.run_1.view_version + 1
+
+
+def test_rerun_with_the_same_cutoff_changes_nothing(spark: SparkSession, history: History) -> None:
+    rerun = history.rerun
+    assert (rerun.status, rerun.mode, rerun.baseline_run_id) == (
+        RUN_SUCCEEDED,
+        MODE_INCREMENTAL,
+        history.run_2.run_id,
+    )
+    assert (rerun.dates_rebuilt, rerun.windows_written, rerun.view_version) == ([], 0, None)
+    assert (rerun.raw_version, rerun.records_in) == (history.run_2.raw_version, 10)
+    assert_view(rows_frame(spark, history.view_rerun), rows_frame(spark, history.view_2))
+
+
+def test_every_run_is_recorded_in_order(spark: SparkSession, history: History) -> None:
+    recorded = batch_runs(spark, history.lake)
+    assert [r.run_id for r in recorded] == [
+        history.run_1.run_id,
+        history.run_2.run_id,
+        history.rerun.run_id,
+        history.full.run_id,
+    ]
+    assert recorded[1] == history.run_2
+    assert [r.raw_version for r in recorded] == [0, 1, 1, 1]
+
+
+def test_incremental_run_before_the_last_cutoff_is_a_config_error_writing_nothing(
+    spark: SparkSession, history: History
+) -> None:
+    runs_before = len(batch_runs(spark, history.lake))
+    with pytest.raises(ConfigError) as raised:
+        rebuild(spark, history.config, CUTOFF_1)
+    assert raised.value.key == "--cutoff"
+    assert len(batch_runs(spark, history.lake)) == runs_before
+
+
+# --- Range mode through the command line -------------------------------------------------------
+
+
+def test_cli_range_rebuilds_only_the_given_dates(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout, tmp_path: Path
+) -> None:
+    append_raw(spark, lake, BEFORE_RUN_1[1:3])  # a1 (2026-03-01), b1 (2026-03-02)
+    rebuild(spark, config, CUTOFF_1)
+    files_before = partition_files(spark, lake)
+    late = [
+        record("a3", "dev-a", "03-01T09:00:30", "03-03T00:20:00", 20, temp=24.0),
+        record("b3", "dev-b", "03-02T10:00:30", "03-03T00:20:00", 21, temp=12.0),
+    ]
+    append_raw(spark, lake, late)
+    conf = write_conf(config, tmp_path)
+    arguments = ["--cutoff", CUTOFF_2, "--from", "2026-03-01", "--to", "2026-03-01"]
+    assert main(["batch", "rebuild", "--conf", conf, *arguments]) == EXIT_OK
+    assert_view(
+        view(spark, lake),
+        expected_view(
+            spark,
+            [
+                minute("dev-a", "03-01T09:00:00", 2, (20.0, 24.0)),
+                minute("dev-b", "03-02T10:00:00", 1, (10.0,)),  # outside the range
+            ],
+        ),
+    )
+    assert partition_files(spark, lake)["2026-03-02"] == files_before["2026-03-02"]
+    ranged = batch_runs(spark, lake)[-1]
+    assert (ranged.mode, ranged.date_from, ranged.date_to) == (
+        MODE_RANGE,
+        date(2026, 3, 1),
+        date(2026, 3, 1),
+    )
+    assert (ranged.dates_rebuilt, ranged.windows_written) == ([date(2026, 3, 1)], 1)
