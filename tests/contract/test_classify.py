@@ -413,6 +413,11 @@ OUT_OF_RANGE_CASES = [
         event_payload(speed_kmh=Json("1" + "0" * 400)),
         Reason.out_of_range("speed_kmh"),
     ),
+    Case(
+        "metric_1001_digit_integer_is_infinite",
+        event_payload(speed_kmh=Json("1" + "0" * 1000)),
+        Reason.out_of_range("speed_kmh"),
+    ),
     Case("metric_tiny_underflows_to_zero", event_payload(humidity_pct=Json("1e-400")), VALID),
     Case("metric_negative_zero_at_zero_bound", event_payload(battery_pct=Json("-0.0")), VALID),
     Case(
@@ -429,6 +434,11 @@ LENIENCY_CASES = [
     Case(
         "extra_fields_ignored",
         event_payload(firmware="2.1.0", nested={"a": [1, None, "NaN"]}, temperature="hot"),
+        VALID,
+    ),
+    Case(
+        "extra_field_1001_digit_number_ignored",
+        event_payload(counter=Json("1" + "0" * 1000)),
         VALID,
     ),
     Case("extra_field_differing_only_in_case_ignored", event_payload(TEMPERATURE_C="hot"), VALID),
@@ -455,6 +465,11 @@ LENIENCY_CASES = [
     Case(
         "duplicate_key_last_wrong_type_wins",
         event_payload()[:-1] + ',"temperature_c":"hot"}',
+        Reason.bad_type("temperature_c"),
+    ),
+    Case(
+        "duplicate_key_last_string_spelling_the_same_number_wins",
+        event_payload()[:-1] + ',"temperature_c":"21.5"}',
         Reason.bad_type("temperature_c"),
     ),
     Case(
@@ -509,9 +524,22 @@ TRAILING_BRACE_LIMITATION = pytest.mark.xfail(
     strict=True,
     reason="known limitation: trailing text ending in '}' is read as the first object",
 )
+# Jackson (StreamReadConstraints) refuses numbers longer than 1000 characters, so Spark calls
+# the whole payload malformed; the contract says a number too large for a double is infinite.
+LONG_NUMBER_LIMITATION = pytest.mark.xfail(
+    strict=True, reason="known limitation: Jackson refuses numbers over 1000 characters"
+)
+# The typed parse keeps the last value that converted; a last value that is a string spelling
+# that same number cannot be told from the number itself (weir.contract.parse._text_as_typed).
+NUMERIC_STRING_REPEAT_LIMITATION = pytest.mark.xfail(
+    strict=True, reason="known limitation: a repeated key's string spelling the earlier number"
+)
 KNOWN_LIMITATIONS = {
     "trailing_extra_brace": TRAILING_BRACE_LIMITATION,
     "trailing_text_ending_in_brace": TRAILING_BRACE_LIMITATION,
+    "metric_1001_digit_integer_is_infinite": LONG_NUMBER_LIMITATION,
+    "extra_field_1001_digit_number_ignored": LONG_NUMBER_LIMITATION,
+    "duplicate_key_last_string_spelling_the_same_number_wins": NUMERIC_STRING_REPEAT_LIMITATION,
 }
 
 
