@@ -39,6 +39,7 @@ from weir.contract.rules import (
     REQUIRED_FIELDS,
     TYPED_FIELDS,
     Reason,
+    all_reasons,
 )
 from weir.schemas import EVENT_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA
 
@@ -638,8 +639,6 @@ def test_extra_fields_large_payloads_unicode_and_repeated_keys(case, reasons):
 
 
 def test_every_reason_is_pinned_by_some_case():
-    from weir.contract.rules import all_reasons
-
     assert {c.reason for c in ALL_CASES} - {VALID} == set(all_reasons())
 
 
