@@ -101,8 +101,6 @@ class Ledger:
         self._faults: Counter = Counter()
         # event_id -> [winning seq or None, winning variant, copies resolved]
         self._groups: dict[str, list] = {}
-        # seq -> (fate, duplicate_of) of acknowledged copies that lost, until written
-        self._copy_fates: dict[int, tuple[str, int]] = {}
         self.manifest.update(status=RUNNING, started_at=_now())
         write_json(folder / MANIFEST, self.manifest)
 
@@ -110,34 +108,38 @@ class Ledger:
     def acknowledged(self, record: SimRecord, partition: Any, offset: Any) -> None:
         """The sink confirmed ``record`` at ``partition``/``offset``."""
         self._rows.append((record, partition, offset))
-        if record.group:
-            self._resolve_copy(record)
+        if len(self._rows) >= self.rows_per_part:
+            self.flush()
+
+    def acknowledged_many(self, rows: list[tuple[SimRecord, Any, Any]]) -> None:
+        """Several ``(record, partition, offset)`` confirmations, in the order they came."""
+        self._rows.extend(rows)
         if len(self._rows) >= self.rows_per_part:
             self.flush()
 
     def acknowledged_lines(self, records: list[SimRecord], path: str) -> None:
         """The sink confirmed a file holding ``records`` as its lines 1, 2, …"""
-        self._rows.extend(zip(records, repeat(path), count(1)))
-        for record in records:
-            if record.group:
-                self._resolve_copy(record)
-        if len(self._rows) >= self.rows_per_part:
-            self.flush()
+        self.acknowledged_many(list(zip(records, repeat(path), count(1))))
 
-    def _resolve_copy(self, record: SimRecord) -> None:
-        """The first acknowledged copy of an event is valid; later ones are duplicates of it."""
+    def _resolve_copy(self, record: SimRecord) -> Optional[tuple[str, int]]:
+        """The first acknowledged copy of an event is valid; a later one duplicates it.
+
+        Called in acknowledgement order (rows are resolved when written, in the order they
+        were acknowledged; a failure only means "never acknowledged", whenever it came).
+        Returns (fate, seq of the winner) for a losing copy, None for the winner.
+        """
         entry = self._groups.get(record.event_id)
         if entry is None:
             self._groups[record.event_id] = [record.seq, record.variant, 1]
-            return  # valid
+            return None
         entry[2] += 1
-        if entry[0] is None:  # the earlier copies all failed: this one is first
-            entry[0], entry[1] = record.seq, record.variant
-        else:
-            fate = DUPLICATE if record.variant == entry[1] else CONFLICTING_DUPLICATE
-            self._copy_fates[record.seq] = (fate, entry[0])
         if entry[2] >= 2:
             del self._groups[record.event_id]  # an original and its one copy: settled
+        if entry[0] is None:  # the earlier copies all failed: this one is first
+            entry[0], entry[1] = record.seq, record.variant
+            return None
+        fate = DUPLICATE if record.variant == entry[1] else CONFLICTING_DUPLICATE
+        return fate, entry[0]
 
     @property
     def acknowledged_count(self) -> int:
@@ -176,11 +178,10 @@ class Ledger:
         seqs, _, keys, payloads, event_ids, times, faults, reasons, groups, _ = zip(*records)
         fates = [VALID if reason is None else QUARANTINE for reason in reasons]
         duplicate_of: list = [None] * len(rows)
-        copy_fates = self._copy_fates
         for index in [i for i, group in enumerate(groups) if group]:
-            settled = copy_fates.pop(seqs[index], None)
-            if settled is not None:
-                fates[index], duplicate_of[index] = settled
+            lost = self._resolve_copy(records[index])
+            if lost is not None:
+                fates[index], duplicate_of[index] = lost
         table = pa.table(
             {
                 "seq": pa.array(seqs, pa.int64()),
@@ -191,8 +192,8 @@ class Ledger:
                 "fate": pa.array(fates, pa.string()),
                 "reason": pa.array(reasons, pa.string()),
                 "duplicate_of": pa.array(duplicate_of, pa.int64()),
-                "partition": pa.array(_texts(partitions), pa.string()),
-                "offset": pa.array(_texts(offsets), pa.string()),
+                "partition": _texts(partitions),
+                "offset": _texts(offsets),
                 "payload_crc32": pa.array(list(map(zlib.crc32, payloads)), pa.int64()),
             },
             schema=LEDGER_SCHEMA,
@@ -229,8 +230,11 @@ class Ledger:
         return self.manifest
 
 
-def _texts(values: tuple) -> list:
-    return list(values) if all(type(v) is str for v in values) else list(map(str, values))
+def _texts(values: tuple) -> pa.Array:
+    """Coordinates as text: Kafka's integers are converted by Arrow, not one by one."""
+    if all(type(v) is int for v in values):
+        return pa.array(values, pa.int64()).cast(pa.string())
+    return pa.array([v if type(v) is str else str(v) for v in values], pa.string())
 
 
 def _now() -> str:

@@ -213,6 +213,9 @@ class _LedgerHandle:
     def acknowledged(self, record, partition, offset) -> None:
         self.ledger.acknowledged(record, partition, offset)
 
+    def acknowledged_many(self, rows) -> None:
+        self.ledger.acknowledged_many(rows)
+
     def acknowledged_lines(self, records, path) -> None:
         self.ledger.acknowledged_lines(records, path)
 

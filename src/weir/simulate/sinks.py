@@ -12,12 +12,14 @@ keys), and the lake layout's landing folder (``LakeLayout.landing``).
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
+import zlib
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
@@ -36,6 +38,8 @@ class Acknowledger(Protocol):
     """What a sink reports to (weir.simulate.ledger.Ledger)."""
 
     def acknowledged(self, record: SimRecord, partition: Any, offset: Any) -> None: ...
+
+    def acknowledged_many(self, rows: list[tuple[SimRecord, Any, Any]]) -> None: ...
 
     def acknowledged_lines(self, records: list[SimRecord], path: str) -> None: ...
 
@@ -73,9 +77,9 @@ KAFKA_PRODUCER_SETTINGS: dict[str, Any] = {
     "queue.buffering.max.messages": 500_000,
     "queue.buffering.max.kbytes": 512 * 1024,
     "message.timeout.ms": 60_000,
-    "partitioner": "murmur2_random",  # the Java client's partitioner: same key, same partition
 }
 KAFKA_METADATA_TIMEOUT_S = 10.0
+_kafka_log = logging.getLogger("weir.simulate.kafka")
 _POLL_EVERY = 1000
 
 
@@ -97,7 +101,14 @@ def kafka_client_settings(config: WeirConfig) -> dict[str, Any]:
 
 
 class KafkaSink:
-    """confluent_kafka.Producer; a record is acknowledged by its delivery report."""
+    """confluent_kafka.Producer; a record is acknowledged by its delivery report.
+
+    Each device's records go to one partition, CRC32 of the key modulo the partition count
+    (librdkafka's ``consistent`` partitioner), chosen here so that no per-message callback
+    is needed: the idempotent producer reports deliveries in produce order per partition,
+    so one producer-wide callback pops the record from that partition's in-flight queue
+    (and checks the key, failing loudly if that order were ever broken).
+    """
 
     name = KAFKA
 
@@ -109,7 +120,12 @@ class KafkaSink:
         self.target = f"{kafka.bootstrap_servers}/{kafka.topic}"
         self.ledger = ledger
         self._producer = producer or Producer(
-            {**KAFKA_PRODUCER_SETTINGS, **kafka_client_settings(config)}
+            {
+                **KAFKA_PRODUCER_SETTINGS,
+                **kafka_client_settings(config),
+                "on_delivery": self._on_delivery,
+                "logger": _kafka_log,  # librdkafka's own logs via logging, not stderr
+            }
         )
         # Fail before anything is written: the broker answers and the topic exists.
         try:
@@ -126,44 +142,72 @@ class KafkaSink:
                 f"(sources.kafka.topic): {topic.error if topic else 'unknown topic'}"
             )
         self.partitions = len(topic.partitions)
-        self._keys: dict[str, bytes] = {}
+        self._in_flight = [deque() for _ in range(self.partitions)]
+        self._routes: dict[str, tuple[bytes, int]] = {}  # device id -> key bytes, partition
+        # Delivery reports land here (one append each) and go to the ledger in bulk.
+        self._delivered_rows: list[tuple[SimRecord, int, int]] = []
         self.sent = 0
 
-    def _delivered(self, record: SimRecord, error: Any, message: Any) -> None:
+    def _route(self, device_id: str) -> tuple[bytes, int]:
+        key = device_id.encode()
+        route = self._routes[device_id] = (key, zlib.crc32(key) % self.partitions)
+        return route
+
+    def _on_delivery(self, error: Any, message: Any) -> None:
+        partition = message.partition()
+        record = self._in_flight[partition].popleft()
+        offset = message.offset()
+        # Checking one report in 32 is enough to catch a reordering (it would be systematic).
+        if not offset & 31 and message.key() != self._routes[record.key][0]:
+            raise WeirError(
+                f"Kafka delivery reports out of order on partition {partition}: the ledger "
+                "cannot be trusted (is enable.idempotence on?)"
+            )
         if error is None:
-            self.ledger.acknowledged(record, message.partition(), message.offset())
+            self._delivered_rows.append((record, partition, offset))
         else:
+            self._hand_over()  # keep the ledger in delivery order
             self.ledger.failed(record, str(error))
+
+    def _hand_over(self) -> None:
+        if self._delivered_rows:
+            rows, self._delivered_rows = self._delivered_rows, []
+            self.ledger.acknowledged_many(rows)
 
     def send(self, records: Sequence[SimRecord], clock_us: int) -> None:
         produce = self._producer.produce
         poll = self._producer.poll
-        delivered = self._delivered
-        keys = self._keys
+        routes = self._routes
+        in_flight = self._in_flight
         topic = self.topic
         for index, record in enumerate(records):
-            key = keys.get(record.key)
-            if key is None:
-                key = keys[record.key] = record.key.encode()
+            route = routes.get(record.key) or self._route(record.key)
             while True:
                 try:
-                    produce(topic, record.payload, key, on_delivery=partial(delivered, record))
+                    produce(topic, record.payload, route[0], partition=route[1])
                     break
                 except BufferError:
                     poll(0.05)  # the local queue is full: serve delivery reports, then retry
+            in_flight[route[1]].append(record)
             if index % _POLL_EVERY == 0:
                 poll(0)
         self.sent += len(records)
         poll(0)
+        self._hand_over()
 
     def poll(self) -> None:
         self._producer.poll(0)
+        self._hand_over()
 
     def flush(self, timeout_s: float) -> int:
-        return self._producer.flush(timeout_s)
+        remaining = self._producer.flush(timeout_s)
+        self._hand_over()
+        return remaining
 
     def close(self) -> None:
         self._producer.flush(0)
+        self._hand_over()
+        self._producer = None  # the producer holds our callback: break the cycle, free it now
 
 
 # --- Kinesis -------------------------------------------------------------------------------------
@@ -296,10 +340,11 @@ class KinesisSink:
                     )
                 return
             retry: list[SimRecord] = []
+            acknowledged = []
             for record, result in zip(batch, response["Records"]):
                 code = result.get("ErrorCode")
                 if code is None:
-                    self.ledger.acknowledged(record, result["ShardId"], result["SequenceNumber"])
+                    acknowledged.append((record, result["ShardId"], result["SequenceNumber"]))
                 elif code in RETRYABLE_ERRORS and attempt + 1 < self.max_attempts:
                     retry.append(record)
                 else:
@@ -307,6 +352,7 @@ class KinesisSink:
                         record,
                         f"{code}: {result.get('ErrorMessage', '')} (after {attempt + 1} calls)",
                     )
+            self.ledger.acknowledged_many(acknowledged)
             if retry:
                 attempt += 1
                 self.retried += len(retry)

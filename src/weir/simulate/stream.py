@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import heapq
 import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import NamedTuple, Optional
+
+import numpy as np
 
 from weir.config import ConfigError
 from weir.simulate import faults as F
 from weir.simulate.fleet import Fleet, Tick
 
 STREAM_VERSION = 1
-# A copy is sent within this many new records after its original (a retry comes soon).
-MAX_COPY_GAP = 16
 
 
 class SimRecord(NamedTuple):
@@ -112,106 +112,88 @@ class RecordStream:
                 f"or the invalid kinds ({invalid_rate:.3f})",
             )
         self._duplicate_share = mix.rate(F.DUPLICATE) / copy_rate if copy_rate else 0.0
-        self._copy_gap = min(MAX_COPY_GAP, spec.devices)
-        self._pending: list[tuple[int, int, str, SimRecord]] = []
+        self._draws = np.random.default_rng([spec.seed, 3])
         self._seq = 0
         self._new = 0
 
-    @property
-    def clean_only(self) -> bool:
-        return not self._kinds and not self._copy_probability
-
     def ticks(self) -> Iterator[tuple[Tick, list[SimRecord]]]:
-        """Endless: one tick after another, each with every device's record plus due copies."""
+        """Endless: one tick after another, each with every device's record plus copies."""
         while True:
             tick = self.fleet.step()
             yield tick, self._records(tick)
 
     def _records(self, tick: Tick) -> list[SimRecord]:
-        fleet = self.fleet
-        keys = fleet.device_ids
-        templates = fleet.templates
-        rand = self._rng.random
-        fault_cut = self._fault_cut
-        copy_probability = self._copy_probability
-        pending = self._pending
-        event_times = tick.event_time_us
-        new_record = tuple.__new__  # a SimRecord without NamedTuple's Python-level __new__
-        first = self._new
+        """Every device's record in device order, then this tick's copies (retries come soon).
+
+        The clean records are built in bulk (C-level map over zipped columns); only faulty
+        ones take the slow path. Fault and copy draws come from one numpy generator, a vector
+        per tick, so the records depend on the spec alone.
+        """
+        fleet, size = self.fleet, self.fleet.size
+        first, seq = self._new, self._seq
         prefix = self.tag + "-"
-        event_ids = [f"{prefix}{number:010d}" for number in range(first, first + fleet.size)]
-        out: list[SimRecord] = []
-        append = out.append
-        seq = self._seq
-        for device, row in enumerate(tick.rows):
-            if pending and pending[0][0] <= first + device:
-                self._seq = seq
-                while pending and pending[0][0] <= first + device:
-                    append(self._copy(heapq.heappop(pending)))
-                seq = self._seq
-            event_id = event_ids[device]
-            draw = rand() if fault_cut else 1.0
-            if draw >= fault_cut:
-                payload = (templates[device] % (event_id, *row)).encode()
-                record = new_record(
-                    SimRecord,
-                    (
-                        seq,
-                        device,
-                        keys[device],
-                        payload,
-                        event_id,
-                        event_times[device],
-                        F.NONE,
-                        None,
-                        False,
-                        seq,
-                    ),
-                )
-            else:
-                kind = self._kinds[bisect.bisect_right(self._cuts, draw)]
+        event_ids = [f"{prefix}{number:010d}" for number in range(first, first + size)]
+        payloads = [
+            (template % (event_id, *row)).encode()
+            for template, event_id, row in zip(fleet.templates, event_ids, tick.rows)
+        ]
+        seqs = range(seq, seq + size)
+        records: list[SimRecord] = list(
+            map(
+                tuple.__new__,  # a SimRecord without NamedTuple's Python-level __new__
+                repeat(SimRecord),
+                zip(
+                    seqs,
+                    range(size),
+                    fleet.device_ids,
+                    payloads,
+                    event_ids,
+                    tick.event_time_us,
+                    repeat(F.NONE),
+                    repeat(None),
+                    repeat(False),
+                    seqs,
+                ),
+            )
+        )
+        if self._fault_cut:
+            draws = self._draws.random(size)
+            for device in np.flatnonzero(draws < self._fault_cut).tolist():
+                kind = self._kinds[bisect.bisect_right(self._cuts, draws[device])]
+                event_id = event_ids[device]
                 injected = self._injector.inject(
                     kind,
-                    fleet.fields(device, (event_id, *row)),
+                    fleet.fields(device, (event_id, *tick.rows[device])),
                     event_id,
-                    event_times[device],
+                    tick.event_time_us[device],
                     tick.time_us,
                 )
-                record = new_record(
-                    SimRecord,
-                    (
-                        seq,
-                        device,
-                        keys[device],
-                        injected.payload,
-                        injected.event_id,
-                        injected.event_time_us,
-                        kind,
-                        injected.reason,
-                        False,
-                        seq,
-                    ),
+                records[device] = records[device]._replace(
+                    payload=injected.payload,
+                    event_id=injected.event_id,
+                    event_time_us=injected.event_time_us,
+                    fault=kind,
+                    reason=injected.reason,
                 )
-            seq += 1
-            if record.reason is None and copy_probability and rand() < copy_probability:
-                record = record._replace(group=True)
-                copy_kind = F.DUPLICATE if rand() < self._duplicate_share else F.CONFLICT
-                due = first + device + 1 + self._rng.randrange(self._copy_gap)
-                heapq.heappush(pending, (due, record.seq, copy_kind, record))
-            append(record)
-        self._seq = seq
-        self._new = first + fleet.size
-        return out
-
-    def _copy(self, scheduled: tuple[int, int, str, SimRecord]) -> SimRecord:
-        _, _, kind, original = scheduled
-        seq = self._seq
-        self._seq = seq + 1
-        if kind == F.DUPLICATE:
-            payload, variant = original.payload, original.variant
-        else:
-            payload, variant = F.conflicting_copy(original.payload, self._rng), seq
-        return original._replace(seq=seq, payload=payload, fault=kind, variant=variant)
+        seq += size
+        if self._copy_probability:
+            draws = self._draws.random(size)
+            for device in np.flatnonzero(draws < self._copy_probability).tolist():
+                original = records[device]
+                if original.reason is not None:
+                    continue  # only valid events are retried
+                original = records[device] = original._replace(group=True)
+                if self._draws.random() < self._duplicate_share:
+                    payload, kind, variant = original.payload, F.DUPLICATE, original.variant
+                else:
+                    payload = F.conflicting_copy(original.payload, self._rng)
+                    kind, variant = F.CONFLICT, seq
+                records.append(
+                    original._replace(seq=seq, payload=payload, fault=kind, variant=variant)
+                )
+                seq += 1
+        self._new, self._seq = first + size, seq
+        return records
 
 
 def stream_records(spec: StreamSpec, count: int) -> list[SimRecord]:
