@@ -145,7 +145,9 @@ def simulate(
 
 def _report(result) -> None:
     manifest = result.manifest
-    table = Table("", "", title=f"weir simulate: run {result.run_id} ({result.status})")
+    table = Table(
+        "", "", title=f"weir simulate: run {result.run_id} ({result.status})", show_header=False
+    )
     table.add_row("sink", f"{result.sink} -> {result.target}")
     table.add_row("seed / start", f"{manifest['spec']['seed']} / {manifest['spec']['start']}")
     table.add_row("records sent", str(result.generated))
