@@ -114,13 +114,24 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def simulate_infra(weir_config: WeirConfig, tmp_path_factory: pytest.TempPathFactory):
-    """The local stack of `weir infra` (Kafka broker + moto), private to this session.
+def simulate_infra(
+    request: pytest.FixtureRequest,
+    weir_config: WeirConfig,
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    """The local stack of `weir infra` (Kafka broker + moto) for this session.
 
-    tests/infra/conftest.py's ``local_infra`` is visible under tests/infra only, and two
-    stacks must not share a state folder; this is the same ``private_stack`` in a folder of
-    its own. Slow (the broker's JVM): tests using it are marked slow.
+    The shared ``local_infra`` when it is visible from here (tests/infra/conftest.py's is
+    visible under tests/infra only); otherwise the same ``private_stack`` in a state folder of
+    its own (two stacks must not share one). Slow (the broker's JVM): mark users slow.
     """
+    try:
+        shared = request.getfixturevalue("local_infra")
+    except pytest.FixtureLookupError:
+        shared = None
+    if shared is not None:
+        yield shared
+        return
     from weir.infra import private_stack
 
     with private_stack(weir_config, tmp_path_factory.mktemp("simulate-infra")) as config:

@@ -291,16 +291,18 @@ class Fleet:
             3.0,
             100.0,
         )
-        seconds = (event_us // 1_000_000).tolist()
+        # The ISO text to the second: formatted once per distinct second of the tick.
+        unique_seconds, which = np.unique(event_us // 1_000_000, return_inverse=True)
         cache = self._seconds
         if len(cache) > 4096:
             cache.clear()
-        prefixes = []
-        for second in seconds:
+        texts = []
+        for second in unique_seconds.tolist():
             text = cache.get(second)
             if text is None:
                 text = cache[second] = second_prefix(second)
-            prefixes.append(text)
+            texts.append(text)
+        prefixes = np.array(texts, dtype=object)[which].tolist()
         statuses = np.where(
             self.is_vehicle,
             np.array(VEHICLE_STATUSES, dtype=object)[np.minimum(self.state, 2)],

@@ -199,7 +199,7 @@ class Ledger:
             schema=LEDGER_SCHEMA,
         )
         target = self.folder / PART_PATTERN.format(self._parts)
-        _write_atomically(target, lambda p: pq.write_table(table, p, compression="zstd"))
+        _write_atomically(target, lambda p: pq.write_table(table, p, compression="snappy"))
         self._parts += 1
         self._written += len(rows)
         self._fates.update(fates)

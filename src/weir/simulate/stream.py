@@ -113,6 +113,7 @@ class RecordStream:
             )
         self._duplicate_share = mix.rate(F.DUPLICATE) / copy_rate if copy_rate else 0.0
         self._draws = np.random.default_rng([spec.seed, 3])
+        self._event_id = (self.tag + "-%010d").__mod__  # event number -> event_id
         self._seq = 0
         self._new = 0
 
@@ -131,8 +132,7 @@ class RecordStream:
         """
         fleet, size = self.fleet, self.fleet.size
         first, seq = self._new, self._seq
-        prefix = self.tag + "-"
-        event_ids = [f"{prefix}{number:010d}" for number in range(first, first + size)]
+        event_ids = list(map(self._event_id, range(first, first + size)))
         payloads = [
             (template % (event_id, *row)).encode()
             for template, event_id, row in zip(fleet.templates, event_ids, tick.rows)
