@@ -317,8 +317,9 @@ class FaultInjector:
     def _missing_field(self, fields, event_id, event_time_us, clock_us) -> Injected:
         name = self.rng.choice(REQUIRED_FIELDS)
         options = [None, "null"] + (['""'] if name == "event_id" else [])
-        _set(fields, name, self.rng.choice(options))
-        carried_id = None if name == "event_id" else event_id
+        text = self.rng.choice(options)
+        _set(fields, name, text)
+        carried_id = event_id if name != "event_id" else ("" if text == '""' else None)
         carried_time = None if name == "event_time" else event_time_us
         return self._done(fields, carried_id, carried_time, Reason.missing_field(name))
 

@@ -86,7 +86,8 @@ class Plan:
             return self.count
         if self.end_us is not None:
             ticks = math.ceil((self.end_us - self.spec.start_us) / self.spec.interval_us)
-            return ticks * self.spec.devices
+            copies = self.spec.faults.copy_rate  # a share of all records, on top of readings
+            return round(ticks * self.spec.devices / (1.0 - copies))
         return None
 
 
@@ -116,6 +117,8 @@ def plan_run(config: WeirConfig, options: SimulateOptions, now: datetime) -> Pla
     backfill = options.backfill_days
     if backfill is not None and not 0 < backfill <= 3660:
         raise ConfigError("--backfill", "days of history must be in (0, 3660]")
+    if backfill is not None and options.duration_s is not None:
+        raise ConfigError("--duration", "a backfill runs until its history is written; use --count")
     sink = options.sink or (FILES if backfill else KAFKA)
     if sink not in SINKS:
         raise ConfigError("--sink", f"unknown sink {sink!r}; use {' | '.join(SINKS)}")
