@@ -452,3 +452,18 @@ def test_ctrl_c_leaves_a_ledger_equal_to_what_the_broker_holds(
     assert manifest["status"] == L.INTERRUPTED
     assert manifest["generated"] == manifest["acknowledged"] >= 3000
     assert ledger_coordinates(L.read_ledger(run)) == read_topic(kafka_config)
+
+
+def test_progress_shows_on_a_terminal_only_and_never_under_ci(monkeypatch) -> None:
+    from rich.console import Console
+
+    import weir.cli.simulate as command
+
+    monkeypatch.setattr(command, "console", Console(force_terminal=True))
+    monkeypatch.delenv("CI", raising=False)
+    assert command.interactive()
+    monkeypatch.setenv("CI", "true")
+    assert not command.interactive()
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(command, "console", Console(force_terminal=False))
+    assert not command.interactive()
