@@ -41,7 +41,6 @@ INT32 = (-(2**31), 2**31 - 1)
 MAX_EPOCH_MILLIS = 253402300799999
 MAX_OFFSET_MINUTES = 18 * 60
 FUTURE_TOLERANCE_MICROS = 5 * 60 * 1_000_000
-COORDINATE_WIDTH = 128
 
 # Python's re: `[0-9]` rather than `\d` (which matches any Unicode digit) and fullmatch rather
 # than `$` (which matches before a trailing newline).
@@ -276,8 +275,10 @@ def received_order(event: dict) -> tuple:
     """Smaller = received earlier: ingest_time, then partition and offset in numeric order."""
     return (
         to_micros(event["ingest_time"]),
-        event["source_partition"].rjust(COORDINATE_WIDTH, "0"),
-        event["source_offset"].rjust(COORDINATE_WIDTH, "0"),
+        len(event["source_partition"]),
+        event["source_partition"],
+        len(event["source_offset"]),
+        event["source_offset"],
         event["source"],
     )
 

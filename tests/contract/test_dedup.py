@@ -65,6 +65,14 @@ KINESIS_ORDER = copies_of(
     dict(source="kinesis", source_partition="shardId-000000000001", source_offset=KINESIS_LONG),
     dict(source="kinesis", source_partition="shardId-000000000001", source_offset=KINESIS_SHORT),
 )
+# Landing-file partitions are paths; two that share a long prefix must still order by what
+# follows it (nothing truncated).
+LONG_PREFIX = "landing/2026/01/01/00/" + "x" * 200
+LONG_PARTITION_ORDER = copies_of(
+    "long-partition-order",
+    dict(source="files", source_partition=LONG_PREFIX + "-b.jsonl", source_offset="1"),
+    dict(source="files", source_partition=LONG_PREFIX + "-a.jsonl", source_offset="9"),
+)
 SOURCE_ORDER = copies_of(
     "source-order",
     dict(source="kinesis", source_offset="7"),
@@ -113,6 +121,7 @@ ALL_COPIES = [
     *PARTITION_ORDER,
     *OFFSET_ORDER,
     *KINESIS_ORDER,
+    *LONG_PARTITION_ORDER,
     *SOURCE_ORDER,
     *RETRIES,
     *CONFLICT,
@@ -156,6 +165,10 @@ def test_same_partition_lower_offset_wins_in_numeric_order(deduped):
 
 def test_long_kinesis_sequence_numbers_compare_numerically(deduped):
     assert_winners(deduped, [expected_row(KINESIS_ORDER[1], copies=2, contents=1)])
+
+
+def test_partitions_sharing_a_long_prefix_order_by_what_follows_it(deduped):
+    assert_winners(deduped, [expected_row(LONG_PARTITION_ORDER[1], 2, 1)])
 
 
 def test_same_coordinates_smallest_source_name_wins(deduped):

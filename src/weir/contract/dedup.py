@@ -2,9 +2,10 @@
 
 "First received" is the lowest ingest_time, then source partition, then source offset. Both
 coordinates are strings (Kinesis sequence numbers fit no integer type), so they are compared
-left-padded with zeros: numeric order for numbers of any length, and a total order for the
-rest. The source name and the event's content break any remaining tie, so the winner never
-depends on partitioning or on the order Spark happens to read files.
+by (length, text): numeric order for numbers of any length written without leading zeros (as
+every source writes them), and a total order for anything else, file paths included, with
+nothing truncated. The source name and the event's content break any remaining tie, so the
+winner never depends on partitioning or on the order Spark happens to read files.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from weir.schemas import EVENT_COLUMNS, EVENT_CONTENT_COLUMNS
-
-# Wide enough for Kinesis sequence numbers (documented up to 128 digits).
-_COORDINATE_WIDTH = 128
 
 RECEIVED_COPIES = "received_copies"
 DISTINCT_CONTENTS = "distinct_contents"
@@ -29,8 +27,10 @@ def received_order(prefix: str = "") -> Column:
 
     return F.struct(
         column("ingest_time").alias("ingest_time"),
-        F.lpad(column("source_partition"), _COORDINATE_WIDTH, "0").alias("partition_key"),
-        F.lpad(column("source_offset"), _COORDINATE_WIDTH, "0").alias("offset_key"),
+        F.length(column("source_partition")).alias("partition_length"),
+        column("source_partition").alias("partition"),
+        F.length(column("source_offset")).alias("offset_length"),
+        column("source_offset").alias("offset"),
         column("source").alias("source"),
     )
 
