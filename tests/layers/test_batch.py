@@ -394,6 +394,7 @@ def test_no_raw_record_before_the_cutoff_fails_and_writes_no_view(
 
 CUTOFF_1 = "2026-03-03T00:00:00Z"
 CUTOFF_2 = "2026-03-03T01:00:00Z"
+CUTOFF_3 = "2026-03-03T02:00:00Z"
 BEFORE_RUN_1 = [
     record("z1", "dev-z", "02-27T09:00:00", "02-27T09:00:10", 1, temp=1.0),
     record("a1", "dev-a", "03-01T09:00:10", "03-01T09:00:20", 2, temp=20.0),
@@ -413,9 +414,11 @@ AFTER_RUN_1 = [
     # committed after run 1 but stamped before its cutoff (a slow or replayed micro-batch):
     # a twin of m1 received BEFORE m1, so it wins and moves m1 from 2026-03-02 to 2026-02-28
     record("m1", "dev-m", "02-28T23:59:30", "03-02T11:00:01", 1, "2", temp=55.0),
-    # received at run 2's cutoff: not yet
-    record("n1", "dev-n", "03-02T10:00:00", CUTOFF_2, 10, temp=7.0),
+    # received after every cutoff below: never read
+    record("n1", "dev-n", "03-02T10:00:00", "03-03T05:00:00", 10, temp=7.0),
 ]
+# after the full run with CUTOFF_2: only another late retry of z1, so no winner changes
+RETRY_ONLY = [record("z1", "dev-z", "02-27T09:00:00", "03-03T01:30:00", 11, temp=1.0)]
 VIEW_AFTER_RUN_1 = [
     minute("dev-z", "02-27T09:00:00", 1, (1.0,)),
     minute("dev-a", "03-01T09:00:00", 1, (20.0,)),
@@ -447,6 +450,8 @@ class History:
     view_rerun: list
     full: BatchRun
     view_full: list
+    retry_only: BatchRun
+    view_retry_only: list
 
 
 @pytest.fixture(scope="module")
@@ -454,7 +459,7 @@ def history(
     spark: SparkSession, weir_config: WeirConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[History]:
     """Run 1 (incremental, first: so full), new records, run 2 (incremental), run 2 again
-    with the same cutoff, then a full run with the same cutoff."""
+    with the same cutoff, a full run with the same cutoff, then a late retry and a run."""
     lake = LakeLayout(root=f"file://{tmp_path_factory.mktemp('history')}/lake")
     config = config_for(weir_config, lake)
     append_raw(spark, lake, BEFORE_RUN_1)
@@ -467,19 +472,24 @@ def history(
     view_rerun = view(spark, lake).collect()
     full = rebuild(spark, config, CUTOFF_2, MODE_FULL)
     view_full = view(spark, lake).collect()
+    append_raw(spark, lake, RETRY_ONLY)
+    retry_only = rebuild(spark, config, CUTOFF_3)
+    view_retry_only = view(spark, lake).collect()
     yield History(
-        config,
-        lake,
-        run_1,
-        view_1,
-        files_1,
-        run_2,
-        view_2,
-        files_2,
-        rerun,
-        view_rerun,
-        full,
-        view_full,
+        config=config,
+        lake=lake,
+        run_1=run_1,
+        view_1=view_1,
+        files_1=files_1,
+        run_2=run_2,
+        view_2=view_2,
+        files_2=files_2,
+        rerun=rerun,
+        view_rerun=view_rerun,
+        full=full,
+        view_full=view_full,
+        retry_only=retry_only,
+        view_retry_only=view_retry_only,
     )
 
 
@@ -533,8 +543,19 @@ def test_rerun_with_the_same_cutoff_changes_nothing(spark: SparkSession, history
         history.run_2.run_id,
     )
     assert (rerun.dates_rebuilt, rerun.windows_written, rerun.view_version) == ([], 0, None)
-    assert (rerun.raw_version, rerun.records_in) == (history.run_2.raw_version, 10)
+    assert (rerun.raw_version, rerun.changes_since) == (history.run_2.raw_version, utc(CUTOFF_2))
+    counts = ("records_in", "valid", "quarantined", "duplicates", "conflicting_duplicates")
+    assert [getattr(rerun, c) for c in counts] == [getattr(history.run_2, c) for c in counts]
     assert_view(rows_frame(spark, history.view_rerun), rows_frame(spark, history.view_2))
+
+
+def test_late_retry_alone_changes_no_date(spark: SparkSession, history: History) -> None:
+    retry_only = history.retry_only
+    assert (retry_only.mode, retry_only.baseline_run_id) == (MODE_INCREMENTAL, history.full.run_id)
+    assert (retry_only.records_in, retry_only.duplicates) == (11, 5)
+    assert (retry_only.dates_rebuilt, retry_only.windows_written) == ([], 0)
+    assert retry_only.view_version is None
+    assert_view(rows_frame(spark, history.view_retry_only), expected_view(spark, VIEW_AFTER_RUN_2))
 
 
 def test_every_run_is_recorded_in_order(spark: SparkSession, history: History) -> None:
@@ -544,9 +565,10 @@ def test_every_run_is_recorded_in_order(spark: SparkSession, history: History) -
         history.run_2.run_id,
         history.rerun.run_id,
         history.full.run_id,
+        history.retry_only.run_id,
     ]
     assert recorded[1] == history.run_2
-    assert [r.raw_version for r in recorded] == [0, 1, 1, 1]
+    assert [r.raw_version for r in recorded] == [0, 1, 1, 1, 2]
 
 
 def test_incremental_run_before_the_last_cutoff_is_a_config_error_writing_nothing(
@@ -554,7 +576,7 @@ def test_incremental_run_before_the_last_cutoff_is_a_config_error_writing_nothin
 ) -> None:
     runs_before = len(batch_runs(spark, history.lake))
     with pytest.raises(ConfigError) as raised:
-        rebuild(spark, history.config, CUTOFF_1)
+        rebuild(spark, history.config, CUTOFF_2)
     assert raised.value.key == "--cutoff"
     assert len(batch_runs(spark, history.lake)) == runs_before
 

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
@@ -263,6 +263,17 @@ class _Plan:
     changes_since: Optional[datetime] = None
 
 
+class _RunRecord:
+    """The run record as a run fills it in: a failure records what was known by then."""
+
+    def __init__(self, run: BatchRun) -> None:
+        self.run = run
+
+    def update(self, **changes: Any) -> BatchRun:
+        self.run = dataclasses.replace(self.run, **changes)
+        return self.run
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -326,9 +337,12 @@ def _plan(
     request: RebuildRequest,
     baseline: Optional[BatchRun],
     version: int,
-    raw: DataFrame,
-    deduped: DataFrame,
 ) -> _Plan:
+    """The mode a run takes and, except for incremental runs, its dates (before any dedup).
+
+    An incremental run without a usable baseline (none yet, no view, or raw history that
+    cannot be diffed) rebuilds every date and is recorded as ``full``.
+    """
     if request.mode == MODE_FULL:
         return _Plan(MODE_FULL, None)
     if request.mode == MODE_RANGE:
@@ -346,10 +360,32 @@ def _plan(
     if since is None:
         log.info("batch: cannot diff raw against run %s; rebuilding every date", baseline.run_id)
         return _Plan(MODE_FULL, None)
+    return _Plan(MODE_INCREMENTAL, (), baseline.run_id, since)
+
+
+def _changed_dates(raw: DataFrame, deduped: DataFrame, since: datetime) -> tuple[date, ...]:
     new_events = raw.where(F.col("ingest_time") >= F.lit(since)).transform(classify_records)
     changed = changed_event_dates(new_events.transform(valid_events), deduped, since)
-    dates = tuple(sorted(row["event_date"] for row in changed.collect()))
-    return _Plan(MODE_INCREMENTAL, dates, baseline.run_id, since)
+    return tuple(sorted(row["event_date"] for row in changed.collect()))
+
+
+_COUNT_FIELDS = ("valid", "quarantined", "duplicates", "conflicting_duplicates")
+
+
+def _unchanged_since(
+    raw: DataFrame, since: datetime, records_in: int, baseline: BatchRun
+) -> Optional[dict]:
+    """The baseline's counts when this run reads exactly the baseline's records, else None.
+
+    No record with ``ingest_time >= since`` means every record read was read by the baseline
+    (see ``_changes_since``); with as many records, the two runs read the same set, so the
+    view and the counts are the baseline's and the dedup can be skipped.
+    """
+    if records_in != baseline.records_in:
+        return None
+    if raw.where(F.col("ingest_time") >= F.lit(since)).limit(1).count():
+        return None
+    return {name: getattr(baseline, name) for name in _COUNT_FIELDS} | {"records_in": records_in}
 
 
 def _view_commit(spark: SparkSession, path: str, run_id: str) -> tuple[Optional[int], int]:
@@ -414,14 +450,14 @@ def rebuild_batch(
         date_to=request.date_to,
         started_at=started,
     )
-    progress = {"run": run}
+    record = _RunRecord(run)
     try:
-        done = _execute(spark, lake, request, baseline, progress)
+        done = _execute(spark, lake, request, baseline, record)
         done = dataclasses.replace(done, status=RUN_SUCCEEDED, finished_at=clock())
         record_batch_run(spark, lake, done)
     except Exception as error:
         failed = dataclasses.replace(
-            progress["run"], status=RUN_FAILED, finished_at=clock(), error=_describe(error)
+            record.run, status=RUN_FAILED, finished_at=clock(), error=_describe(error)
         )
         try:
             record_batch_run(spark, lake, failed)
@@ -447,13 +483,13 @@ def _execute(
     lake: LakeLayout,
     request: RebuildRequest,
     baseline: Optional[BatchRun],
-    progress: dict,
+    record: _RunRecord,
 ) -> BatchRun:
-    """The run proper; keeps ``progress["run"]`` up to date for a failure record."""
-    run: BatchRun = progress["run"]
+    """The run proper; fills in ``record`` as it goes, for a failure record."""
+    run = record.run
     step = time.monotonic()
     version = raw_version(spark, lake)
-    run = progress["run"] = dataclasses.replace(run, raw_version=version)
+    run = record.update(raw_version=version)
     raw = received_before(_snapshot(spark, lake.raw, version), request.cutoff)
     records_in = raw.count()
     if records_in == 0:
@@ -463,6 +499,19 @@ def _execute(
         )
     log.info("batch: raw version %s, %s records before the cutoff", version, records_in)
 
+    plan = _plan(spark, lake, request, baseline, version)
+    run = record.update(
+        mode=plan.mode,
+        baseline_run_id=plan.baseline_run_id,
+        changes_since=plan.changes_since,
+        dates_rebuilt=None if plan.dates is None else list(plan.dates),
+    )
+    if plan.changes_since is not None and baseline is not None:
+        unchanged = _unchanged_since(raw, plan.changes_since, records_in, baseline)
+        if unchanged is not None:
+            log.info("batch: no raw record new since run %s; view untouched", baseline.run_id)
+            return record.update(windows_written=0, **unchanged)
+
     deduped = first_received_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         totals = deduped.agg(
@@ -471,8 +520,7 @@ def _execute(
             F.count(F.when(F.col(DISTINCT_CONTENTS) > 1, True)).alias("conflicting"),
         ).first()
         valid = int(totals["valid"])
-        run = progress["run"] = dataclasses.replace(
-            run,
+        run = record.update(
             records_in=records_in,
             valid=valid,
             quarantined=records_in - valid,
@@ -486,14 +534,9 @@ def _execute(
             records_in - valid,
             time.monotonic() - step,
         )
-        plan = _plan(spark, lake, request, baseline, version, raw, deduped)
-        run = progress["run"] = dataclasses.replace(
-            run,
-            mode=plan.mode,
-            baseline_run_id=plan.baseline_run_id,
-            changes_since=plan.changes_since,
-            dates_rebuilt=None if plan.dates is None else list(plan.dates),
-        )
+        if plan.changes_since is not None:
+            plan = dataclasses.replace(plan, dates=_changed_dates(raw, deduped, plan.changes_since))
+            run = record.update(dates_rebuilt=list(plan.dates))
         if plan.dates is not None and not plan.dates:
             log.info("batch: nothing changed since run %s; view untouched", plan.baseline_run_id)
             return dataclasses.replace(run, windows_written=0)
