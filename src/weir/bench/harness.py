@@ -1,0 +1,128 @@
+"""Benchmark harness: measure a candidate against a baseline in the same run, on the same data.
+
+Figures go to ``bench/results/<suite>-<UTC time>.json`` and ``bench/results/<suite>-latest.json``
+so a note, a notebook or CI can read them. A target is a ratio to the in-run baseline and/or an
+absolute rate; a miss is reported (and makes `weir bench` exit 1), never hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+RESULTS_DIR = Path("bench/results")
+
+
+@dataclass
+class Measurement:
+    name: str
+    events: int
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass
+class Target:
+    """``candidate`` must reach ``min_ratio`` x ``baseline`` and/or ``min_rate`` events/s."""
+
+    candidate: str
+    baseline: Optional[str] = None
+    min_ratio: Optional[float] = None
+    min_rate: Optional[float] = None
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    measurements: list = field(default_factory=list)
+    checks: list = field(default_factory=list)
+    environment: dict = field(default_factory=dict)
+
+    def measurement(self, name: str) -> Measurement:
+        return next(m for m in self.measurements if m.name == name)
+
+    @property
+    def passed(self) -> bool:
+        return all(check["met"] for check in self.checks)
+
+    def evaluate(self, targets: list) -> None:
+        for target in targets:
+            candidate = self.measurement(target.candidate)
+            if target.baseline and target.min_ratio is not None:
+                baseline = self.measurement(target.baseline)
+                ratio = candidate.events_per_second / baseline.events_per_second
+                self.checks.append(
+                    {
+                        "check": f"{target.candidate} / {target.baseline} >= {target.min_ratio}",
+                        "value": round(ratio, 3),
+                        "met": ratio >= target.min_ratio,
+                    }
+                )
+            if target.min_rate is not None:
+                rate = candidate.events_per_second
+                self.checks.append(
+                    {
+                        "check": f"{target.candidate} >= {target.min_rate:,.0f} events/s",
+                        "value": round(rate),
+                        "met": rate >= target.min_rate,
+                    }
+                )
+
+    def write(self, results_dir: Path = RESULTS_DIR) -> Path:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        document = {
+            "suite": self.suite,
+            "at": stamp,
+            "environment": self.environment,
+            "measurements": [
+                {**asdict(m), "events_per_second": round(m.events_per_second)}
+                for m in self.measurements
+            ],
+            "checks": self.checks,
+            "passed": self.passed,
+        }
+        path = results_dir / f"{self.suite}-{stamp}.json"
+        text = json.dumps(document, indent=2)
+        path.write_text(text)
+        (results_dir / f"{self.suite}-latest.json").write_text(text)
+        return path
+
+
+def environment(**extra: object) -> dict:
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        **extra,
+    }
+
+
+@contextmanager
+def stopwatch() -> Iterator[Callable[[], float]]:
+    started = time.perf_counter()
+    finished: list = []
+    yield lambda: (finished[0] if finished else time.perf_counter()) - started
+    finished.append(time.perf_counter())
+
+
+def timed(name: str, events: int, action: Callable[[], object], repeat: int = 1) -> Measurement:
+    """Best of ``repeat`` runs of ``action`` (warm JVM: the first run is usually slowest)."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - started)
+    return Measurement(name=name, events=events, seconds=best)
