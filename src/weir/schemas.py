@@ -154,6 +154,57 @@ BATCH_RUN_SCHEMA = StructType(
 )
 
 
+# --- _control/merge_runs: one row per merge into the unified table (weir.layers.serving) -------
+MERGE_RUN_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType(), False),
+        StructField("status", StringType(), False),  # succeeded | failed
+        StructField("scope", StringType(), True),  # full | incremental | none (nothing changed)
+        StructField("previous_run_id", StringType(), True),  # the merge this one built on
+        StructField("horizon", TimestampType(), True),  # H used; null = no batch run (speed only)
+        StructField("batch_run_id", StringType(), True),  # the batch run H came from
+        StructField("batch_version", LongType(), True),  # BATCH Delta version read
+        StructField("speed_version", LongType(), True),  # SPEED Delta version read
+        StructField("serving_version", LongType(), True),  # unified table's version after it
+        StructField("partitions_replaced", ArrayType(DateType()), True),  # event dates rewritten
+        StructField("rows_written", LongType(), True),  # rows inserted or updated
+        StructField("rows_deleted", LongType(), True),
+        StructField("files_added", LongType(), True),
+        StructField("files_removed", LongType(), True),
+        StructField("attempts", IntegerType(), True),  # 1 + retries after conflicting commits
+        StructField("started_at", TimestampType(), False),
+        StructField("finished_at", TimestampType(), True),
+        StructField("error", StringType(), True),
+    ]
+)
+
+
+# --- _control/stream_progress: one row per streaming micro-batch (weir.layers.progress) ---------
+STREAM_PROGRESS_SCHEMA = StructType(
+    [
+        StructField("query_name", StringType(), False),  # raw-kafka, speed-files, ...
+        StructField("query_id", StringType(), False),  # stable across restarts (checkpoint)
+        StructField("run_id", StringType(), False),  # new at every start
+        StructField("batch_id", LongType(), False),
+        StructField("trigger_time", TimestampType(), False),  # when the micro-batch started
+        StructField("num_input_rows", LongType(), False),
+        StructField("input_rows_per_second", DoubleType(), True),
+        StructField("processed_rows_per_second", DoubleType(), True),
+        StructField("batch_duration_ms", LongType(), True),
+        StructField("watermark", TimestampType(), True),  # event-time watermark (speed layer)
+        StructField("source_description", StringType(), True),
+        StructField("start_offset", StringType(), True),  # JSON, as the source reports it
+        StructField("end_offset", StringType(), True),
+        StructField("latest_offset", StringType(), True),
+        StructField("offsets_behind_latest", LongType(), True),  # Kafka: max over partitions
+        StructField("state_rows", LongType(), True),  # rows held in state stores
+        StructField("progress_json", StringType(), False),  # Spark's whole progress report
+        StructField("progress_date", DateType(), False),  # partition column
+    ]
+)
+STREAM_PROGRESS_PARTITION_COLUMNS = ("progress_date",)
+
+
 def ddl(schema: StructType) -> str:
     """`name TYPE, ...` for a schema, e.g. for spark.createDataFrame or docs."""
     return ", ".join(f"{f.name} {f.dataType.simpleString().upper()}" for f in schema.fields)

@@ -7,6 +7,7 @@ provides Delta, Kafka and S3 support, so nothing extra is added.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -43,6 +44,13 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         # The Kinesis connector and exactly-once writes need one task per shard/partition.
         "spark.speculation": "false",
+        # Streaming state (the speed layer's dedup keys and open minute windows) in RocksDB:
+        # off the JVM heap, so a large state adds no GC pressure; changelog checkpointing
+        # uploads only what changed per micro-batch. A checkpoint keeps the provider it began with.
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         # Readers outside Spark (Athena, the deltalake package) expect plain Parquet timestamps.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
@@ -78,8 +86,32 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
                 "spark.hadoop.fs.s3a.secret.key": config.aws.secret_access_key,
             }
         )
+    if config.catalog.kind == "spark":
+        settings.update(metastore_settings(config))
     settings.update(config.spark.settings)
     return settings
+
+
+def metastore_settings(config: WeirConfig) -> dict[str, str]:
+    """The local Spark catalog (``catalog.kind: spark``): a persistent Hive metastore.
+
+    An embedded Derby database at ``<infra.state_dir>/metastore_db`` and a warehouse folder
+    beside it, so a new session in another process (a notebook, ``spark-sql``) finds the
+    tables `weir catalog sync` registered. Embedded Derby admits one JVM at a time: a session
+    opens it only when it first touches the catalog (docs/serving.md). ``derby.log`` goes to
+    the state folder too, not the working directory. The pyspark wheel ships the Hive jars.
+    """
+    state_dir = Path(config.infra.state_dir)
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(state_dir / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={state_dir / 'metastore_db'};create=true"
+        ),
+        "spark.driver.extraJavaOptions": (
+            f"{UTC_JAVA_OPTION} -Dderby.system.home={shlex.quote(str(state_dir))}"
+        ),
+    }
 
 
 def build_session(config: WeirConfig, app_name: str | None = None) -> SparkSession:

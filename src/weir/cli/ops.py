@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from weir.cli.app import app, conf_option, group, load, not_built
+import typer
+from rich.table import Table
+
+from weir.cli.app import app, conf_option, console, group, load, not_built
+from weir.config import ConfigError
+from weir.errors import WeirError
 
 dq_app = group("dq", "Data-quality checks.")
 catalog_app = group("catalog", "Glue / Spark catalog.")
@@ -38,10 +43,41 @@ def maintain(conf: str = conf_option()) -> None:
 
 
 @app.command()
-def bench(conf: str = conf_option()) -> None:
-    """Run the benchmarks and compare with the baseline."""
-    load(conf)
-    not_built("bench", 4)
+def bench(
+    suite: str = typer.Argument("all", help="contract | all"),
+    conf: str = conf_option(),
+    events: int = typer.Option(2_000_000, min=1000, help="events per measurement"),
+    repeat: int = typer.Option(2, min=1, max=10, help="best of N runs"),
+) -> None:
+    """Run benchmarks against their in-run baselines; figures go to bench/results/."""
+    from weir.bench.suites import SUITES
+
+    names = list(SUITES) if suite == "all" else [suite]
+    unknown = [name for name in names if name not in SUITES]
+    if unknown:
+        raise ConfigError("SUITE", f"unknown suite {unknown[0]!r}; choose from {', '.join(SUITES)}")
+    config = load(conf)
+    from weir.spark import build_session
+
+    spark = build_session(config, app_name="weir-bench")
+    failed = []
+    for name in names:
+        result = SUITES[name](spark, events=events, repeat=repeat)
+        path = result.write()
+        table = Table("measurement", "events", "seconds", "events/s", title=f"bench {name}")
+        for m in result.measurements:
+            table.add_row(
+                m.name, f"{m.events:,}", f"{m.seconds:.2f}", f"{m.events_per_second:,.0f}"
+            )
+        console.print(table)
+        for check in result.checks:
+            mark = "[green]met[/]" if check["met"] else "[red]MISSED[/]"
+            console.print(f"  {mark} {check['check']} (value {check['value']:,})")
+        console.print(f"  figures: {path}")
+        if not result.passed:
+            failed.append(name)
+    if failed:
+        raise WeirError(f"benchmark targets missed in: {', '.join(failed)}")
 
 
 @app.command()

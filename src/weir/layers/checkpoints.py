@@ -1,0 +1,234 @@
+"""The checkpoint guard: a streaming query's checkpoint and its idempotent Delta writes agree.
+
+The raw archiver appends with Delta's idempotent writes, keyed by (``txnAppId``, batch id).
+Delta skips a write whose version is not above the last one recorded for that app id. A
+query started from a fresh checkpoint numbers its batches from 0 again, so if the table
+already holds writes of that app id, Delta would silently skip every "already seen" batch:
+data loss. Before a query starts, the guard compares the checkpoint's offset log with the
+transactions recorded in the target tables' Delta logs and refuses to start when they
+disagree.
+
+``--reset-checkpoint`` is the way out after a checkpoint was lost on purpose: the query
+starts a new *epoch*, whose app ids carry an ``-e<N>`` suffix Delta has never seen, so no
+write is skipped. The epoch is recorded in the checkpoint folder (``_weir_epoch``); when the
+folder is gone, the next epoch is derived from the app ids the tables hold.
+
+Everything here reads files through Spark's own readers (local disk or S3 alike): the Delta
+log's JSON commits and Parquet checkpoint, and the streaming checkpoint's offset log.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from weir.config import ConfigError
+from weir.errors import WeirError
+
+EPOCH_MARKER = "_weir_epoch"
+_TXN_SCHEMA = "txn STRUCT<appId: STRING, version: BIGINT>"
+_LAST_CHECKPOINT_SCHEMA = "version BIGINT, parts BIGINT, v2Checkpoint STRING"
+_EPOCH_SUFFIX = re.compile(r"-e(\d+)$")
+
+
+def _path_missing(error: AnalysisException) -> bool:
+    return "PATH_NOT_FOUND" in str(error) or "Path does not exist" in str(error)
+
+
+def _latest_table_version(spark: SparkSession, path: str) -> Optional[int]:
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def committed_transactions(spark: SparkSession, table_path: str) -> dict[str, int]:
+    """The latest idempotent-write version per ``txnAppId`` in a Delta table ({} if no table).
+
+    Read the way Delta builds a snapshot: the last checkpoint (Parquet) plus every JSON commit
+    after it, keeping the highest ``txn.version`` per app id.
+    """
+    latest = _latest_table_version(spark, table_path)
+    if latest is None:
+        return {}
+    log = f"{table_path.rstrip('/')}/_delta_log"
+    sources = []
+    checkpoint_version = -1
+    try:
+        last = spark.read.schema(_LAST_CHECKPOINT_SCHEMA).json(f"{log}/_last_checkpoint").first()
+    except AnalysisException as error:
+        if not _path_missing(error):
+            raise
+        last = None
+    if last is not None and last["version"] is not None and last["version"] <= latest:
+        if last["v2Checkpoint"] is not None:
+            raise WeirError(
+                f"{table_path} uses Delta V2 checkpoints, which the checkpoint guard does not "
+                "read; Weir's tables are created without them"
+            )
+        checkpoint_version = int(last["version"])
+        parts = int(last["parts"] or 0)
+        names = (
+            [f"{checkpoint_version:020d}.checkpoint.parquet"]
+            if parts == 0
+            else [
+                f"{checkpoint_version:020d}.checkpoint.{part:010d}.{parts:010d}.parquet"
+                for part in range(1, parts + 1)
+            ]
+        )
+        sources.append(spark.read.schema(_TXN_SCHEMA).parquet(*(f"{log}/{n}" for n in names)))
+    commits = [f"{log}/{v:020d}.json" for v in range(checkpoint_version + 1, latest + 1)]
+    if commits:
+        sources.append(spark.read.schema(_TXN_SCHEMA).json(commits))
+    transactions: dict[str, int] = {}
+    for frame in sources:
+        rows = (
+            frame.where(F.col("txn").isNotNull())
+            .groupBy(F.col("txn.appId").alias("app_id"))
+            .agg(F.max("txn.version").alias("version"))
+            .collect()
+        )
+        for row in rows:
+            transactions[row["app_id"]] = max(transactions.get(row["app_id"], -1), row["version"])
+    return transactions
+
+
+def last_planned_batch(spark: SparkSession, checkpoint: str) -> Optional[int]:
+    """The highest batch id in a streaming checkpoint's offset log; None if it never started."""
+    try:
+        names = (
+            spark.read.format("text")
+            .load(f"{checkpoint.rstrip('/')}/offsets")
+            .select(F.col("_metadata.file_name").alias("name"))
+            .where(F.col("name").rlike(r"^\d+$"))
+            .agg(F.max(F.col("name").cast("long")).alias("batch"))
+            .first()
+        )
+    except AnalysisException as error:
+        if not _path_missing(error):
+            raise
+        return None
+    return None if names is None or names["batch"] is None else int(names["batch"])
+
+
+def read_epoch(spark: SparkSession, checkpoint: str) -> Optional[int]:
+    """The reset epoch recorded in a checkpoint folder, None when none was recorded."""
+    try:
+        marker = f"{checkpoint.rstrip('/')}/{EPOCH_MARKER}"
+        row = spark.read.schema("epoch INT").json(marker).first()
+    except AnalysisException as error:
+        if not _path_missing(error):
+            raise
+        return None
+    return None if row is None else row["epoch"]
+
+
+def write_epoch(spark: SparkSession, checkpoint: str, epoch: int) -> None:
+    spark.createDataFrame([(epoch,)], "epoch INT").coalesce(1).write.mode("overwrite").json(
+        f"{checkpoint.rstrip('/')}/{EPOCH_MARKER}"
+    )
+
+
+@dataclass(frozen=True)
+class QueryWriters:
+    """The Delta app ids of the raw archiver's two writes in one epoch."""
+
+    query_name: str
+    epoch: int
+
+    def _app_id(self, target: str) -> str:
+        suffix = f"-e{self.epoch}" if self.epoch else ""
+        return f"{self.query_name}-{target}{suffix}"
+
+    @property
+    def raw(self) -> str:
+        return self._app_id("raw")
+
+    @property
+    def quarantine(self) -> str:
+        return self._app_id("quarantine")
+
+
+def epoch_of(query_name: str, app_id: str) -> Optional[int]:
+    """The epoch of one of this query's app ids, None for another writer's app id."""
+    for target in ("raw", "quarantine"):
+        stem = f"{query_name}-{target}"
+        if app_id == stem:
+            return 0
+        if app_id.startswith(stem):
+            match = _EPOCH_SUFFIX.fullmatch(app_id[len(stem) :])
+            if match:
+                return int(match.group(1))
+    return None
+
+
+def guard_checkpoint(
+    spark: SparkSession,
+    query_name: str,
+    checkpoint: str,
+    table_paths: tuple[str, ...],
+    reset_checkpoint: bool = False,
+) -> QueryWriters:
+    """Check the checkpoint against the tables' Delta logs; return the app ids to write with.
+
+    Raises WeirError (nothing written) when a fresh checkpoint would make Delta skip batches,
+    or when the checkpoint is behind the tables; ConfigError when ``reset_checkpoint`` is
+    asked for while a checkpoint exists.
+    """
+    last_batch = last_planned_batch(spark, checkpoint)
+    recorded_epoch = read_epoch(spark, checkpoint)
+    ours: dict[str, int] = {}
+    for path in table_paths:
+        for app_id, version in committed_transactions(spark, path).items():
+            if epoch_of(query_name, app_id) is not None:
+                ours[app_id] = max(ours.get(app_id, -1), version)
+
+    if last_batch is not None:
+        if reset_checkpoint:
+            raise ConfigError(
+                "--reset-checkpoint",
+                f"the checkpoint {checkpoint} holds batches up to {last_batch}; it needs no "
+                "reset. To start over anyway, delete that folder first, then run with "
+                "--reset-checkpoint",
+            )
+        writers = QueryWriters(query_name, recorded_epoch or 0)
+        for app_id in (writers.raw, writers.quarantine):
+            written = ours.get(app_id, -1)
+            if written > last_batch:
+                raise WeirError(
+                    f"{query_name}: the checkpoint {checkpoint} is behind its output: it has "
+                    f"batches up to {last_batch} but {app_id} already wrote batch {written}. "
+                    "Batches in between would be skipped as already written (data loss). "
+                    "Was the checkpoint restored from an older copy? Restore the latest one, "
+                    "or delete it and run with --reset-checkpoint"
+                )
+        return writers
+
+    # A fresh checkpoint. Writes of the app ids it would use would be skipped; writes of this
+    # query in other epochs are harmless to Delta, but without an epoch marker nobody chose to
+    # start over: refuse rather than silently re-read the whole source.
+    epoch = recorded_epoch or 0
+    current = QueryWriters(query_name, epoch)
+    at_risk = {app: v for app, v in ours.items() if app in (current.raw, current.quarantine)}
+    refuse = at_risk if recorded_epoch is not None else ours
+    if refuse and not reset_checkpoint:
+        listed = ", ".join(f"{app} up to batch {v}" for app, v in sorted(refuse.items()))
+        raise WeirError(
+            f"{query_name}: the checkpoint {checkpoint} is missing or empty, but the tables "
+            f"already hold this query's writes ({listed}). A fresh checkpoint restarts batch "
+            "ids at 0 and Delta would skip those batches as already written: data loss. "
+            "Restore the checkpoint folder, or run again with --reset-checkpoint to start a "
+            "new epoch (the source is read again from its starting position, so records "
+            "already archived are archived again; the batch layer counts each event once)"
+        )
+    if reset_checkpoint and ours:
+        epoch = max(epoch, *(epoch_of(query_name, app) or 0 for app in ours)) + 1
+    if epoch != (recorded_epoch or 0):
+        write_epoch(spark, checkpoint, epoch)
+    return QueryWriters(query_name, epoch)

@@ -1,0 +1,72 @@
+"""The speed layer: per-device, per-minute views from the stream, upserted into SPEED.
+
+The same contract transforms as the batch layer (``classify_records``, ``valid_events``,
+``aggregate_minutes``); what differs is streaming state: an event-time watermark of the
+allowed lateness (DESIGN.md §6), duplicates dropped within it, and windows emitted in update
+mode. Each micro-batch carries the full current aggregate of every window it changed, so
+``upsert_minutes`` (a MERGE on the window key) is idempotent: a replayed batch writes the
+same values again.
+
+Approximate by design: events later than the watermark are left to the batch layer, and
+among copies of one event that arrive in the same micro-batch any one may win (the batch
+layer applies first-received exactly).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from weir.contract import aggregate_minutes, classify_records, valid_events
+from weir.schemas import LAYER_SPEED, MINUTE_KEY
+
+
+def speed_minutes(records: DataFrame, allowed_lateness_minutes: int) -> DataFrame:
+    """Streaming telemetry_minute rows (MINUTE_SCHEMA, layer 'speed') from RAW-shaped rows.
+
+    Use with output mode ``update``: every micro-batch emits the windows it changed, each with
+    its full aggregate so far; state for windows behind the watermark is dropped.
+    """
+    events = (
+        records.transform(classify_records)
+        .transform(valid_events)
+        .withWatermark("event_time", f"{allowed_lateness_minutes} minutes")
+        .dropDuplicatesWithinWatermark(["event_id"])
+    )
+    return aggregate_minutes(events, LAYER_SPEED, computed_at=F.current_timestamp())
+
+
+def upsert_minutes(spark: SparkSession, path: str, minutes: DataFrame) -> None:
+    """MERGE per-minute rows into the Delta table at ``path`` by (device_id, window_start).
+
+    Idempotent: a row replaces the window's previous values, inserting unseen windows.
+    """
+    from delta.tables import DeltaTable
+
+    condition = " AND ".join(f"t.{c} = s.{c}" for c in MINUTE_KEY)
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(minutes.alias("s"), condition)
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+class SpeedUpserter:
+    """``foreachBatch`` function of the speed layer: upsert the changed windows into SPEED."""
+
+    def __init__(self, speed_path: str) -> None:
+        self.speed_path = speed_path
+
+    def __call__(self, minutes: DataFrame, batch_id: int) -> None:
+        # Persisted: MERGE reads its source twice, and recomputing a stateful batch is waste.
+        # count() fills the cache; a batch that changed no window (a watermark-only batch)
+        # makes no commit.
+        minutes.persist()
+        try:
+            if minutes.count():
+                upsert_minutes(minutes.sparkSession, self.speed_path, minutes)
+        finally:
+            minutes.unpersist()

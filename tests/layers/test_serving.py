@@ -1,0 +1,678 @@
+"""The serving layer (DESIGN.md §6, docs/serving.md): the unified telemetry_minute table.
+
+BATCH and SPEED are tiny Delta tables built directly (MINUTE_SCHEMA rows), and the horizon
+comes from a `_control/batch_runs` row, as the batch layer records it. Rows are written with a
+fixed ``computed_at``, so expected tables compare exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import yaml
+from chispa import assert_df_equality
+from delta.exceptions import ConcurrentAppendException
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from weir.cli import main
+from weir.config import WeirConfig
+from weir.control import MODE_FULL, MODE_RANGE, RUN_SUCCEEDED, BatchRun, record_batch_run
+from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, WeirError
+from weir.lake import LakeLayout, local_path
+from weir.layers import serving
+from weir.layers.serving import (
+    SCOPE_FULL,
+    SCOPE_INCREMENTAL,
+    SCOPE_NONE,
+    MergeRun,
+    changed_dates,
+    merge_runs,
+    merge_scope,
+    run_merge,
+    serving_rule,
+    table_version,
+)
+from weir.schemas import (
+    LAYER_BATCH,
+    LAYER_SPEED,
+    MERGE_RUN_SCHEMA,
+    MINUTE_KEY,
+    MINUTE_PARTITION_COLUMNS,
+    MINUTE_SCHEMA,
+)
+
+UTC = timezone.utc
+COMPUTED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+H1 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+JOB = Path(__file__).resolve().parents[2] / "jobs" / "merge" / "merge.py"
+
+
+def at(text: str) -> datetime:
+    """2026-03-01 at ``HH:MM`` UTC, or ``MM-DDTHH:MM`` in 2026."""
+    if "T" not in text:
+        text = f"03-01T{text}"
+    return datetime.fromisoformat(f"2026-{text}:00+00:00")
+
+
+def minute(
+    device: str,
+    start: str,
+    count: int,
+    layer: str,
+    temp: Optional[float] = 20.0,
+    computed_at: datetime = COMPUTED,
+) -> tuple:
+    """A MINUTE_SCHEMA row for the window starting at ``start`` (see :func:`at`)."""
+    begin = at(start)
+    return (
+        device,
+        begin,
+        begin + MINUTE,
+        begin.date(),
+        count,
+        temp,
+        temp,
+        temp,
+        50.0,
+        80.0,
+        None,
+        None,
+        52.5,
+        13.25,
+        "ok",
+        layer,
+        computed_at,
+    )
+
+
+def frame(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    return spark.createDataFrame(rows, MINUTE_SCHEMA)
+
+
+def write_view(spark: SparkSession, path: str, rows: list[tuple]) -> None:
+    """Overwrite a whole BATCH or SPEED table (one commit)."""
+    frame(spark, rows).write.format("delta").mode("overwrite").partitionBy(
+        *MINUTE_PARTITION_COLUMNS
+    ).save(path)
+
+
+def replace_dates(spark: SparkSession, path: str, day: date, rows: list[tuple]) -> None:
+    """Replace one event_date of BATCH, as a batch run does (replaceWhere)."""
+    frame(spark, rows).write.format("delta").mode("overwrite").option(
+        "replaceWhere", f"event_date = DATE'{day.isoformat()}'"
+    ).partitionBy(*MINUTE_PARTITION_COLUMNS).save(path)
+
+
+def upsert(spark: SparkSession, path: str, rows: list[tuple]) -> None:
+    """MERGE rows into SPEED by window key, as the speed layer does each micro-batch."""
+    condition = " AND ".join(f"t.{c} = s.{c}" for c in MINUTE_KEY)
+    DeltaTable.forPath(spark, path).alias("t").merge(
+        frame(spark, rows).alias("s"), condition
+    ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+
+
+def batch_run(
+    spark: SparkSession, lake: LakeLayout, horizon: datetime, mode: str = MODE_FULL
+) -> None:
+    """Record a successful batch run with horizon H (cutoff = H + 10 minutes)."""
+    finished = datetime.now(UTC)
+    record_batch_run(
+        spark,
+        lake,
+        BatchRun(
+            run_id=f"batch-{horizon:%H%M}-{mode}",
+            status=RUN_SUCCEEDED,
+            mode=mode,
+            cutoff=horizon + timedelta(minutes=10),
+            horizon=horizon,
+            started_at=finished - timedelta(seconds=1),
+            finished_at=finished,
+        ),
+    )
+
+
+def unified(spark: SparkSession, lake: LakeLayout) -> DataFrame:
+    return spark.read.format("delta").load(lake.serving)
+
+
+def assert_unified(spark: SparkSession, lake: LakeLayout, rows: list[tuple]) -> None:
+    assert_df_equality(
+        unified(spark, lake), frame(spark, rows), ignore_row_order=True, ignore_nullable=True
+    )
+
+
+def versions(spark: SparkSession, path: str) -> list[int]:
+    return [r["version"] for r in DeltaTable.forPath(spark, path).history().collect()]
+
+
+def files_by_date(spark: SparkSession, lake: LakeLayout) -> dict[str, set[str]]:
+    files: dict[str, set[str]] = {}
+    for path in unified(spark, lake).inputFiles():
+        folder = next(p for p in path.split("/") if p.startswith("event_date="))
+        files.setdefault(folder.split("=", 1)[1], set()).add(path)
+    return files
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _small_delta_snapshots(spark: SparkSession) -> Iterator[None]:
+    """Rebuild Delta snapshots of these tiny tables in one task, not Spark's default 50."""
+    key = "spark.databricks.delta.snapshotPartitions"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, "1")
+    yield
+    if before is None:
+        spark.conf.unset(key)
+    else:
+        spark.conf.set(key, before)
+
+
+@pytest.fixture
+def config(weir_config: WeirConfig, lake: LakeLayout) -> WeirConfig:
+    """The session config with the lake moved to this test's tmp lake."""
+    return weir_config.model_copy(
+        update={"lake": weir_config.lake.model_copy(update={"root": lake.root})}
+    )
+
+
+# --- The rule, as a transform ---------------------------------------------------------------
+
+
+def test_window_ending_at_the_horizon_comes_from_batch_and_the_next_from_speed(
+    spark: SparkSession,
+) -> None:
+    batch = frame(
+        spark,
+        [
+            minute("veh-1", "09:59", 3, LAYER_BATCH),  # window_end == H: batch
+            minute("veh-1", "10:00", 9, LAYER_BATCH),  # window_end == H + 1 min: not batch
+        ],
+    )
+    speed = frame(
+        spark,
+        [
+            minute("veh-1", "09:59", 1, LAYER_SPEED),
+            minute("veh-1", "10:00", 4, LAYER_SPEED),
+        ],
+    )
+    expected = frame(
+        spark, [minute("veh-1", "09:59", 3, LAYER_BATCH), minute("veh-1", "10:00", 4, LAYER_SPEED)]
+    )
+    assert_df_equality(
+        serving_rule(batch, speed, H1), expected, ignore_row_order=True, ignore_nullable=True
+    )
+
+
+def test_without_a_batch_run_every_row_comes_from_speed(spark: SparkSession) -> None:
+    batch = frame(spark, [minute("veh-1", "09:00", 3, LAYER_BATCH)])
+    speed = frame(spark, [minute("veh-1", "09:00", 1, LAYER_SPEED)])
+    assert_df_equality(
+        serving_rule(batch, speed, None), speed, ignore_row_order=True, ignore_nullable=True
+    )
+
+
+def test_layer_column_names_the_side_a_row_came_from(spark: SparkSession) -> None:
+    # A row carrying the wrong layer in its source table is labelled by the side it is served from.
+    batch = frame(spark, [minute("veh-1", "09:00", 3, LAYER_SPEED)])
+    speed = frame(spark, [minute("veh-1", "11:00", 1, LAYER_BATCH)])
+    layers = {
+        (r["window_start"].hour, r["layer"]) for r in serving_rule(batch, speed, H1).collect()
+    }
+    assert layers == {(9, LAYER_BATCH), (11, LAYER_SPEED)}
+
+
+def test_merge_run_fields_are_the_merge_run_schema() -> None:
+    fields = [f.name for f in dataclasses.fields(MergeRun)]
+    assert sorted(fields) == sorted(MERGE_RUN_SCHEMA.fieldNames())
+
+
+# --- The scope of a merge (pure) ----------------------------------------------------------------
+
+D1, D2, D3 = date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1)
+
+
+def test_first_merge_and_unknown_changes_rebuild_everything() -> None:
+    assert merge_scope(None, H1, None, None, None, first_merge=True).kind == SCOPE_FULL
+    assert merge_scope(H1, H1, None, frozenset(), frozenset()).kind == SCOPE_FULL
+    assert merge_scope(H1, H1, frozenset(), frozenset(), None).kind == SCOPE_FULL
+
+
+def test_nothing_changed_is_an_empty_scope() -> None:
+    scope = merge_scope(H1, H1, frozenset(), frozenset(), frozenset())
+    assert scope.is_empty and scope.kind == SCOPE_NONE
+    assert merge_scope(None, None, frozenset(), frozenset(), frozenset()).is_empty
+
+
+def test_a_moved_horizon_switches_exactly_the_windows_between_the_two() -> None:
+    later = H1 + timedelta(hours=1)
+    scope = merge_scope(H1, later, frozenset(), frozenset(), frozenset())
+    assert scope.kind == SCOPE_INCREMENTAL and scope.switched == (H1, later)
+    assert merge_scope(later, H1, frozenset(), frozenset(), frozenset()).switched == (H1, later)
+    # From minus infinity (no batch run before): everything up to H switches to batch.
+    assert merge_scope(None, H1, frozenset(), frozenset(), frozenset()).switched == (None, H1)
+
+
+def test_changed_dates_of_batch_and_serving_are_whole_dates_speed_only_beyond_h() -> None:
+    scope = merge_scope(H1, H1, frozenset({D1}), frozenset({D3}), frozenset({D2}))
+    assert scope.dates == {D1, D2} and scope.speed_dates == {D3} and scope.switched is None
+    assert merge_scope(H1, H1, frozenset(), None, frozenset()).speed_dates is None
+
+
+def test_scope_filters_select_exactly_the_rows_in_scope(spark: SparkSession) -> None:
+    later = at("10:05")
+    rows = frame(
+        spark,
+        [
+            minute("a", "02-27T08:00", 1, LAYER_BATCH),  # D1: batch changed -> in
+            minute("a", "02-28T08:00", 1, LAYER_BATCH),  # D2: untouched -> out
+            minute("a", "09:59", 1, LAYER_BATCH),  # window_end 10:00 = H1 -> out
+            minute("a", "10:00", 1, LAYER_BATCH),  # window_end 10:01 in (H1, 10:05] -> in
+            minute("a", "10:04", 1, LAYER_BATCH),  # window_end 10:05 -> in
+            minute("a", "10:05", 1, LAYER_SPEED),  # beyond H = 10:05 on D3 (speed changed) -> in
+        ],
+    )
+    scope = merge_scope(H1, later, frozenset({D1}), frozenset({D3}), frozenset())
+    picked = rows.where(scope.partition_filter()).where(scope.row_filter())
+    starts = sorted(r["window_start"].strftime("%m-%dT%H:%M") for r in picked.collect())
+    assert starts == ["02-27T08:00", "03-01T10:00", "03-01T10:04", "03-01T10:05"]
+    # Speed changes only on D1 leave the rows beyond H on D3 out.
+    quiet = merge_scope(later, later, frozenset(), frozenset({D1}), frozenset())
+    assert rows.where(quiet.partition_filter()).where(quiet.row_filter()).count() == 0
+
+
+# --- Change detection on a Delta log --------------------------------------------------------
+
+
+def test_changed_dates_reads_data_changes_between_two_versions(
+    spark: SparkSession, lake: LakeLayout
+) -> None:
+    write_view(
+        spark,
+        lake.batch,
+        [minute("a", "02-27T08:00", 1, LAYER_BATCH), minute("a", "02-28T08:00", 1, LAYER_BATCH)],
+    )
+    first = table_version(spark, lake.batch)
+    replace_dates(spark, lake.batch, D2, [minute("a", "02-28T08:00", 2, LAYER_BATCH)])
+    second = table_version(spark, lake.batch)
+    assert changed_dates(spark, lake.batch, first, second) == {D2}
+    assert changed_dates(spark, lake.batch, second, second) == frozenset()
+    frame(spark, [minute("b", "02-27T09:00", 1, LAYER_BATCH)]).write.format("delta").mode(
+        "append"
+    ).save(lake.batch)
+    third = table_version(spark, lake.batch)
+    assert changed_dates(spark, lake.batch, first, third) == {D1, D2}
+    # Compaction rewrites D1's two files into one but changes no data (dataChange=false).
+    DeltaTable.forPath(spark, lake.batch).optimize().executeCompaction()
+    compacted = table_version(spark, lake.batch)
+    assert compacted == third + 1
+    assert changed_dates(spark, lake.batch, third, compacted) == frozenset()
+    # Unknowable: a new table, a re-created one, a commit file gone from the log.
+    assert changed_dates(spark, lake.batch, None, second) is None
+    assert changed_dates(spark, lake.batch, second, first) is None
+    assert changed_dates(spark, lake.speed, None, None) == frozenset()
+    Path(local_path(lake.batch), "_delta_log", f"{second:020d}.json").unlink()
+    assert changed_dates(spark, lake.batch, first, second) is None
+
+
+# --- Merges on a lake ---------------------------------------------------------------------------
+
+# SPEED and BATCH as of batch run 1 (H1 = 10:00): the boundary and a speed-only window <= H.
+SPEED_ROWS = [
+    minute("veh-1", "09:59", 1, LAYER_SPEED),  # window_end 10:00 <= H1: batch's
+    minute("veh-1", "10:00", 4, LAYER_SPEED),  # window_end 10:01 = H1 + 1 min: speed's
+    minute("veh-1", "10:01", 5, LAYER_SPEED),
+    minute("veh-2", "09:50", 7, LAYER_SPEED),  # <= H1 and not in batch: not published
+    minute("veh-2", "10:00", 6, LAYER_SPEED),  # speed's until batch covers it
+]
+BATCH_ROWS_1 = [
+    minute("veh-1", "09:58", 2, LAYER_BATCH),
+    minute("veh-1", "09:59", 3, LAYER_BATCH),
+    minute("veh-1", "10:00", 9, LAYER_BATCH),  # beyond H1: not published yet
+]
+UNIFIED_1 = [
+    minute("veh-1", "09:58", 2, LAYER_BATCH),
+    minute("veh-1", "09:59", 3, LAYER_BATCH),
+    minute("veh-1", "10:00", 4, LAYER_SPEED),
+    minute("veh-1", "10:01", 5, LAYER_SPEED),
+    minute("veh-2", "10:00", 6, LAYER_SPEED),
+]
+# Batch run 2 (H2 = 10:01) knows veh-1 10:00 better than speed, and has no veh-2 10:00.
+H2 = H1 + MINUTE
+BATCH_ROWS_2 = [
+    minute("veh-1", "09:58", 2, LAYER_BATCH),
+    minute("veh-1", "09:59", 3, LAYER_BATCH),
+    minute("veh-1", "10:00", 8, LAYER_BATCH),
+    minute("veh-1", "10:01", 10, LAYER_BATCH),  # beyond H2
+]
+UNIFIED_2 = [
+    minute("veh-1", "09:58", 2, LAYER_BATCH),
+    minute("veh-1", "09:59", 3, LAYER_BATCH),
+    minute("veh-1", "10:00", 8, LAYER_BATCH),
+    minute("veh-1", "10:01", 5, LAYER_SPEED),
+]
+
+
+def test_merge_hands_windows_from_speed_to_batch_without_loss_or_double_count(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    write_view(spark, lake.speed, SPEED_ROWS)
+    write_view(spark, lake.batch, BATCH_ROWS_1)
+    batch_run(spark, lake, H1)
+
+    first = run_merge(spark, config)
+    assert_unified(spark, lake, UNIFIED_1)
+    assert (first.scope, first.horizon, first.partitions_replaced) == (SCOPE_FULL, H1, [D3])
+
+    write_view(spark, lake.batch, BATCH_ROWS_2)
+    batch_run(spark, lake, H2)
+    second = run_merge(spark, config)
+    assert_unified(spark, lake, UNIFIED_2)
+    assert (second.scope, second.horizon, second.previous_run_id) == (
+        SCOPE_INCREMENTAL,
+        H2,
+        first.run_id,
+    )
+    # veh-1 10:00 replaced (speed 4 -> batch 8), veh-2 10:00 deleted: batch is authoritative.
+    assert (second.rows_written, second.rows_deleted) == (1, 1)
+    keys = unified(spark, lake).groupBy(*MINUTE_KEY).count()
+    assert keys.where(F.col("count") > 1).count() == 0
+    assert unified(spark, lake).agg(F.sum("event_count")).first()[0] == 2 + 3 + 8 + 5
+
+
+def test_merge_rerun_with_the_same_inputs_makes_no_commit(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    write_view(spark, lake.speed, SPEED_ROWS)
+    write_view(spark, lake.batch, BATCH_ROWS_1)
+    batch_run(spark, lake, H1)
+    run_merge(spark, config)
+    before = versions(spark, lake.serving)
+
+    again = run_merge(spark, config)
+
+    assert versions(spark, lake.serving) == before
+    assert (again.scope, again.partitions_replaced, again.rows_written) == (SCOPE_NONE, [], 0)
+    assert again.serving_version == max(before)
+    assert_unified(spark, lake, UNIFIED_1)
+    assert [run.status for run in merge_runs(spark, lake)] == [RUN_SUCCEEDED, RUN_SUCCEEDED]
+
+
+def test_merge_before_any_batch_run_serves_speed_only_and_creates_the_table(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    write_view(spark, lake.speed, SPEED_ROWS)
+    run = run_merge(spark, config)
+    assert run.horizon is None and run.batch_version is None
+    assert_unified(spark, lake, SPEED_ROWS)
+
+
+def test_merge_with_no_input_tables_publishes_an_empty_table(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    run = run_merge(spark, config)
+    assert run.status == RUN_SUCCEEDED and run.partitions_replaced == []
+    assert unified(spark, lake).count() == 0
+    assert unified(spark, lake).schema.fieldNames() == MINUTE_SCHEMA.fieldNames()
+
+
+# Three days: batch on all of them up to H1, speed beyond H1 on the last.
+DAYS_BATCH = [
+    minute("veh-1", "02-27T08:00", 1, LAYER_BATCH),
+    minute("veh-2", "02-27T08:00", 2, LAYER_BATCH),
+    minute("veh-1", "02-28T08:00", 3, LAYER_BATCH),
+    minute("veh-1", "09:00", 4, LAYER_BATCH),
+]
+DAYS_SPEED = [minute("veh-1", "10:30", 5, LAYER_SPEED), minute("veh-2", "10:30", 6, LAYER_SPEED)]
+
+
+def test_merge_after_a_small_change_rewrites_only_the_changed_partition(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    write_view(spark, lake.batch, DAYS_BATCH)
+    write_view(spark, lake.speed, DAYS_SPEED)
+    batch_run(spark, lake, H1)
+    run_merge(spark, config)
+    files = files_by_date(spark, lake)
+    assert sorted(files) == ["2026-02-27", "2026-02-28", "2026-03-01"]
+
+    # The stream updates one window beyond H.
+    upsert(spark, lake.speed, [minute("veh-1", "10:30", 7, LAYER_SPEED)])
+    run = run_merge(spark, config)
+
+    assert (run.scope, run.partitions_replaced) == (SCOPE_INCREMENTAL, [D3])
+    assert (run.rows_written, run.rows_deleted, run.files_removed) == (1, 0, 1)
+    after = files_by_date(spark, lake)
+    assert after["2026-02-27"] == files["2026-02-27"]
+    assert after["2026-02-28"] == files["2026-02-28"]
+    assert after["2026-03-01"] != files["2026-03-01"]
+    metrics = DeltaTable.forPath(spark, lake.serving).history(1).first()["operationMetrics"]
+    assert (metrics["numTargetRowsUpdated"], metrics["numTargetRowsInserted"]) == ("1", "0")
+
+    # A repair of one old date (a range run: H does not move) touches that date only.
+    replace_dates(spark, lake.batch, D1, [minute("veh-1", "02-27T08:00", 11, LAYER_BATCH)])
+    batch_run(spark, lake, H1 + timedelta(hours=1), mode=MODE_RANGE)
+    repair = run_merge(spark, config)
+
+    assert (repair.horizon, repair.partitions_replaced) == (H1, [D1])
+    assert (repair.rows_written, repair.rows_deleted) == (1, 1)
+    final = files_by_date(spark, lake)
+    assert final["2026-02-28"] == files["2026-02-28"]
+    assert final["2026-03-01"] == after["2026-03-01"]
+    assert_unified(
+        spark,
+        lake,
+        [
+            minute("veh-1", "02-27T08:00", 11, LAYER_BATCH),
+            minute("veh-1", "02-28T08:00", 3, LAYER_BATCH),
+            minute("veh-1", "09:00", 4, LAYER_BATCH),
+            minute("veh-1", "10:30", 7, LAYER_SPEED),
+            minute("veh-2", "10:30", 6, LAYER_SPEED),
+        ],
+    )
+
+
+# --- Conflicts and concurrent writers -----------------------------------------------------------
+
+
+def _conflict() -> ConcurrentAppendException:
+    return ConcurrentAppendException(
+        "Files were added to partition [event_date=2026-03-01] by a concurrent update.", "(test)"
+    )
+
+
+def test_merge_retries_after_a_conflicting_commit_and_succeeds(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_view(spark, lake.speed, SPEED_ROWS)
+    write_view(spark, lake.batch, BATCH_ROWS_1)
+    batch_run(spark, lake, H1)
+    real = serving.apply_changes
+    calls = []
+
+    def conflicting_once(*args, **kwargs) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise _conflict()
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(serving, "apply_changes", conflicting_once)
+    pauses: list[float] = []
+    run = run_merge(spark, config, sleep=pauses.append)
+
+    assert (run.status, run.attempts, len(calls), len(pauses)) == (RUN_SUCCEEDED, 2, 2, 1)
+    assert 0 < pauses[0] <= serving.BACKOFF_MAX_SECONDS * 1.5
+    assert_unified(spark, lake, UNIFIED_1)
+
+
+def test_merge_gives_up_after_bounded_attempts_and_records_the_failure(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_view(spark, lake.speed, SPEED_ROWS)
+
+    def always_conflicting(*args, **kwargs) -> None:
+        raise _conflict()
+
+    monkeypatch.setattr(serving, "apply_changes", always_conflicting)
+    pauses: list[float] = []
+    with pytest.raises(WeirError, match="lost 3 times to concurrent commits"):
+        run_merge(spark, config, sleep=pauses.append, attempts=3)
+
+    assert len(pauses) == 2 and pauses[1] > pauses[0]
+    (failed,) = merge_runs(spark, lake)
+    assert (failed.status, failed.attempts) == ("failed", 3)
+    assert "ConcurrentAppendException" in failed.error
+    assert unified(spark, lake).count() == 0  # created empty, never written
+
+
+def test_a_foreign_commit_between_diff_and_commit_is_detected_and_repaired(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_view(spark, lake.speed, SPEED_ROWS)
+    write_view(spark, lake.batch, BATCH_ROWS_1)
+    batch_run(spark, lake, H1)
+    run_merge(spark, config)
+    upsert(spark, lake.speed, [minute("veh-1", "10:01", 15, LAYER_SPEED)])
+    real = serving.apply_changes
+    calls = []
+
+    def someone_deletes_first(*args, **kwargs) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # a real commit on the unified table lands meanwhile
+            DeltaTable.forPath(spark, lake.serving).delete("device_id = 'veh-2'")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(serving, "apply_changes", someone_deletes_first)
+    run = run_merge(spark, config, sleep=lambda _: None)
+
+    assert run.attempts == 2
+    expected = [r for r in UNIFIED_1 if r[1] != at("10:01")]
+    assert_unified(spark, lake, [*expected, minute("veh-1", "10:01", 15, LAYER_SPEED)])
+
+
+def test_merge_beside_a_writer_upserting_speed_reads_one_pinned_version(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    write_view(spark, lake.speed, SPEED_ROWS)
+    write_view(spark, lake.batch, BATCH_ROWS_1)
+    batch_run(spark, lake, H1)
+    stop = threading.Event()
+    written: list[int] = []
+    failures: list[BaseException] = []
+
+    def stream() -> None:
+        count = 100
+        try:
+            while not stop.is_set():
+                count += 1
+                upsert(spark, lake.speed, [minute("veh-3", "10:05", count, LAYER_SPEED)])
+                written.append(count)
+        except BaseException as error:  # reported by the test thread
+            failures.append(error)
+
+    writer = threading.Thread(target=stream, daemon=True)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not written and time.monotonic() < deadline and writer.is_alive():
+            time.sleep(0.2)
+        assert written, "the writer made no commit"
+        run = run_merge(spark, config)
+        while table_version(spark, lake.speed) <= run.speed_version:
+            assert time.monotonic() < deadline + 120, "the writer made no commit after the merge"
+            assert writer.is_alive(), failures
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        writer.join(timeout=120)
+    assert not failures and not writer.is_alive()
+
+    speed_at = spark.read.format("delta").option("versionAsOf", run.speed_version)
+    batch_at = spark.read.format("delta").option("versionAsOf", run.batch_version)
+    expected = serving_rule(batch_at.load(lake.batch), speed_at.load(lake.speed), H1)
+    assert_df_equality(unified(spark, lake), expected, ignore_row_order=True, ignore_nullable=True)
+    assert run.speed_version < table_version(spark, lake.speed)  # the writer went on, unseen
+
+    # The next merge catches up with what the writer committed after the pinned version.
+    run_merge(spark, config)
+    latest = serving_rule(
+        spark.read.format("delta").load(lake.batch),
+        spark.read.format("delta").load(lake.speed),
+        H1,
+    )
+    assert_df_equality(unified(spark, lake), latest, ignore_row_order=True, ignore_nullable=True)
+
+
+# --- Readers and entry points -------------------------------------------------------------------
+
+
+def test_unified_table_reads_the_same_with_the_deltalake_package(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    from deltalake import DeltaTable as RustDeltaTable
+
+    write_view(spark, lake.speed, SPEED_ROWS)
+    write_view(spark, lake.batch, BATCH_ROWS_1)
+    batch_run(spark, lake, H1)
+    run_merge(spark, config)
+
+    def comparable(records: list[dict]) -> list[tuple]:
+        def value(v: object) -> object:
+            if isinstance(v, datetime):
+                return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+            return v
+
+        return sorted(tuple(value(r[c]) for c in MINUTE_SCHEMA.fieldNames()) for r in records)
+
+    rust = RustDeltaTable(local_path(lake.serving)).to_pyarrow_table().to_pylist()
+    # Spark's collect() gives naive datetimes in the Python process's zone: read micros.
+    timestamps = ("window_start", "window_end", "computed_at")
+    spark_rows = [
+        {
+            **r.asDict(),
+            **{
+                c: datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=r[f"_{c}"])
+                for c in timestamps
+            },
+        }
+        for r in unified(spark, lake)
+        .select("*", *(F.unix_micros(c).alias(f"_{c}") for c in timestamps))
+        .collect()
+    ]
+    assert len(rust) == len(UNIFIED_1)
+    assert comparable(rust) == comparable(spark_rows)
+
+
+def write_conf(config: WeirConfig, folder: Path) -> str:
+    path = folder / "weir.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump()), "utf-8")
+    return str(path)
+
+
+def test_weir_merge_command_publishes_and_exits_0(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout, tmp_path: Path
+) -> None:
+    write_view(spark, lake.speed, SPEED_ROWS)
+    assert main(["merge", "--conf", write_conf(config, tmp_path)]) == EXIT_OK
+    assert_unified(spark, lake, SPEED_ROWS)
+
+
+def test_merge_job_with_a_bad_configuration_exits_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env: local\nlake: {}\n", "utf-8")
+    done = subprocess.run(
+        [sys.executable, str(JOB), "--conf", str(bad)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == EXIT_BAD_CONFIG, done.stderr
+    assert "lake.root" in done.stderr
