@@ -1,146 +1,151 @@
-"""`weir demo` end to end on a tmp lake: the seeded sample through RAW, QUARANTINE and BATCH,
-checked against what the sample itself defines, and read back by a second Delta implementation
-(the `deltalake` package, as Athena or a notebook would) to show the tables are plain Delta."""
+"""`weir demo`, the README's first command: the whole flow on a stack and lake of its own.
+
+The slow test runs the real command in a subprocess (infra up on free ports, simulate into
+Kafka, stream, batch, merge, catalog, summary) and checks what it reports against what is on
+disk: the unified table read by a second Delta implementation (the `deltalake` package, as
+Athena or a notebook would), and the infra it started stopped again.
+"""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
-from datetime import datetime, timezone
+import os
+import subprocess
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
 
-import pyarrow.compute as pc
 import pytest
+import yaml
 from deltalake import DeltaTable
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
-from weir.config import WeirConfig, config_from_mapping
-from weir.demo import SAMPLE_FILE, DemoSummary, run_demo
+from weir.config import ConfigError, WeirConfig, config_from_mapping
+from weir.demo import DEMO_LAKE_MARKER, prepare_demo_lake
+from weir.infra import stack_config, status
+from weir.infra.process import free_ports
 from weir.lake import LakeLayout, local_path
-from weir.sample import mixed_sample
+from weir.simulate.ledger import read_ledger
 
-pytestmark = pytest.mark.slow
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WEIR = PROJECT_ROOT / ".venv" / "bin" / "weir"
 
-COUNT, SEED = 300, 1
+
+def test_demo_refuses_a_non_empty_lake_it_did_not_create(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    (root / "raw").mkdir(parents=True)
+    (root / "raw" / "precious.parquet").write_text("data")
+
+    with pytest.raises(ConfigError, match=r"lake\.root"):
+        prepare_demo_lake(LakeLayout(root=f"file://{root}"))
+
+    assert (root / "raw" / "precious.parquet").read_text() == "data"
 
 
-class DemoRun(NamedTuple):
-    summary: DemoSummary
-    lake: LakeLayout
-    sample: list[tuple[str, Any]]  # (payload, expected reason or None), in landed order
+def test_demo_replaces_a_lake_an_earlier_demo_created(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    prepare_demo_lake(LakeLayout(root=f"file://{root}"))
+    (root / "raw").mkdir()
+
+    prepare_demo_lake(LakeLayout(root=f"file://{root}"))
+
+    assert sorted(p.name for p in root.iterdir()) == [DEMO_LAKE_MARKER]
+
+
+def test_demo_refuses_an_object_store_lake() -> None:
+    with pytest.raises(ConfigError, match=r"lake\.root"):
+        prepare_demo_lake(LakeLayout(root="s3://bucket/lake"))
 
 
 @pytest.fixture(scope="module")
-def demo(
-    spark: SparkSession, weir_config: WeirConfig, tmp_path_factory: pytest.TempPathFactory
-) -> DemoRun:
-    root = tmp_path_factory.mktemp("demo") / "lake"
-    document = {**weir_config.model_dump(), "lake": {"root": f"file://{root}"}}
-    config = config_from_mapping(document, environ={})
-    lake = LakeLayout.from_config(config)
-    summary = run_demo(spark, config, count=COUNT, seed=SEED)
-
-    # The demo's clock is its ingest time; the same seed and clock give the same sample.
-    (ingest,) = (
-        spark.read.format("delta")
-        .load(lake.raw)
-        .select(F.col("ingest_time").cast("double"))
-        .distinct()
-        .collect()
+def demo_run(weir_config: WeirConfig, tmp_path_factory: pytest.TempPathFactory):
+    """`weir demo` once, on its own ports, state folder and lake; its JSON summary."""
+    folder = tmp_path_factory.mktemp("demo")
+    kafka_port, controller_port, aws_port = free_ports(3)
+    base = config_from_mapping(
+        {**weir_config.model_dump(), "lake": {"root": f"file://{folder / 'lake'}"}}, environ={}
     )
-    now = datetime.fromtimestamp(ingest[0], timezone.utc)
-    return DemoRun(summary, lake, mixed_sample(COUNT, SEED, now))
+    config = stack_config(
+        base,
+        folder / "state",
+        kafka_port=kafka_port,
+        kafka_controller_port=controller_port,
+        aws_port=aws_port,
+    )
+    conf = folder / "demo.yaml"
+    conf.write_text(yaml.safe_dump(config.model_dump()), "utf-8")
+    summary = folder / "summary.json"
+    completed = subprocess.run(
+        [
+            *(str(WEIR), "demo", "--conf", str(conf), "--devices", "8", "--minutes", "20"),
+            *("--interval", "5", "--json", str(summary)),
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={k: v for k, v in os.environ.items() if not k.startswith("WEIR__")},
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return config, json.loads(summary.read_text()), completed.stdout
 
 
-def landed_lines(lake: LakeLayout) -> list[str]:
-    return (Path(local_path(lake.landing)) / SAMPLE_FILE).read_text("utf-8").splitlines()
+@pytest.mark.slow
+def test_demo_reconciles_every_zone_with_the_simulator_ledger(demo_run) -> None:
+    _, report, stdout = demo_run
 
+    ledger = read_ledger(Path(report["ledger_dir"]))
 
-def valid_events_first_received(sample: list[tuple[str, Any]]) -> dict[str, list[dict]]:
-    """Every copy of each valid event, by event_id, in received (= landed line) order."""
-    copies: dict[str, list[dict]] = {}
-    for payload, reason in sample:
-        if reason is None:
-            event = json.loads(payload)
-            copies.setdefault(event["event_id"], []).append(event)
-    return copies
-
-
-def minute_of(event_time: Any) -> datetime:
-    if isinstance(event_time, int):
-        moment = datetime.fromtimestamp(event_time / 1000, timezone.utc)
-    else:
-        moment = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
-    return moment.replace(second=0, microsecond=0).astimezone(timezone.utc)
-
-
-def delta_rs(path: str) -> Any:
-    return DeltaTable(local_path(path)).to_pyarrow_table()
-
-
-def test_landed_file_is_the_seeded_sample(demo: DemoRun) -> None:
-    assert landed_lines(demo.lake) == [payload for payload, _ in demo.sample]
-
-
-def test_every_raw_record_is_valid_or_quarantined_once(demo: DemoRun) -> None:
-    summary = demo.summary
-    assert summary.raw == len(demo.sample)
-    assert summary.raw == summary.valid + summary.quarantined
-    assert summary.valid == sum(reason is None for _, reason in demo.sample)
-
-
-def test_every_reason_in_the_sample_is_quarantined_once(demo: DemoRun) -> None:
-    expected = Counter(reason for _, reason in demo.sample if reason is not None)
-    assert set(expected.values()) == {1}
-    assert demo.summary.quarantine_by_reason == dict(expected)
-
-
-def test_distinct_events_and_conflicts_are_those_the_sample_defines(demo: DemoRun) -> None:
-    copies = valid_events_first_received(demo.sample)
-    conflicting = [
-        event_id
-        for event_id, events in copies.items()
-        if len({json.dumps(e, sort_keys=True) for e in events}) > 1
+    assert report["checks"] and all(report["checks"].values()), report["checks"]
+    assert report["zones"]["raw"] == ledger.num_rows > 0
+    assert sum(report["quarantine_by_reason"].values()) == report["zones"]["quarantine"] > 0
+    assert [step["name"] for step in report["steps"]] == [
+        "infra up",
+        "simulate",
+        "stream --available-now",
+        "batch rebuild",
+        "merge",
+        "catalog sync",
+        "summary",
     ]
-    assert conflicting, "the sample carries a conflicting duplicate"
-    assert demo.summary.distinct_events == len(copies)
-    assert demo.summary.conflicting_duplicates == len(conflicting)
+    assert "weir demo done" in stdout
 
 
-def test_batch_view_counts_each_distinct_event_in_its_minute(
-    demo: DemoRun, spark: SparkSession
-) -> None:
-    expected = Counter(
-        (events[0]["device_id"], minute_of(events[0]["event_time"]))
-        for events in valid_events_first_received(demo.sample).values()
+@pytest.mark.slow
+def test_demo_serves_batch_up_to_the_horizon_and_speed_beyond(demo_run) -> None:
+    config, report, _ = demo_run
+    lake = LakeLayout.from_config(config)
+    unified = DeltaTable(local_path(lake.serving)).to_pyarrow_table().to_pylist()
+    horizon = datetime.fromisoformat(report["horizon"]).replace(tzinfo=None)
+
+    by_layer = {row["layer"] for row in unified}
+    assert by_layer == {"batch", "speed"}
+    assert all(
+        (row["window_end"].replace(tzinfo=None) <= horizon) == (row["layer"] == "batch")
+        for row in unified
     )
-    rows = (
-        spark.read.format("delta")
-        .load(demo.lake.batch)
-        .select("device_id", F.unix_timestamp("window_start").alias("start"), "event_count")
-        .collect()
+    assert {
+        layer: {
+            "windows": sum(1 for row in unified if row["layer"] == layer),
+            "events": sum(row["event_count"] for row in unified if row["layer"] == layer),
+        }
+        for layer in by_layer
+    } == report["unified_by_layer"]
+
+
+@pytest.mark.slow
+def test_demo_registers_the_tables_and_answers_the_sample_query(demo_run) -> None:
+    config, report, _ = demo_run
+
+    assert f"{config.catalog.database}.telemetry_minute" in report["catalog_tables"]
+    assert [row["layer"] for row in report["sample_rows"]] == ["batch", "speed"]
+    assert sum(row["events"] for row in report["sample_rows"]) == sum(
+        layer["events"] for layer in report["unified_by_layer"].values()
     )
-    actual = {
-        (r["device_id"], datetime.fromtimestamp(r["start"], timezone.utc)): r["event_count"]
-        for r in rows
-    }
-    assert actual == dict(expected)
-    assert demo.summary.minute_rows == len(expected)
 
 
-@pytest.mark.parametrize("zone", ["raw", "quarantine", "batch"])
-def test_a_second_delta_reader_sees_the_same_rows(
-    zone: str, demo: DemoRun, spark: SparkSession
-) -> None:
-    path = getattr(demo.lake, zone)
-    assert delta_rs(path).num_rows == spark.read.format("delta").load(path).count()
+@pytest.mark.slow
+def test_demo_stops_the_infra_it_started(demo_run) -> None:
+    config, report, _ = demo_run
 
-
-def test_a_second_delta_reader_sees_the_same_values(demo: DemoRun) -> None:
-    reasons = delta_rs(demo.lake.quarantine).column("reason").to_pylist()
-    assert Counter(reasons) == Counter(demo.summary.quarantine_by_reason)
-    batch = delta_rs(demo.lake.batch)
-    assert pc.sum(batch.column("event_count")).as_py() == demo.summary.distinct_events
-    assert set(batch.column("layer").to_pylist()) == {"batch"}
+    assert sorted(report["infra_started"]) == ["aws", "kafka"]
+    assert sorted(report["infra_stopped"]) == ["aws", "kafka"]
+    assert {component.state for component in status(config)} == {"stopped"}

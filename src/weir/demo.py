@@ -1,69 +1,99 @@
-"""`weir demo`: the flow end to end on the embedded local default, with a summary at the end.
+"""`weir demo`: the whole Lambda flow on the embedded local default, with a summary at the end.
 
-This slice runs the contract path without infrastructure: a seeded mixed sample lands as a
-JSON-lines file, becomes RAW records, is classified into QUARANTINE and valid events, which
-are deduplicated and aggregated into the BATCH per-minute view. Later slices put the local
-broker, the streaming layer, the merge and the catalog in front of and behind it.
+    infra up -> simulate (Kafka, with faults) -> stream --available-now -> batch rebuild
+    -> merge -> catalog sync -> summary (checked against the simulator's ledger)
+
+The simulator writes ``minutes`` of history ending now, as fast as it can, into a topic of the
+demo's own (the configured topic may hold anything). The stream archives every record to RAW,
+quarantines the invalid ones and fills SPEED. The batch run's cutoff is taken after the stream
+has drained, so BATCH is authoritative up to H = cutoff - allowed lateness and SPEED serves the
+last minutes: the unified table shows both layers. Every count is reconciled with the ledger,
+the ground truth of what was sent; a broken invariant fails the demo (exit 1).
+
+The demo starts only the infra components that were not running and stops only those, and
+deletes its topic, unless ``keep``. It writes to a lake it created (marked with
+``.weir-demo-lake``) and refuses any other non-empty lake root. docs/demo.md walks through it.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, Optional
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from weir.config import ConfigError, WeirConfig
-from weir.contract import (
-    aggregate_minutes,
-    classify_records,
-    dedup_first_received,
-    quarantine_rows,
-    valid_events,
-)
-from weir.contract.dedup import DISTINCT_CONTENTS, RECEIVED_COPIES
 from weir.errors import WeirError
 from weir.lake import LakeLayout, local_path
-from weir.sample import mixed_sample
-from weir.schemas import (
-    LAYER_BATCH,
-    MINUTE_PARTITION_COLUMNS,
-    QUARANTINE_PARTITION_COLUMNS,
-    RAW_PARTITION_COLUMNS,
-    RAW_SCHEMA,
-)
 
-SAMPLE_FILE = "demo-sample.jsonl"
+log = logging.getLogger("weir.demo")
+
+UTC = timezone.utc
+DEMO_LAKE_MARKER = ".weir-demo-lake"
+DEMO_SOURCE = "kafka"
 
 
 @dataclass(frozen=True)
-class DemoSummary:
-    raw: int
-    valid: int
-    quarantined: int
-    distinct_events: int
-    conflicting_duplicates: int
-    minute_rows: int
-    quarantine_by_reason: dict[str, int]
-    seconds: float
+class DemoOptions:
+    """What `weir demo` takes: the simulated fleet and how long a history it sends."""
+
+    devices: int = 50
+    minutes: int = 40  # event-time history ending now; > allowed lateness, so both layers serve
+    interval_s: float = 2.0  # between two readings of one device
+    seed: int = 7
+    keep: bool = False  # leave the infra running and the demo topic in place
 
     @property
-    def invariant_holds(self) -> bool:
-        return self.raw == self.valid + self.quarantined
+    def readings(self) -> int:
+        return int(self.devices * self.minutes * 60 / self.interval_s)
 
 
-DEMO_LAKE_MARKER = ".weir-demo-lake"
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    detail: str
 
 
-def _reset_local_lake(lake: LakeLayout) -> None:
+@dataclass
+class DemoReport:
+    """What the demo did and found; ``checks`` are the invariants it verified."""
+
+    topic: str = ""
+    ledger_dir: str = ""
+    steps: list[Step] = field(default_factory=list)
+    zones: dict[str, int] = field(default_factory=dict)
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    unified_by_layer: dict[str, dict[str, int]] = field(default_factory=dict)
+    horizon: Optional[str] = None
+    freshness_seconds: Optional[float] = None
+    catalog_tables: list[str] = field(default_factory=list)
+    sample_query: str = ""
+    sample_rows: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, bool] = field(default_factory=dict)
+    infra_started: list[str] = field(default_factory=list)
+    infra_stopped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(self.checks.values())
+
+
+def prepare_demo_lake(lake: LakeLayout) -> None:
     """Start from an empty lake, deleting only a lake an earlier demo created (it has the marker).
 
-    Anything else at lake.root (a real lake, the project folder after a typo) is refused, never
-    deleted.
+    Anything else at lake.root (a real lake, the project folder after a typo) is refused with
+    ConfigError before anything is written, never deleted.
     """
     if not lake.root.startswith("file://"):
         raise ConfigError("lake.root", "weir demo runs on a local file:// lake only")
@@ -80,86 +110,234 @@ def _reset_local_lake(lake: LakeLayout) -> None:
     (root / DEMO_LAKE_MARKER).write_text("created by weir demo; `weir demo` may delete this lake\n")
 
 
-def land_sample(lake: LakeLayout, count: int, seed: int, now: datetime) -> Path:
-    """Write the sample as one JSON-lines file in the landing folder (atomically)."""
-    folder = Path(local_path(lake.landing))
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / SAMPLE_FILE
-    partial = folder / f".{SAMPLE_FILE}.partial"
-    partial.write_text("\n".join(p for p, _ in mixed_sample(count, seed, now)) + "\n", "utf-8")
-    partial.replace(target)
-    return target
+def with_topic(config: WeirConfig, topic: str) -> WeirConfig:
+    """``config`` reading and writing ``topic`` instead of the configured one."""
+    kafka = config.sources.kafka.model_copy(update={"topic": topic})
+    return config.model_copy(update={"sources": config.sources.model_copy(update={"kafka": kafka})})
 
 
-def raw_records_from_file(spark: SparkSession, path: Path, ingest_time: datetime) -> DataFrame:
-    """RAW rows for a landed file: partition = file, offset = line number (1-based)."""
-    lines = path.read_text("utf-8").splitlines()
-    rows = [
-        (
-            "files",
-            str(path.parent),
-            path.name,
-            str(number),
-            None,
-            line,
-            None,
-            ingest_time,
-            ingest_time.date(),
-        )
-        for number, line in enumerate(lines, start=1)
-    ]
-    return spark.createDataFrame(rows, RAW_SCHEMA)
+def create_topic(config: WeirConfig) -> None:
+    from confluent_kafka.admin import NewTopic
+
+    from weir.infra.kafka import admin_client
+
+    kafka = config.sources.kafka
+    admin = admin_client(kafka.bootstrap_servers)
+    for future in admin.create_topics([NewTopic(kafka.topic, kafka.partitions, 1)]).values():
+        future.result(timeout=60)
 
 
-def run_demo(
-    spark: SparkSession, config: WeirConfig, count: int = 2000, seed: int = 7
-) -> DemoSummary:
+def delete_topic(config: WeirConfig) -> None:
+    from weir.infra.kafka import admin_client
+
+    kafka = config.sources.kafka
+    admin = admin_client(kafka.bootstrap_servers)  # held until the futures resolve
+    for future in admin.delete_topics([kafka.topic]).values():
+        future.result(timeout=60)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextmanager
+def _step(report: DemoReport, name: str) -> Iterator[Step]:
+    step = Step(name, 0.0, "")
     started = time.monotonic()
-    lake = LakeLayout.from_config(config)
-    _reset_local_lake(lake)
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-
-    landed = land_sample(lake, count, seed, now)
-    raw = raw_records_from_file(spark, landed, now)
-    raw.write.format("delta").mode("append").partitionBy(*RAW_PARTITION_COLUMNS).save(lake.raw)
-
-    classified = spark.read.format("delta").load(lake.raw).transform(classify_records).cache()
+    log.info("demo: %s", name)
     try:
-        quarantine = classified.transform(quarantine_rows)
-        quarantine.write.format("delta").mode("append").partitionBy(
-            *QUARANTINE_PARTITION_COLUMNS
-        ).save(lake.quarantine)
-        deduped = classified.transform(valid_events).transform(dedup_first_received).cache()
-        minutes = aggregate_minutes(deduped, LAYER_BATCH, now)
-        minutes.write.format("delta").mode("overwrite").partitionBy(*MINUTE_PARTITION_COLUMNS).save(
-            lake.batch
-        )
-        dup_stats = deduped.agg(
-            F.count(F.lit(1)).alias("distinct_events"),
-            F.sum(RECEIVED_COPIES).alias("valid"),
-            F.count(F.when(F.col(DISTINCT_CONTENTS) > 1, True)).alias("conflicting"),
-        ).first()
-        deduped.unpersist()
+        yield step
     finally:
-        classified.unpersist()
+        step.seconds = time.monotonic() - started
+        report.steps.append(step)
 
-    quarantine_table = spark.read.format("delta").load(lake.quarantine)
-    by_reason = {
-        r["reason"]: r["count"] for r in quarantine_table.groupBy("reason").count().collect()
+
+def _ledger_facts(ledger_dir: Path) -> dict[str, Any]:
+    """What the simulator acknowledged: coordinates, fates, quarantine reasons."""
+    from weir.simulate.ledger import read_ledger
+
+    table = read_ledger(ledger_dir).select(["partition", "offset", "fate", "reason"]).to_pylist()
+    return {
+        "coordinates": {(row["partition"], row["offset"]) for row in table},
+        "fates": Counter(row["fate"] for row in table),
+        "reasons": Counter(row["reason"] for row in table if row["fate"] == "quarantine"),
     }
-    summary = DemoSummary(
-        raw=spark.read.format("delta").load(lake.raw).count(),
-        valid=int(dup_stats["valid"] or 0),
-        quarantined=quarantine_table.count(),
-        distinct_events=int(dup_stats["distinct_events"]),
-        conflicting_duplicates=int(dup_stats["conflicting"]),
-        minute_rows=spark.read.format("delta").load(lake.batch).count(),
-        quarantine_by_reason=dict(sorted(by_reason.items())),
-        seconds=time.monotonic() - started,
+
+
+def _count_by(frame, column: str) -> dict[str, int]:
+    return {
+        str(row[column]): int(row["count"])
+        for row in frame.groupBy(column).count().orderBy(column).collect()
+    }
+
+
+def sample_query(database: str) -> str:
+    """The query the summary runs by table name, as an analyst would in Athena or a notebook."""
+    return (
+        "SELECT layer, count(*) AS windows, sum(event_count) AS events, "
+        "round(avg(temperature_c_avg), 2) AS avg_temperature_c, "
+        "min(window_start) AS first_window, max(window_end) AS last_window "
+        f"FROM {database}.telemetry_minute GROUP BY layer ORDER BY layer"
     )
-    if not summary.invariant_holds:
-        raise WeirError(
-            f"invariant broken: raw={summary.raw} != valid={summary.valid} + "
-            f"quarantined={summary.quarantined}"
+
+
+def run_demo(spark: SparkSession, config: WeirConfig, options: DemoOptions) -> DemoReport:
+    """Run the whole flow; raises WeirError (after cleaning up) when an invariant breaks."""
+    from weir import infra
+
+    started = time.monotonic()
+    report = DemoReport()
+    lake = LakeLayout.from_config(config)
+    prepare_demo_lake(lake)  # ConfigError before anything else is touched
+
+    with _step(report, "infra up") as step:
+        reports = infra.up(config)
+        report.infra_started = [r.name for r in reports if r.started]
+        step.detail = ", ".join(
+            f"{r.name} {'started' if r.started else 'already running'} at {r.endpoint}"
+            for r in reports
         )
-    return summary
+    try:
+        _run_flow(spark, config, options, lake, report)
+    finally:
+        if not options.keep:
+            _clean_up(config, report)
+    report.seconds = time.monotonic() - started
+    failed = [name for name, ok in report.checks.items() if not ok]
+    if failed:
+        raise WeirError(f"weir demo: invariants broken: {'; '.join(failed)}")
+    return report
+
+
+def _clean_up(config: WeirConfig, report: DemoReport) -> None:
+    from weir import infra
+
+    if report.topic:
+        try:
+            delete_topic(with_topic(config, report.topic))
+        except Exception as error:  # the broker may be the thing that failed
+            log.warning("could not delete demo topic %s: %s", report.topic, error)
+    if report.infra_started:
+        stopped = infra.down(config, only=report.infra_started)
+        report.infra_stopped = [name for name, pid in stopped if pid is not None]
+
+
+def _run_flow(
+    spark: SparkSession,
+    config: WeirConfig,
+    options: DemoOptions,
+    lake: LakeLayout,
+    report: DemoReport,
+) -> None:
+    from weir.layers.batch import RebuildRequest, rebuild_batch
+    from weir.layers.serving import run_merge
+    from weir.layers.streaming import run_stream
+    from weir.simulate.run import SimulateOptions, run_simulation
+
+    now = _utc_now().replace(microsecond=0)
+    report.topic = f"{config.sources.kafka.topic}-demo-{now:%Y%m%dT%H%M%S}"
+    config = with_topic(config, report.topic)
+    create_topic(config)
+
+    with _step(report, "simulate") as step:
+        sent = run_simulation(
+            config,
+            SimulateOptions(
+                devices=options.devices,
+                rate=0,  # as fast as possible; the history ends at the wall clock
+                count=options.readings,
+                sink="kafka",
+                seed=options.seed,
+                start=now - timedelta(minutes=options.minutes),
+                interval_s=options.interval_s,
+            ),
+        )
+        report.ledger_dir = str(sent.ledger_dir)
+        produced_at = _utc_now()
+        step.detail = (
+            f"{sent.acknowledged:,} records acknowledged by Kafka topic {report.topic} "
+            f"({sent.events_per_second:,.0f}/s), {sent.failed} failed"
+        )
+    if sent.status != "completed":
+        raise WeirError(f"simulator run {sent.run_id} ended {sent.status}; see its ledger")
+
+    with _step(report, "stream --available-now") as step:
+        streamed = run_stream(spark, config, DEMO_SOURCE, available_now=True)
+        step.detail = ", ".join(f"{q} to batch {b}" for q, b in streamed.last_batch.items())
+
+    with _step(report, "batch rebuild") as step:
+        # The cutoff follows the stream, so every archived record is before it (DESIGN §6).
+        cutoff = _utc_now().replace(microsecond=0)
+        batch_run = rebuild_batch(spark, config, RebuildRequest(cutoff=cutoff))
+        report.horizon = batch_run.horizon.isoformat()
+        step.detail = (
+            f"cutoff {cutoff.isoformat()}, horizon H {batch_run.horizon.isoformat()}, "
+            f"{batch_run.windows_written:,} windows"
+        )
+
+    with _step(report, "merge") as step:
+        merged = run_merge(spark, config)
+        report.freshness_seconds = (_utc_now() - produced_at).total_seconds()
+        step.detail = f"{merged.scope}, telemetry_minute version {merged.serving_version}"
+
+    with _step(report, "catalog sync") as step:
+        from weir.catalog import sync_catalog
+
+        report.catalog_tables = sync_catalog(spark, config)
+        step.detail = ", ".join(report.catalog_tables)
+
+    with _step(report, "summary") as step:
+        _summarize(spark, config, lake, report, Path(report.ledger_dir))
+        step.detail = f"{sum(report.checks.values())}/{len(report.checks)} checks hold"
+
+
+def _summarize(
+    spark: SparkSession,
+    config: WeirConfig,
+    lake: LakeLayout,
+    report: DemoReport,
+    ledger_dir: Path,
+) -> None:
+    def table(path: str):
+        return spark.read.format("delta").load(path)
+
+    raw = table(lake.raw).where(F.col("source_stream") == report.topic)
+    quarantine = table(lake.quarantine)
+    unified = table(lake.serving)
+    report.zones = {
+        "raw": raw.count(),
+        "quarantine": quarantine.count(),
+        "speed": table(lake.speed).count(),
+        "batch": table(lake.batch).count(),
+        "telemetry_minute": unified.count(),
+    }
+    report.quarantine_by_reason = _count_by(quarantine, "reason")
+    report.unified_by_layer = {
+        row["layer"]: {"windows": int(row["windows"]), "events": int(row["events"] or 0)}
+        for row in unified.groupBy("layer")
+        .agg(F.count(F.lit(1)).alias("windows"), F.sum("event_count").alias("events"))
+        .collect()
+    }
+    report.sample_query = sample_query(config.catalog.database)
+    report.sample_rows = [row.asDict() for row in spark.sql(report.sample_query).collect()]
+
+    ledger = _ledger_facts(ledger_dir)
+    archived = {
+        (row["source_partition"], row["source_offset"])
+        for row in raw.select("source_partition", "source_offset").collect()
+    }
+    valid = report.zones["raw"] - report.zones["quarantine"]
+    unified_events = sum(layer["events"] for layer in report.unified_by_layer.values())
+    first_copies = ledger["fates"]["valid"]
+    report.checks = {
+        "raw holds every acknowledged record exactly once": (
+            archived == ledger["coordinates"] and report.zones["raw"] == len(archived)
+        ),
+        "raw = valid + quarantine": valid + report.zones["quarantine"] == report.zones["raw"],
+        "quarantine reasons equal the ledger's": (
+            Counter(report.quarantine_by_reason) == ledger["reasons"]
+        ),
+        "telemetry_minute counts each valid event once": unified_events == first_copies,
+        "both layers serve (batch up to H, speed beyond)": set(report.unified_by_layer)
+        == {"batch", "speed"},
+    }

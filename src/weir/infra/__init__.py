@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,14 +143,23 @@ def up(config: WeirConfig, *, stop_with_parent: bool = False) -> list[StartRepor
         return reports
 
 
-def down(config: WeirConfig) -> list[tuple[str, Optional[int]]]:
+def down(
+    config: WeirConfig, only: Optional[Iterable[str]] = None
+) -> list[tuple[str, Optional[int]]]:
     """Stop what `up` started (by PID file, SIGTERM then SIGKILL after a deadline).
 
-    Returns (component, stopped PID or None when it was not running). Data stays in the
-    state folder: the broker's topics survive; the AWS endpoint's in-memory state does not.
+    ``only``: the names of the components to stop (``weir demo`` stops just those its own
+    ``up`` started); default all. Returns (component, stopped PID or None when it was not
+    running). Data stays in the state folder: the broker's topics survive; the AWS
+    endpoint's in-memory state does not.
     """
+    names = None if only is None else set(only)
     with _locked(config):
-        return [(c.name, c.stop()) for c in reversed(components(config))]
+        return [
+            (c.name, c.stop())
+            for c in reversed(components(config))
+            if names is None or c.name in names
+        ]
 
 
 def status(config: WeirConfig) -> list[ComponentStatus]:
