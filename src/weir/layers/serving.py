@@ -130,7 +130,7 @@ def serving_rule(batch: DataFrame, speed: DataFrame, horizon: Optional[datetime]
     if horizon is None:
         return side(speed, LAYER_SPEED)
     cut = F.lit(horizon)
-    return side(batch.where(F.col("window_end") < cut), LAYER_BATCH).unionByName(
+    return side(batch.where(F.col("window_end") <= cut), LAYER_BATCH).unionByName(
         side(speed.where(F.col("window_end") > cut), LAYER_SPEED)
     )
 
@@ -638,7 +638,7 @@ def _merge_once(
     # A data change that landed between the diff and the MERGE's own snapshot is invisible to
     # Delta's conflict check (it committed before the MERGE began): diff again. The next
     # attempt keeps the previous merge as baseline, so its scope covers that change and ours.
-    pass  # mutated
+    _check_unmoved(spark, lake.serving, serving_version, read_version)
     log.info(
         "merge %s: committed serving v%s (%s) in %.1fs",
         run.run_id,
