@@ -31,12 +31,19 @@ def rebuild(
     full: bool = typer.Option(
         False, "--full", help="overwrite the whole view instead of the changed dates"
     ),
+    input_path: Optional[str] = typer.Option(
+        None,
+        "--input",
+        help="first adopt the raw JSON-lines files under this folder or prefix (e.g. a "
+        "Firehose delivery prefix) into the raw zone; files already adopted are skipped",
+    ),
 ) -> None:
     """Rebuild the batch view from the raw zone (changed dates only, unless --full)."""
     config = load(conf)
     from weir.layers.batch import rebuild_request
 
-    request = rebuild_request(cutoff, date_from, date_to, full)  # exit 2 before Spark starts
+    # exit 2 before Spark starts
+    request = rebuild_request(cutoff, date_from, date_to, full, input_path=input_path)
     from weir.layers.batch import rebuild_batch
     from weir.spark import build_session
 
@@ -46,6 +53,7 @@ def rebuild(
     table = Table("", "", title=f"batch run {run.run_id}: {run.status}", show_header=False)
     dates = "all" if run.dates_rebuilt is None else str(len(run.dates_rebuilt))
     for name, value in (
+        ("input adopted", request.input or "-"),
         ("mode", run.mode),
         ("cutoff", run.cutoff.isoformat()),
         ("horizon", run.horizon.isoformat()),

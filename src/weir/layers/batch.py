@@ -17,12 +17,17 @@ Modes, each ONE atomic Delta commit to the view (or none when nothing changed):
 * ``range``: replace the dates ``--from``..``--to``, a repair tool.
 
 Re-running with the same cutoff gives the same rows (``computed_at`` aside).
+
+``--input PREFIX`` adopts an existing lake of raw JSON-lines files (a Firehose delivery
+prefix) before the run: every file not yet archived is appended to RAW as the files source
+would have archived it, stamped with the file's modification time (:func:`adopt_files`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import time
 import uuid
@@ -30,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Optional
+from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
@@ -38,7 +44,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from weir.config import ConfigError, WeirConfig
-from weir.contract import aggregate_minutes, classify_records, dedup_first_received, valid_events
+from weir.contract import (
+    aggregate_minutes,
+    classify_records,
+    dedup_first_received,
+    quarantine_rows,
+    valid_events,
+)
 from weir.contract.dedup import DISTINCT_CONTENTS, RECEIVED_COPIES
 from weir.control import (
     COMPLETE_MODES,
@@ -53,7 +65,15 @@ from weir.control import (
 )
 from weir.errors import WeirError
 from weir.lake import LakeLayout
-from weir.schemas import LAYER_BATCH, MINUTE_PARTITION_COLUMNS
+from weir.schemas import (
+    LAYER_BATCH,
+    MINUTE_PARTITION_COLUMNS,
+    QUARANTINE_PARTITION_COLUMNS,
+    QUARANTINE_SCHEMA,
+    RAW_PARTITION_COLUMNS,
+    RAW_SCHEMA,
+)
+from weir.sources.files import FILES, _relative_to, landing_records
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +101,7 @@ class RebuildRequest:
     mode: str = MODE_INCREMENTAL
     date_from: Optional[date] = None
     date_to: Optional[date] = None
+    input: Optional[str] = None  # a prefix of raw JSON-lines files to adopt first (a URI)
 
 
 def default_cutoff(now: datetime) -> datetime:
@@ -130,18 +151,52 @@ def _parse_date(text: str, key: str) -> date:
         raise ConfigError(key, f"{text!r} is not a date YYYY-MM-DD") from None
 
 
+def input_uri(text: str) -> str:
+    """The URI of an ``--input`` prefix: a URI as given, a local path as ``file://`` + absolute.
+
+    No trailing slash, so the prefix is the same key (RAW's ``source_stream``) however it was
+    typed. A local folder must exist (checked here, before Spark starts); a remote prefix is
+    checked by :func:`rebuild_batch` before anything is written.
+    """
+    text = text.strip()
+    if not text:
+        raise ConfigError("--input", "an empty path; give the folder or prefix of raw files")
+    if urlparse(text).scheme not in ("", "file"):
+        return text.rstrip("/")
+    local = text[len("file://") :] if text.startswith("file://") else text
+    local = os.path.abspath(os.path.expanduser(local))
+    if not os.path.isdir(local):
+        raise ConfigError("--input", f"{text!r} is not a folder (raw JSON-lines files under it)")
+    return f"file://{local}".rstrip("/")
+
+
 def rebuild_request(
     cutoff: Optional[str] = None,
     date_from: Optional[str] = None,
     date_to: Optional[str] = None,
     full: bool = False,
     now: Optional[datetime] = None,
+    input_path: Optional[str] = None,
 ) -> RebuildRequest:
     """Validate the arguments of ``weir batch rebuild``; :class:`ConfigError` names the bad one.
 
     The cutoff defaults to ``now`` floored to the hour and may not lie in the future (a run
     reads records already received). ``--from``/``--to`` go together and exclude ``--full``.
+    ``--input`` (files to adopt into RAW first) combines with any mode.
     """
+    request = _mode_request(cutoff, date_from, date_to, full, now)
+    if input_path is None:
+        return request
+    return dataclasses.replace(request, input=input_uri(input_path))
+
+
+def _mode_request(
+    cutoff: Optional[str],
+    date_from: Optional[str],
+    date_to: Optional[str],
+    full: bool,
+    now: Optional[datetime],
+) -> RebuildRequest:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     moment = default_cutoff(now) if cutoff is None else parse_cutoff(cutoff)
     if moment > now:
@@ -248,6 +303,165 @@ def replace_minutes(
     if dates is not None:
         writer = writer.option("replaceWhere", dates_predicate(dates))
     writer.save(path)
+
+
+# --- Adopting an existing lake of raw files (--input) -------------------------------------------
+
+ADOPT_METADATA_PREFIX = "weir-adopt "  # userMetadata of an adoption's RAW commit, + the prefix
+
+
+def adopted_records(files: DataFrame, prefix: str) -> DataFrame:
+    """RAW rows (RAW_SCHEMA) from whole files under ``prefix``, one per line, as the files
+    source maps them, with ``ingest_time`` = the file's modification time.
+
+    Input columns: ``value``, ``file_path``, ``file_modification_time``. Pure. The
+    modification time is when the file reached the store (on S3: when Firehose delivered it),
+    the closest to "received" the file itself knows, and the same on every re-run: so a record
+    is stamped the same whichever run adopts it (docs/batch.md, "Adopting a lake").
+    """
+    stamped = (
+        landing_records(files, prefix)
+        .withColumn("ingest_time", F.col("arrival_time"))
+        .withColumn("ingest_date", F.to_date(F.col("arrival_time")))
+    )
+    return stamped.select(
+        *(F.col(f.name).cast(f.dataType).alias(f.name) for f in RAW_SCHEMA.fields)
+    )
+
+
+def unarchived_files(listing: DataFrame, archived: DataFrame, prefix: str) -> DataFrame:
+    """The files of ``listing`` (``file_path``) whose path under ``prefix`` is not in
+    ``archived`` (``source_partition``, the files source's key of a file). Pure."""
+    keyed = listing.withColumn("source_partition", _relative_to(F.col("file_path"), prefix))
+    return keyed.join(archived, "source_partition", "left_anti").select("file_path")
+
+
+def _files_under(spark: SparkSession, prefix: str) -> DataFrame:
+    """Every file under ``prefix`` (recursively; Spark skips names starting with ``.``/``_``).
+
+    The binaryFile source lists files and reads their content only when the ``content``
+    column is selected: selecting metadata only costs a listing. Every name is taken, not just
+    ``*.jsonl``: Firehose's object names have no extension (``.gz`` ones are decompressed).
+    """
+    return (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .load(prefix)
+        .select(F.col("_metadata.file_path").alias("file_path"))
+    )
+
+
+def _archived_from(table: DataFrame, prefix: str) -> DataFrame:
+    """Rows of RAW or QUARANTINE that the files source or an adoption took from ``prefix``."""
+    return table.where((F.col("source") == FILES) & (F.col("source_stream") == prefix))
+
+
+def _delta_or_none(spark: SparkSession, path: str) -> Optional[DataFrame]:
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    return spark.read.format("delta").load(path)
+
+
+def input_exists(spark: SparkSession, uri: str) -> bool:
+    """Whether ``uri`` names an existing folder or prefix, through Hadoop's file system."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return bool(path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(path))
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What :func:`adopt_files` appended: files, records (lines), quarantined records."""
+
+    prefix: str
+    files: int
+    records: int
+    quarantined: int
+    raw_version: Optional[int]  # the RAW commit of the adoption; None when nothing was new
+
+
+def adopt_files(spark: SparkSession, lake: LakeLayout, prefix: str) -> Adoption:
+    """Archive into RAW every file under ``prefix`` not archived yet, with its quarantine rows.
+
+    Idempotent, keyed by file: a file whose path under ``prefix`` is in RAW (source
+    ``files``, source_stream ``prefix``) is neither read nor appended again, and all new files
+    go to RAW in ONE commit, so a file is in RAW whole or not at all. The invalid lines are
+    appended to QUARANTINE first, skipping rows already there: a run killed between the two
+    commits re-adopts the same files next time and adds only what is missing, so
+    count(raw) = count(valid) + count(quarantine) holds after any completed run.
+    """
+    raw = _delta_or_none(spark, lake.raw)
+    archived = (
+        spark.createDataFrame([], "source_partition STRING")
+        if raw is None
+        else _archived_from(raw, prefix).select("source_partition").distinct()
+    )
+    unarchived = unarchived_files(_files_under(spark, prefix), archived, prefix)
+    paths = [row["file_path"] for row in unarchived.collect()]
+    if not paths:
+        log.info("batch: every file under %s is already in RAW", prefix)
+        return Adoption(prefix, 0, 0, 0, None)
+    files = (
+        spark.read.format("text")
+        .option("wholetext", "true")
+        .load(paths)
+        .select(
+            F.col("value"),
+            F.col("_metadata.file_path").alias("file_path"),
+            F.col("_metadata.file_modification_time").alias("file_modification_time"),
+        )
+    )
+    records = adopted_records(files, prefix).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        count = records.count()
+        quarantined = _append_quarantine_once(spark, lake, records, prefix)
+        _append_adopted_raw(records, lake, prefix)
+    finally:
+        records.unpersist()
+    version = raw_version(spark, lake)
+    log.info(
+        "batch: adopted %s files (%s records, %s quarantined) from %s in RAW version %s",
+        len(paths),
+        count,
+        quarantined,
+        prefix,
+        version,
+    )
+    return Adoption(prefix, len(paths), count, quarantined, version)
+
+
+def _append_adopted_raw(records: DataFrame, lake: LakeLayout, prefix: str) -> None:
+    """One RAW commit, tagged with the prefix it adopted (seen in the table's history)."""
+    (
+        records.write.format("delta")
+        .mode("append")
+        .option("userMetadata", ADOPT_METADATA_PREFIX + prefix)
+        .partitionBy(*RAW_PARTITION_COLUMNS)
+        .save(lake.raw)
+    )
+
+
+def _append_quarantine_once(
+    spark: SparkSession, lake: LakeLayout, records: DataFrame, prefix: str
+) -> int:
+    """Append the quarantine rows of ``records`` not already in QUARANTINE (by coordinates)."""
+    rows = records.transform(classify_records).transform(quarantine_rows)
+    existing = _delta_or_none(spark, lake.quarantine)
+    if existing is not None:
+        keys = _archived_from(existing, prefix).select("source_partition", "source_offset")
+        rows = rows.join(keys, ["source_partition", "source_offset"], "left_anti").select(
+            *QUARANTINE_SCHEMA.fieldNames()  # a join puts its keys first
+        )
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        count = rows.count()
+        if count:
+            rows.write.format("delta").mode("append").partitionBy(
+                *QUARANTINE_PARTITION_COLUMNS
+            ).save(lake.quarantine)
+    finally:
+        rows.unpersist()
+    return count
 
 
 # --- The run ------------------------------------------------------------------------------------
@@ -429,13 +643,17 @@ def rebuild_batch(
     """Rebuild the batch view as of ``request.cutoff`` and record the run in ``_control``.
 
     Atomic (one Delta commit to the view, or none when nothing changed) and idempotent (the
-    same cutoff gives the same rows, ``computed_at`` aside). Raises :class:`ConfigError`, with
-    nothing written, when an incremental or range run would move the view back before the
-    last successful run's cutoff; raises :class:`WeirError` after recording a failed run.
+    same cutoff gives the same rows, ``computed_at`` aside). With ``request.input``, first
+    adopts the files under it into RAW (:func:`adopt_files`, idempotent). Raises
+    :class:`ConfigError`, with nothing written, when an incremental or range run would move
+    the view back before the last successful run's cutoff or the input does not exist;
+    raises :class:`WeirError` after recording a failed run.
     """
     lake = LakeLayout.from_config(config)
     succeeded = [run for run in batch_runs(spark, lake) if run.status == RUN_SUCCEEDED]
     _check_cutoff_moves_forward(request, _latest(succeeded))
+    if request.input is not None and not input_exists(spark, request.input):
+        raise ConfigError("--input", f"{request.input} does not exist (no file under it)")
     baseline = None
     if request.mode == MODE_INCREMENTAL:
         baseline = _latest([run for run in succeeded if run.mode in COMPLETE_MODES])
@@ -488,6 +706,8 @@ def _execute(
     """The run proper; fills in ``record`` as it goes, for a failure record."""
     run = record.run
     step = time.monotonic()
+    if request.input is not None:
+        adopt_files(spark, lake, request.input)
     version = raw_version(spark, lake)
     run = record.update(raw_version=version)
     raw = received_before(_snapshot(spark, lake.raw, version), request.cutoff)
