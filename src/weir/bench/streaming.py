@@ -1,0 +1,299 @@
+"""Benchmarks of `weir stream --source kafka`: backlog ingest beside the parse ceiling; freshness.
+
+Ingest: the simulator fills a fresh topic with ``events`` records; then, in one session,
+
+* ceiling — a plain Spark job reads the same topic (batch read, earliest to latest) through the
+  same typed ``from_json`` into the no-op sink;
+* candidate — ``run_stream(..., available_now=True)``: the raw archiver (RAW + QUARANTINE) and
+  the speed layer (contract, watermark, dedup, per-minute MERGE into SPEED) draining the backlog.
+
+Freshness: the stream runs with a 1 s trigger while the simulator produces at a steady rate.
+A record is visible in SPEED when the speed micro-batch that read it has finished (its MERGE
+committed): from ``_control/stream_progress``, batch b covers offsets [start, end) of each
+partition and finished at trigger_time + duration. Its latency is that instant minus the
+record's Kafka timestamp (set by the producer when it sent it), joined per record from RAW.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, MapType, StringType
+
+from weir.bench.harness import Measurement, SuiteResult, Target, environment
+from weir.config import WeirConfig, config_from_mapping
+from weir.errors import WeirError
+from weir.lake import LakeLayout
+from weir.schemas import PAYLOAD_TYPED_SCHEMA
+
+SUITE = "streaming"
+CEILING = "parse-ceiling"
+CANDIDATE = "raw+speed"
+FRESHNESS_RATE = 5000  # events/s
+FRESHNESS_SECONDS = 60
+FRESHNESS_WARMUP_SECONDS = 15  # the first batches pay for JIT and state-store set-up
+DRAIN_TIMEOUT_SECONDS = 300
+_OFFSETS = MapType(StringType(), MapType(StringType(), LongType()))
+
+
+def _bench_config(stack: WeirConfig, lake_root: Path, topic: str, trigger_s: int) -> WeirConfig:
+    document = stack.model_dump()
+    document["lake"] = {"root": f"file://{lake_root}", "landing": None}
+    document["sources"]["kafka"]["topic"] = topic
+    document["timing"]["trigger_interval_seconds"] = trigger_s
+    return config_from_mapping(document, environ={})
+
+
+def _new_topic(stack: WeirConfig, name: str) -> str:
+    from confluent_kafka.admin import NewTopic
+
+    from weir.infra.kafka import admin_client
+
+    admin = admin_client(stack.sources.kafka.bootstrap_servers)
+    new = NewTopic(name, stack.sources.kafka.partitions, 1)
+    for future in admin.create_topics([new]).values():
+        future.result(timeout=60)
+    return name
+
+
+def _backlog(config: WeirConfig, events: int) -> int:
+    """Fill the topic as fast as the simulator goes; the history ends now (see bench.simulate)."""
+    from weir.bench.simulate import simulate_options
+    from weir.simulate.run import run_simulation
+
+    sent = run_simulation(config, simulate_options(events, datetime.now(timezone.utc)))
+    if sent.status != "completed":
+        raise WeirError(f"simulator run {sent.run_id} ended {sent.status}")
+    return sent.acknowledged
+
+
+def parse_ceiling(spark: SparkSession, config: WeirConfig) -> None:
+    """The topic, earliest to latest, through the same typed JSON parse into the no-op sink."""
+    from weir.sources.kafka import kafka_options
+
+    options = {
+        k: v
+        for k, v in kafka_options(config.sources.kafka).items()
+        if k not in ("maxOffsetsPerTrigger", "startingOffsets")
+    }
+    (
+        spark.read.format("kafka")
+        .options(**options)
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+        .select(F.from_json(F.col("value").cast("string"), PAYLOAD_TYPED_SCHEMA).alias("event"))
+        .select("event.*")
+        .write.format("noop")
+        .mode("overwrite")
+        .save()
+    )
+
+
+def _stream_available_now(spark: SparkSession, config: WeirConfig) -> None:
+    from weir.layers.streaming import run_stream
+
+    run_stream(spark, config, "kafka", available_now=True)
+
+
+def record_latencies(progress: DataFrame, raw: DataFrame, query_name: str) -> DataFrame:
+    """Per RAW record: seconds from its Kafka timestamp to the end of the batch that read it.
+
+    ``progress`` is the stream_progress table, ``raw`` the RAW table; both of one topic.
+    """
+    batches = (
+        progress.where(F.col("query_name") == query_name)
+        .where(F.col("num_input_rows") > 0)
+        .select(
+            "batch_id",
+            (F.col("trigger_time").cast("double") + F.col("batch_duration_ms") / 1000.0).alias(
+                "visible_at"
+            ),
+            F.from_json("start_offset", _OFFSETS).alias("start"),
+            F.from_json("end_offset", _OFFSETS).alias("end"),
+        )
+        .select(
+            "batch_id", "visible_at", F.explode("end").alias("topic", "end_by_partition"), "start"
+        )
+        .select(
+            "batch_id",
+            "visible_at",
+            F.explode("end_by_partition").alias("partition", "end_offset"),
+            "start",
+            "topic",
+        )
+        .select(
+            "batch_id",
+            "visible_at",
+            "partition",
+            F.coalesce(F.col("start")[F.col("topic")][F.col("partition")], F.lit(0)).alias(
+                "start_offset"
+            ),
+            "end_offset",
+        )
+    )
+    records = raw.select(
+        F.col("source_partition").alias("partition"),
+        F.col("source_offset").cast("long").alias("offset"),
+        F.col("arrival_time").cast("double").alias("sent_at"),
+    )
+    return records.join(
+        F.broadcast(batches),
+        (records["partition"] == batches["partition"])
+        & (records["offset"] >= batches["start_offset"])
+        & (records["offset"] < batches["end_offset"]),
+    ).select(
+        records["partition"],
+        "offset",
+        "sent_at",
+        "batch_id",
+        (F.col("visible_at") - F.col("sent_at")).alias("latency_s"),
+    )
+
+
+def _caught_up(spark: SparkSession, lake: LakeLayout, query: str, produced: int) -> bool:
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, lake.stream_progress):
+        return False
+    done = (
+        spark.read.format("delta")
+        .load(lake.stream_progress)
+        .where(F.col("query_name") == query)
+        .agg(F.sum("num_input_rows"))
+        .first()[0]
+    )
+    return (done or 0) >= produced
+
+
+def measure_freshness(
+    spark: SparkSession, config: WeirConfig, seconds: int, rate: int
+) -> dict[str, float]:
+    """p50/p99/max latency (s) of records produced at ``rate`` for ``seconds``, after warm-up."""
+    from weir.layers.streaming import run_stream, speed_query_name
+    from weir.simulate.run import SimulateOptions, run_simulation
+
+    lake = LakeLayout.from_config(config)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            run_stream(spark, config, "kafka", available_now=False, stop=stop)
+        except BaseException as error:  # reported by the caller
+            failure.append(error)
+
+    thread = threading.Thread(target=stream, name="bench-stream", daemon=True)
+    thread.start()
+    try:
+        sent = run_simulation(
+            config,
+            SimulateOptions(devices=rate, rate=rate, duration_s=seconds, sink="kafka", seed=3),
+        )
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        query = speed_query_name("kafka")
+        # The progress table is flushed every few seconds: wait until the speed query has
+        # reported every record (a condition with a deadline).
+        while not _caught_up(spark, lake, query, sent.acknowledged):
+            if failure or time.monotonic() > deadline:
+                raise WeirError(f"the stream did not catch up: {failure or 'deadline'}")
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(timeout=180)
+    progress = spark.read.format("delta").load(lake.stream_progress)
+    raw = spark.read.format("delta").load(lake.raw)
+    first_sent = raw.agg(F.min(F.col("arrival_time").cast("double"))).first()[0]
+    latencies = record_latencies(progress, raw, speed_query_name("kafka")).where(
+        F.col("sent_at") >= first_sent + FRESHNESS_WARMUP_SECONDS
+    )
+    row = latencies.agg(
+        F.count(F.lit(1)).alias("records"),
+        F.percentile_approx("latency_s", 0.5, 10_000).alias("p50"),
+        F.percentile_approx("latency_s", 0.99, 10_000).alias("p99"),
+        F.max("latency_s").alias("max"),
+    ).first()
+    return {
+        "records": int(row["records"]),
+        "p50_s": round(row["p50"], 3),
+        "p99_s": round(row["p99"], 3),
+        "max_s": round(row["max"], 3),
+    }
+
+
+def run(
+    spark: SparkSession,
+    *,
+    events: int,
+    repeat: int = 1,
+    config: WeirConfig,
+    running_stack: bool = False,
+    freshness_seconds: Optional[int] = FRESHNESS_SECONDS,
+) -> SuiteResult:
+    """Ingest (best of ``repeat``) and, unless ``freshness_seconds`` is None, freshness."""
+    from weir.infra import private_stack
+
+    result = SuiteResult(suite=SUITE)
+    checks_extra = []
+    with tempfile.TemporaryDirectory(prefix="weir-bench-stream-") as folder:
+        state = Path(folder)
+        context = nullcontext(config) if running_stack else private_stack(config, state / "stack")
+        with context as stack:
+            topic = _new_topic(stack, f"bench-ingest-{int(time.time())}")
+            produced = _backlog(_bench_config(stack, state / "unused", topic, 1), events)
+            ceilings, candidates = [], []
+            for attempt in range(repeat):
+                bench = _bench_config(stack, state / f"lake-{attempt}", topic, 1)
+                started = time.perf_counter()
+                parse_ceiling(spark, bench)
+                ceilings.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                _stream_available_now(spark, bench)
+                candidates.append(time.perf_counter() - started)
+            result.measurements = [
+                Measurement(CEILING, produced, min(ceilings)),
+                Measurement(CANDIDATE, produced, min(candidates)),
+            ]
+            freshness = None
+            if freshness_seconds:
+                live_topic = _new_topic(stack, f"bench-fresh-{int(time.time())}")
+                live = _bench_config(stack, state / "lake-fresh", live_topic, 1)
+                freshness = measure_freshness(spark, live, freshness_seconds, FRESHNESS_RATE)
+                checks_extra = [
+                    {
+                        "check": f"freshness p50 <= 2 s at {FRESHNESS_RATE}/s, 1 s trigger",
+                        "value": freshness["p50_s"],
+                        "met": freshness["p50_s"] <= 2.0,
+                    },
+                    {
+                        "check": f"freshness p99 <= 5 s at {FRESHNESS_RATE}/s, 1 s trigger",
+                        "value": freshness["p99_s"],
+                        "met": freshness["p99_s"] <= 5.0,
+                    },
+                ]
+    result.environment = environment(
+        master=spark.sparkContext.master,
+        partitions=config.sources.kafka.partitions,
+        freshness=freshness,
+        load_average=_load(),
+    )
+    result.evaluate([Target(CANDIDATE, CEILING, min_ratio=0.5, min_rate=100_000)])
+    result.checks.extend(checks_extra)
+    return result
+
+
+def _load() -> Optional[list[float]]:
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
