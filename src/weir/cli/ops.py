@@ -23,23 +23,59 @@ def dq_run(conf: str = conf_option()) -> None:
 
 @catalog_app.command("sync")
 def catalog_sync(conf: str = conf_option()) -> None:
-    """Create or update the catalog tables."""
-    load(conf)
-    not_built("catalog sync", 6)
+    """Create or update the catalog tables (Spark metastore locally, Glue on AWS)."""
+    import logging
+
+    from weir.catalog import sync_catalog
+    from weir.spark import build_session
+
+    config = load(conf)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    registered = sync_catalog(build_session(config, app_name="weir-catalog"), config)
+    kind = config.catalog.kind
+    console.print(f"weir catalog sync ({kind}): {len(registered)} tables registered")
+    for name in registered:
+        console.print(f"  {name}")
 
 
 @catalog_app.command("ddl")
 def catalog_ddl(conf: str = conf_option()) -> None:
-    """Print the Athena DDL of Weir's tables."""
-    load(conf)
-    not_built("catalog ddl", 6)
+    """Print the Athena DDL of Weir's tables (no Spark session needed)."""
+    from weir.catalog import athena_ddl, catalog_tables
+    from weir.lake import LakeLayout
+
+    config = load(conf)
+    tables = catalog_tables(LakeLayout.from_config(config))
+    # Plain print: the DDL is meant to be piped or pasted, without rich's markup or wrapping.
+    print(athena_ddl(config.catalog.database, tables), end="")
 
 
 @app.command()
-def maintain(conf: str = conf_option()) -> None:
-    """OPTIMIZE and VACUUM every Weir table."""
-    load(conf)
-    not_built("maintain", 6)
+def maintain(
+    conf: str = conf_option(),
+    retention_hours: float = typer.Option(
+        168, "--retention-hours", help="VACUUM keeps files younger than this (minimum 168)"
+    ),
+    allow_short_retention: bool = typer.Option(
+        False,
+        "--allow-short-retention",
+        help="allow --retention-hours below 168 (Delta's own retention check still applies)",
+    ),
+) -> None:
+    """OPTIMIZE (Z-order by device_id for the minute views) and VACUUM every Weir table."""
+    from weir.maintain import check_retention, run_maintenance
+    from weir.spark import build_session
+
+    config = load(conf)
+    check_retention(retention_hours, allow_short_retention)  # before a session starts
+    spark = build_session(config, app_name="weir-maintain")
+    run_maintenance(
+        spark,
+        config,
+        retention_hours,
+        allow_short_retention,
+        report=lambda line: console.print(line, highlight=False, markup=False),
+    )
 
 
 @app.command()
