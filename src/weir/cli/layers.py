@@ -46,7 +46,6 @@ def merge(conf: str = conf_option()) -> None:
 
     from rich.table import Table
 
-    from weir.cli.app import console
     from weir.layers.serving import run_merge
     from weir.spark import build_session
 
