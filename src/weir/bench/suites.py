@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from weir.bench import contract
+from weir.bench import batch, contract
 
 SUITES: dict[str, Callable] = {
     contract.SUITE: contract.run,
+    batch.SUITE: batch.run,
 }

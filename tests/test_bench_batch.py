@@ -1,0 +1,68 @@
+"""The `batch` benchmark suite runs end to end on a tiny table and writes its figures.
+
+No timing is asserted (figures depend on the machine and its load): only that every
+measurement and check is there, and that the generated table has the mix it claims.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from weir.bench import batch
+from weir.bench.suites import SUITES
+from weir.config import WeirConfig
+from weir.contract import classify_records
+
+EVENTS = 20_000
+
+
+@pytest.fixture(scope="module")
+def figures(
+    spark: SparkSession, weir_config: WeirConfig, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
+    folder = tmp_path_factory.mktemp("bench")
+    result = batch.run(spark, EVENTS, repeat=1, config=weir_config, data_dir=folder / "data")
+    path = result.write(folder / "results")
+    assert path.name.startswith("batch-") and (folder / "results" / "batch-latest.json").exists()
+    return json.loads(Path(path).read_text("utf-8"))
+
+
+def test_suite_is_registered() -> None:
+    assert SUITES[batch.SUITE] is batch.run
+
+
+def test_results_file_has_every_measurement_and_check(figures: dict) -> None:
+    names = [m["name"] for m in figures["measurements"]]
+    assert names == [
+        "parse_floor",
+        "rebuild_full",
+        "rebuild_history",
+        "rebuild_incremental",
+        "rebuild_unchanged",
+    ]
+    assert all(m["seconds"] > 0 for m in figures["measurements"])
+    assert len(figures["checks"]) == 3
+    assert all(isinstance(check["met"], bool) for check in figures["checks"])
+    assert figures["environment"]["events"] == EVENTS
+    assert len(figures["environment"]["load_average_before"]) == 3
+
+
+def test_generated_table_has_the_documented_mix(spark: SparkSession) -> None:
+    raw = batch.generate_raw(spark, EVENTS).transform(classify_records)
+    counts = raw.agg(
+        F.count(F.lit(1)).alias("records"),
+        F.countDistinct("event_id").alias("events"),
+        F.count("quarantine_reason").alias("invalid"),
+        F.min("ingest_date").alias("first_day"),
+        F.max("ingest_date").alias("last_day"),
+    ).first()
+    assert counts["records"] == EVENTS
+    assert counts["invalid"] == EVENTS // 100  # 1%: malformed + out of range
+    # 2% retries; a malformed record's event_id is unknown (null), so not counted either
+    assert counts["events"] == EVENTS - EVENTS // 50 - EVENTS // 200
+    assert (counts["last_day"] - counts["first_day"]).days == batch.DAYS - 1
