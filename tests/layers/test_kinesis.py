@@ -9,6 +9,7 @@ check the tables after each run, crash and restart (docs/kinesis.md).
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from weir.config import ConfigError, KinesisSourceConfig, LakeConfig, WeirConfig
 from weir.contract import aggregate_minutes, classify_records, dedup_first_received, valid_events
 from weir.errors import WeirError
 from weir.infra.process import wait_until
-from weir.lake import LakeLayout
+from weir.lake import LakeLayout, local_path
 from weir.layers.checkpoints import committed_transactions
 from weir.layers.kinesis_stream import (
     KinesisArchiver,
@@ -625,3 +626,56 @@ def test_a_crash_between_any_two_steps_neither_loses_nor_duplicates(
     assert_raw_is_valid_plus_quarantine(spark, lake)
     assert_quarantine_rows_are_raw_rows(spark, lake)
     assert_speed_equals_batch(spark, lake)
+
+
+@pytest.mark.slow
+def test_without_available_now_rounds_follow_the_stream_until_stopped(
+    spark: SparkSession, stream_config: WeirConfig
+) -> None:
+    config = stream_config.model_copy(
+        update={"timing": stream_config.timing.model_copy(update={"trigger_interval_seconds": 1})}
+    )
+    lake = LakeLayout.from_config(config)
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = run_kinesis_stream(spark, config, stop=stop)
+        except BaseException as error:  # reported by the test thread
+            outcome["error"] = error
+
+    runner = threading.Thread(target=run, name="kinesis-stream")
+    runner.start()
+    try:
+        now = datetime.now(UTC)
+        puts = put(config, [recent_event(f"follow-{n}", "vehicle-007", now) for n in range(6)])
+        stream = config.sources.kinesis.stream
+        wait_until(
+            lambda: "error" in outcome or rows_committed(lake, stream) >= len(puts),
+            timeout=180,
+            what="records archived by the running stream",
+            interval=1.0,
+        )
+    finally:
+        stop.set()
+        runner.join(timeout=180)
+    assert not runner.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"].stopped_by_signal
+    assert archived(spark, lake) == sorted(puts)
+
+
+def rows_committed(lake: LakeLayout, stream: str) -> int:
+    """Rows the archiver of ``stream`` committed to RAW, from the Delta log's JSON commits.
+
+    Read from files, not with Spark, so polling does not compete with the stream for cores.
+    """
+    app_id = archiver_writer_ids(stream).raw
+    total = 0
+    for commit in Path(local_path(lake.raw), "_delta_log").glob("*.json"):
+        actions = [json.loads(line) for line in commit.read_text().splitlines() if line]
+        if any(a.get("txn", {}).get("appId") == app_id for a in actions):
+            info = next(a["commitInfo"] for a in actions if "commitInfo" in a)
+            total += int(info["operationMetrics"]["numOutputRows"])
+    return total
