@@ -8,8 +8,7 @@ fixed ``computed_at``, so expected tables compare exactly.
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
+import shutil
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -176,12 +175,15 @@ def _small_delta_snapshots(spark: SparkSession) -> Iterator[None]:
         spark.conf.set(key, before)
 
 
+def config_for(base: WeirConfig, lake: LakeLayout) -> WeirConfig:
+    """``base`` with the lake moved to ``lake``."""
+    return base.model_copy(update={"lake": base.lake.model_copy(update={"root": lake.root})})
+
+
 @pytest.fixture
 def config(weir_config: WeirConfig, lake: LakeLayout) -> WeirConfig:
     """The session config with the lake moved to this test's tmp lake."""
-    return weir_config.model_copy(
-        update={"lake": weir_config.lake.model_copy(update={"root": lake.root})}
-    )
+    return config_for(weir_config, lake)
 
 
 # --- The rule, as a transform ---------------------------------------------------------------
@@ -361,13 +363,42 @@ UNIFIED_2 = [
 ]
 
 
+@pytest.fixture(scope="module")
+def lake_templates(
+    spark: SparkSession, weir_config: WeirConfig, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Lakes built once for the module, copied into each test that starts from them.
+
+    ``inputs_1``: SPEED_ROWS, BATCH_ROWS_1 and batch run 1 (H1). ``merged_1``: the same after
+    one merge, so the unified table holds UNIFIED_1. A Delta table's log holds relative paths
+    only, so a copied folder is the same table at a new place.
+    """
+    base = tmp_path_factory.mktemp("serving-templates")
+    inputs = LakeLayout(root=f"file://{base}/inputs_1")
+    write_view(spark, inputs.speed, SPEED_ROWS)
+    write_view(spark, inputs.batch, BATCH_ROWS_1)
+    batch_run(spark, inputs, H1)
+    shutil.copytree(base / "inputs_1", base / "merged_1")
+    run_merge(spark, config_for(weir_config, LakeLayout(root=f"file://{base}/merged_1")))
+    return {name: base / name for name in ("inputs_1", "merged_1")}
+
+
+@pytest.fixture
+def inputs_1(lake_templates: dict[str, Path], lake: LakeLayout) -> None:
+    """This test's lake holds SPEED_ROWS, BATCH_ROWS_1 and batch run 1 (H1), not merged yet."""
+    shutil.copytree(lake_templates["inputs_1"], local_path(lake.root))
+
+
+@pytest.fixture
+def merged_1(lake_templates: dict[str, Path], lake: LakeLayout) -> None:
+    """This test's lake as ``inputs_1`` after one merge: the unified table holds UNIFIED_1."""
+    shutil.copytree(lake_templates["merged_1"], local_path(lake.root))
+
+
+@pytest.mark.usefixtures("inputs_1")
 def test_merge_hands_windows_from_speed_to_batch_without_loss_or_double_count(
     spark: SparkSession, config: WeirConfig, lake: LakeLayout
 ) -> None:
-    write_view(spark, lake.speed, SPEED_ROWS)
-    write_view(spark, lake.batch, BATCH_ROWS_1)
-    batch_run(spark, lake, H1)
-
     first = run_merge(spark, config)
     assert_unified(spark, lake, UNIFIED_1)
     assert (first.scope, first.horizon, first.partitions_replaced) == (SCOPE_FULL, H1, [D3])
@@ -388,13 +419,10 @@ def test_merge_hands_windows_from_speed_to_batch_without_loss_or_double_count(
     assert unified(spark, lake).agg(F.sum("event_count")).first()[0] == 2 + 3 + 8 + 5
 
 
+@pytest.mark.usefixtures("merged_1")
 def test_merge_rerun_with_the_same_inputs_makes_no_commit(
     spark: SparkSession, config: WeirConfig, lake: LakeLayout
 ) -> None:
-    write_view(spark, lake.speed, SPEED_ROWS)
-    write_view(spark, lake.batch, BATCH_ROWS_1)
-    batch_run(spark, lake, H1)
-    run_merge(spark, config)
     before = versions(spark, lake.serving)
 
     again = run_merge(spark, config)
@@ -489,12 +517,10 @@ def _conflict() -> ConcurrentAppendException:
     )
 
 
+@pytest.mark.usefixtures("inputs_1")
 def test_merge_retries_after_a_conflicting_commit_and_succeeds(
     spark: SparkSession, config: WeirConfig, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_view(spark, lake.speed, SPEED_ROWS)
-    write_view(spark, lake.batch, BATCH_ROWS_1)
-    batch_run(spark, lake, H1)
     real = serving.apply_changes
     calls = []
 
@@ -533,13 +559,10 @@ def test_merge_gives_up_after_bounded_attempts_and_records_the_failure(
     assert unified(spark, lake).count() == 0  # created empty, never written
 
 
+@pytest.mark.usefixtures("merged_1")
 def test_a_foreign_commit_between_diff_and_commit_is_detected_and_repaired(
     spark: SparkSession, config: WeirConfig, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_view(spark, lake.speed, SPEED_ROWS)
-    write_view(spark, lake.batch, BATCH_ROWS_1)
-    batch_run(spark, lake, H1)
-    run_merge(spark, config)
     upsert(spark, lake.speed, [minute("veh-1", "10:01", 15, LAYER_SPEED)])
     real = serving.apply_changes
     calls = []
@@ -558,71 +581,40 @@ def test_a_foreign_commit_between_diff_and_commit_is_detected_and_repaired(
     assert_unified(spark, lake, [*expected, minute("veh-1", "10:01", 15, LAYER_SPEED)])
 
 
-def test_merge_beside_a_writer_upserting_speed_reads_one_pinned_version(
-    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+@pytest.mark.usefixtures("inputs_1")
+def test_merge_beside_a_writer_upserting_speed_reads_the_version_it_pinned(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_view(spark, lake.speed, SPEED_ROWS)
-    write_view(spark, lake.batch, BATCH_ROWS_1)
-    batch_run(spark, lake, H1)
-    stop = threading.Event()
-    written: list[int] = []
-    failures: list[BaseException] = []
+    # The worst moment for a stream's micro-batch to land: after the merge pinned SPEED's
+    # version, before it reads SPEED. Injected there, not raced from a thread, so it is
+    # certain to happen at that moment.
+    late = minute("veh-3", "10:05", 101, LAYER_SPEED)
+    real = serving._read_version
 
-    def stream() -> None:
-        count = 100
-        try:
-            while not stop.is_set():
-                count += 1
-                upsert(spark, lake.speed, [minute("veh-3", "10:05", count, LAYER_SPEED)])
-                written.append(count)
-        except BaseException as error:  # reported by the test thread
-            failures.append(error)
+    def stream_commits_first(session: SparkSession, path: str, version: Optional[int]):
+        if path == lake.speed:
+            upsert(spark, lake.speed, [late])
+        return real(session, path, version)
 
-    writer = threading.Thread(target=stream, daemon=True)
-    writer.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not written and time.monotonic() < deadline and writer.is_alive():
-            time.sleep(0.2)
-        assert written, "the writer made no commit"
-        run = run_merge(spark, config)
-        while table_version(spark, lake.speed) <= run.speed_version:
-            assert time.monotonic() < deadline + 120, "the writer made no commit after the merge"
-            assert writer.is_alive(), failures
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        writer.join(timeout=120)
-    assert not failures and not writer.is_alive()
+    monkeypatch.setattr(serving, "_read_version", stream_commits_first)
+    run = run_merge(spark, config)
+    monkeypatch.undo()
 
-    speed_at = spark.read.format("delta").option("versionAsOf", run.speed_version)
-    batch_at = spark.read.format("delta").option("versionAsOf", run.batch_version)
-    expected = serving_rule(batch_at.load(lake.batch), speed_at.load(lake.speed), H1)
-    assert_df_equality(unified(spark, lake), expected, ignore_row_order=True, ignore_nullable=True)
-    assert run.speed_version < table_version(spark, lake.speed)  # the writer went on, unseen
-
-    # The next merge catches up with what the writer committed after the pinned version.
-    run_merge(spark, config)
-    latest = serving_rule(
-        spark.read.format("delta").load(lake.batch),
-        spark.read.format("delta").load(lake.speed),
-        H1,
-    )
-    assert_df_equality(unified(spark, lake), latest, ignore_row_order=True, ignore_nullable=True)
+    assert table_version(spark, lake.speed) == run.speed_version + 1  # the writer went on
+    assert_unified(spark, lake, UNIFIED_1)  # ...unseen: the merge read its pinned version
+    caught_up = run_merge(spark, config)  # the next merge catches up
+    assert (caught_up.scope, caught_up.partitions_replaced) == (SCOPE_INCREMENTAL, [D3])
+    assert_unified(spark, lake, [*UNIFIED_1, late])
 
 
 # --- Readers and entry points -------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("merged_1")
 def test_unified_table_reads_the_same_with_the_deltalake_package(
-    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+    spark: SparkSession, lake: LakeLayout
 ) -> None:
     from deltalake import DeltaTable as RustDeltaTable
-
-    write_view(spark, lake.speed, SPEED_ROWS)
-    write_view(spark, lake.batch, BATCH_ROWS_1)
-    batch_run(spark, lake, H1)
-    run_merge(spark, config)
 
     def comparable(records: list[dict]) -> list[tuple]:
         def value(v: object) -> object:

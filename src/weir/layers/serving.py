@@ -342,19 +342,20 @@ def changed_dates(
     files = [f"{log_dir}/{v:020d}.json" for v in range(since_version + 1, until_version + 1)]
     try:
         actions = spark.read.schema(_LOG_SCHEMA).json(files)
-        file_actions = actions.select(F.col("add").alias("a")).unionByName(
+        data_changes = actions.select(F.col("add").alias("a")).unionByName(
             actions.select(F.col("remove").alias("a"))
         )
-        summary = (
-            file_actions.where(
-                F.col("a").isNotNull() & F.coalesce(F.col("a.dataChange"), F.lit(True))
-            )
-            .select(F.col("a.partitionValues").getItem(column).alias("value"))
-            .groupBy("value")
-            .count()
-            .collect()
+        data_changes = data_changes.where(
+            F.col("a").isNotNull() & F.coalesce(F.col("a.dataChange"), F.lit(True))
+        ).select(
+            F.lit(False).alias("metadata"),
+            F.col("a.partitionValues").getItem(column).alias("value"),
         )
-        metadata_changed = actions.where(F.col("metaData").isNotNull()).limit(1).count() > 0
+        metadata = actions.where(F.col("metaData").isNotNull()).select(
+            F.lit(True).alias("metadata"), F.lit(None).cast("string").alias("value")
+        )
+        # One pass over the commit files for both questions.
+        summary = data_changes.unionByName(metadata).distinct().collect()
     except AnalysisException as error:
         log.info(
             "serving: cannot read %s commits %s..%s: %s",
@@ -365,7 +366,7 @@ def changed_dates(
         )
         return None
     values = [row["value"] for row in summary]
-    if metadata_changed or any(value is None for value in values):
+    if any(row["metadata"] for row in summary) or any(value is None for value in values):
         return None
     return frozenset(date.fromisoformat(value) for value in values)
 
