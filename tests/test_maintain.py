@@ -43,6 +43,24 @@ def parquet_files_on_disk(path: str) -> int:
     return len(list(Path(local_path(path)).rglob("*.parquet")))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _small_table_settings(spark: SparkSession) -> Iterator[None]:
+    """Tiny tables: Delta snapshots in one task, VACUUM's file listing in two, not 50 and 10000."""
+    settings = {
+        "spark.databricks.delta.snapshotPartitions": "1",
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+    }
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    yield
+    for key, value in before.items():
+        if value is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, value)
+
+
 @pytest.fixture
 def config(weir_config: WeirConfig, lake: LakeLayout) -> WeirConfig:
     return weir_config.model_copy(
