@@ -40,12 +40,31 @@ def _path_missing(error: AnalysisException) -> bool:
     return "PATH_NOT_FOUND" in str(error) or "Path does not exist" in str(error)
 
 
-def _latest_table_version(spark: SparkSession, path: str) -> Optional[int]:
+def _not_a_delta_table(error: AnalysisException) -> bool:
+    text = str(error)
+    # No _delta_log; a _delta_log without a commit yet (another process is creating it).
+    return any(
+        mark in text
+        for mark in ("DELTA_MISSING_DELTA_TABLE", "is not a Delta table", "DELTA_TABLE_NOT_FOUND")
+    )
+
+
+def latest_table_version(spark: SparkSession, path: str) -> Optional[int]:
+    """The latest version of the Delta table at ``path``; None while there is none.
+
+    Not ``DeltaTable.isDeltaTable``: a JVM that once looked at a table between the creation of
+    its ``_delta_log`` folder and its first commit (another process creating it) keeps
+    answering False from its cached log. ``forPath`` refreshes the log.
+    """
     from delta.tables import DeltaTable
 
-    if not DeltaTable.isDeltaTable(spark, path):
-        return None
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    try:
+        latest = DeltaTable.forPath(spark, path).history(1).select("version").first()
+    except AnalysisException as error:
+        if _not_a_delta_table(error) or _path_missing(error):
+            return None
+        raise
+    return None if latest is None else int(latest[0])
 
 
 def committed_transactions(spark: SparkSession, table_path: str) -> dict[str, int]:
@@ -54,7 +73,7 @@ def committed_transactions(spark: SparkSession, table_path: str) -> dict[str, in
     Read the way Delta builds a snapshot: the last checkpoint (Parquet) plus every JSON commit
     after it, keeping the highest ``txn.version`` per app id.
     """
-    latest = _latest_table_version(spark, table_path)
+    latest = latest_table_version(spark, table_path)
     if latest is None:
         return {}
     log = f"{table_path.rstrip('/')}/_delta_log"

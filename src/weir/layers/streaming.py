@@ -33,7 +33,7 @@ from pyspark.sql.types import StructType
 from weir.config import WeirConfig
 from weir.errors import WeirError
 from weir.lake import LakeLayout
-from weir.layers.checkpoints import QueryWriters, guard_checkpoint
+from weir.layers.checkpoints import QueryWriters, guard_checkpoint, latest_table_version
 from weir.layers.progress import ProgressRecorder
 from weir.layers.raw import RawArchiver
 from weir.layers.speed import SpeedUpserter, speed_minutes
@@ -72,23 +72,25 @@ def speed_query_name(source: str) -> str:
     return f"speed-{source}"
 
 
-def _qualified(path: str) -> str:
-    """A path as Hadoop prints it (``file:/x`` for ``file:///x``): Delta compares the text."""
-    return "file:/" + path[len("file:///") :] if path.startswith("file:///") else path
-
-
 def ensure_table(
     spark: SparkSession, path: str, schema: StructType, partition_columns: tuple[str, ...]
 ) -> None:
-    """Create an empty Delta table at ``path`` unless one exists (schema and partitioning)."""
-    from delta.tables import DeltaTable
+    """Create an empty Delta table at ``path`` unless one exists (schema and partitioning).
 
+    Path-based on purpose: ``DeltaTable.createIfNotExists`` resolves ``delta.`path``` through
+    the session catalog, which locally boots the embedded Derby metastore and holds it for the
+    life of the stream, so `weir catalog sync` or a notebook could not open it meanwhile.
+    Delta records a DataFrame write's columns as nullable; the contract keeps the required
+    ones filled. ``ignore`` makes a concurrent creator's table win.
+    """
+    if latest_table_version(spark, path) is not None:
+        return
     (
-        DeltaTable.createIfNotExists(spark)
-        .location(_qualified(path))
-        .addColumns(schema)
-        .partitionedBy(*partition_columns)
-        .execute()
+        spark.createDataFrame([], schema)
+        .write.format("delta")
+        .mode("ignore")
+        .partitionBy(*partition_columns)
+        .save(path)
     )
 
 
