@@ -373,6 +373,28 @@ def test_reset_checkpoint_is_a_bad_argument_for_kinesis(weir_config: WeirConfig)
         run_kinesis_stream(None, weir_config, available_now=True, reset_checkpoint=True)  # type: ignore[arg-type]
 
 
+class DescribeFails:
+    """A Kinesis client whose first call, DescribeStreamSummary, fails with ``code``."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def describe_stream_summary(self, **_: Any) -> dict:
+        raise client_error(self.code, "DescribeStreamSummary")
+
+
+def test_a_missing_stream_fails_before_anything_is_written(weir_config: WeirConfig) -> None:
+    with pytest.raises(WeirError, match=r"stream 'telemetry' \(sources.kinesis.stream\) does"):
+        run_kinesis_stream(None, weir_config, client=DescribeFails("ResourceNotFoundException"))  # type: ignore[arg-type]
+
+
+def test_a_failed_kinesis_call_is_a_runtime_failure_with_the_reason(
+    weir_config: WeirConfig,
+) -> None:
+    with pytest.raises(WeirError, match=r"a Kinesis call failed.*AccessDenied"):
+        run_kinesis_stream(None, weir_config, client=DescribeFails("AccessDeniedException"))  # type: ignore[arg-type]
+
+
 # --- end to end against the local endpoint ------------------------------------------------------
 
 

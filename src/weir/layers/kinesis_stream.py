@@ -443,9 +443,26 @@ def run_kinesis_stream(
     ``timing.trigger_interval_seconds`` (at once while a shard has a backlog) until ``stop``
     is set. Raises ConfigError for bad arguments (nothing written), WeirError for a failure.
     """
-    started = time.monotonic()
+    from botocore.exceptions import BotoCoreError, ClientError
+
     check_kinesis_arguments(reset_checkpoint)
-    stop = stop or threading.Event()
+    try:
+        return _run(spark, config, available_now, stop or threading.Event(), client)
+    except (BotoCoreError, ClientError) as error:
+        raise WeirError(
+            f"{RAW_KINESIS}: a Kinesis call failed: {error}. What was committed stays; the "
+            "next start resumes from it"
+        ) from error
+
+
+def _run(
+    spark: SparkSession,
+    config: WeirConfig,
+    available_now: bool,
+    stop: threading.Event,
+    client: Any,
+) -> KinesisStreamResult:
+    started = time.monotonic()
     lake = LakeLayout.from_config(config)
     kinesis = config.sources.kinesis
     client = client or kinesis_client(config)
