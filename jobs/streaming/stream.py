@@ -16,7 +16,7 @@ import threading
 from weir.config import DEFAULT_CONF_PATH, ConfigError, load_config
 from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
 from weir.layers.streaming import configure_logging, run_stream, stop_on_signals
-from weir.sources import SOURCE_NAMES, check_source, require_built
+from weir.sources import SOURCE_NAMES, check_source
 from weir.spark import build_session
 
 
@@ -31,7 +31,6 @@ def main(argv: list) -> int:
     try:
         config = load_config(args.conf)
         check_source(config, args.source)
-        require_built(args.source)
         spark = build_session(config, app_name=f"weir-stream-{args.source}")
         with stop_on_signals(threading.Event()) as stop:
             run_stream(spark, config, args.source, args.available_now, args.reset_checkpoint, stop)

@@ -6,9 +6,17 @@ import typer
 
 from weir.cli.app import app, conf_option, console, load
 
+stream_app = typer.Typer(
+    help="The raw archiver and the speed layer of one source (docs/streaming.md).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(stream_app, name="stream")
 
-@app.command()
+
+@stream_app.callback()
 def stream(
+    ctx: typer.Context,
     conf: str = conf_option(),
     source: str = typer.Option("kafka", help="kafka | kinesis | files"),
     available_now: bool = typer.Option(
@@ -21,15 +29,16 @@ def stream(
     ),
 ) -> None:
     """Run the raw archiver and the speed layer (until SIGTERM / Ctrl-C, or --available-now)."""
+    if ctx.invoked_subcommand is not None:
+        return  # `weir stream status`: its own options
     import threading
 
     from weir.layers.streaming import configure_logging, run_stream, stop_on_signals
-    from weir.sources import check_source, require_built
+    from weir.sources import check_source
     from weir.spark import build_session
 
     config = load(conf)
     check_source(config, source)
-    require_built(source)
     configure_logging()
     spark = build_session(config, app_name=f"weir-stream-{source}")
     with stop_on_signals(threading.Event()) as stop:
@@ -37,6 +46,45 @@ def stream(
     batches = ", ".join(f"{name} up to batch {batch}" for name, batch in result.last_batch.items())
     how = "stopped by signal" if result.stopped_by_signal else "done"
     console.print(f"weir stream --source {source}: {how} ({batches}) in {result.seconds:.1f}s")
+
+
+@stream_app.command("status")
+def stream_status(conf: str = conf_option()) -> None:
+    """The last recorded micro-batch of each streaming query: batch, rows, watermark, lag."""
+    from rich.table import Table
+
+    from weir.lake import LakeLayout
+    from weir.layers.progress import stream_status as last_progress
+    from weir.spark import build_session
+
+    config = load(conf)
+    lake = LakeLayout.from_config(config)
+    rows = last_progress(build_session(config, app_name="weir-stream-status"), lake.stream_progress)
+    if not rows:
+        console.print(f"no stream has recorded progress in {lake.stream_progress} yet")
+        return
+    table = Table(
+        "query",
+        "batch",
+        "at (UTC)",
+        "rows",
+        "took",
+        "watermark (UTC)",
+        "lag (offsets)",
+        title=f"stream progress ({lake.stream_progress})",
+    )
+    for row in rows:
+        watermark = row["watermark"]
+        table.add_row(
+            row["query_name"],
+            str(row["batch_id"]),
+            f"{row['trigger_time']:%Y-%m-%d %H:%M:%S}",
+            str(row["num_input_rows"]),
+            "" if row["batch_duration_ms"] is None else f"{row['batch_duration_ms'] / 1000:.1f}s",
+            "" if watermark is None or watermark.year <= 1970 else f"{watermark:%Y-%m-%d %H:%M:%S}",
+            "" if row["offsets_behind_latest"] is None else str(row["offsets_behind_latest"]),
+        )
+    console.print(table)
 
 
 @app.command()

@@ -47,7 +47,7 @@ from weir.schemas import (
     STREAM_PROGRESS_PARTITION_COLUMNS,
     STREAM_PROGRESS_SCHEMA,
 )
-from weir.sources import check_source, require_built, source_records
+from weir.sources import KINESIS, check_source, source_records
 
 log = logging.getLogger("weir.stream")
 
@@ -233,7 +233,7 @@ def run_stream(
     reset_checkpoint: bool = False,
     stop: Optional[threading.Event] = None,
 ) -> StreamResult:
-    """Run the raw archiver and the speed layer of ``source`` (kafka | files).
+    """Run the raw archiver and the speed layer of ``source`` (kafka | files | kinesis).
 
     Exactly once: RAW and QUARANTINE through idempotent appends, SPEED through an idempotent
     MERGE, both behind checkpoints. Returns when both queries finished (``available_now``)
@@ -242,7 +242,11 @@ def run_stream(
     """
     started = time.monotonic()
     check_source(config, source)
-    require_built(source)
+    if source == KINESIS:
+        # Its own driver-side archiver (docs/kinesis.md); imported here: it builds on this module.
+        from weir.layers.kinesis_stream import run_kinesis_stream
+
+        return run_kinesis_stream(spark, config, available_now, reset_checkpoint, stop)
     lake = LakeLayout.from_config(config)
     raw_name, speed_name = raw_query_name(source), speed_query_name(source)
     writers = guard_checkpoint(
