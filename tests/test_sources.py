@@ -11,13 +11,13 @@ from weir.config import ConfigError, FilesSourceConfig, KafkaSourceConfig, WeirC
 from weir.errors import WeirError
 from weir.schemas import RAW_SCHEMA
 from weir.sources import (
-    KAFKA,
+    KINESIS,
     check_source,
     files_reader_options,
     kafka_options,
     kafka_records,
     landing_records,
-    require_built,
+    source_records,
     with_ingest_time,
 )
 from weir.sources.kafka import MSK_IAM_CALLBACK_HANDLER, MSK_IAM_JAAS_CONFIG
@@ -63,6 +63,21 @@ def test_msk_iam_sets_the_login_module_and_callback_handler() -> None:
     assert options["kafka.sasl.mechanism"] == "AWS_MSK_IAM"
     assert options["kafka.sasl.jaas.config"] == MSK_IAM_JAAS_CONFIG
     assert options["kafka.sasl.client.callback.handler.class"] == MSK_IAM_CALLBACK_HANDLER
+
+
+def test_mutual_tls_passes_the_trust_and_key_stores_to_the_consumer() -> None:
+    stores = {
+        "ssl.truststore.location": "/etc/weir/kafka.truststore.jks",
+        "ssl.truststore.password": "t",
+        "ssl.keystore.location": "/etc/weir/kafka.keystore.jks",
+        "ssl.keystore.password": "k",
+    }
+    options = kafka_options(kafka(security={"protocol": "SSL", "options": stores}))
+    assert options["kafka.security.protocol"] == "SSL"
+    assert {k: v for k, v in options.items() if k.startswith("kafka.ssl.")} == {
+        f"kafka.{name}": value for name, value in stores.items()
+    }
+    assert not any(k.startswith("kafka.sasl.") for k in options)
 
 
 def test_scram_takes_its_credentials_from_the_client_options() -> None:
@@ -111,10 +126,12 @@ def test_check_source_rejects_an_unknown_source(weir_config: WeirConfig) -> None
     assert raised.value.key == "--source"
 
 
-def test_kinesis_is_not_built_yet() -> None:
-    with pytest.raises(WeirError, match="kinesis source is not built"):
-        require_built("kinesis")
-    require_built(KAFKA)
+def test_kinesis_has_no_spark_streaming_reader(
+    spark: SparkSession, weir_config: WeirConfig
+) -> None:
+    # weir.layers.streaming.run_stream sends it to weir.layers.kinesis_stream instead.
+    with pytest.raises(WeirError, match="kinesis source has no Spark streaming reader"):
+        source_records(spark, weir_config, KINESIS)
 
 
 # --- Files ------------------------------------------------------------------------------------
