@@ -1,12 +1,42 @@
-"""The registry of benchmark suites `weir bench` knows."""
+"""The registry of benchmark suites `weir bench` knows.
+
+Every entry takes ``(spark, config, events, repeat)``; ``events`` None means the suite's own
+default size (the issue's figure: 10 million for batch, 2 million elsewhere; merge is sized in
+days of history). Suites that need a broker start a private one on free ports.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
-from weir.bench import batch, contract
+from pyspark.sql import SparkSession
 
-SUITES: dict[str, Callable] = {
-    contract.SUITE: contract.run,
-    batch.SUITE: batch.run,
+from weir.bench import batch, contract, merge, simulate, streaming
+from weir.bench.harness import SuiteResult
+from weir.config import WeirConfig
+
+Suite = Callable[[SparkSession, WeirConfig, Optional[int], int], SuiteResult]
+DEFAULT_EVENTS = 2_000_000
+
+
+def _sized(events: Optional[int]) -> int:
+    return DEFAULT_EVENTS if events is None else events
+
+
+SUITES: dict[str, Suite] = {
+    contract.SUITE: lambda spark, config, events, repeat: contract.run(
+        spark, events=_sized(events), repeat=repeat
+    ),
+    batch.SUITE: lambda spark, config, events, repeat: batch.run(
+        spark, events=batch.DEFAULT_EVENTS if events is None else events, repeat=repeat
+    ),
+    simulate.SUITE: lambda spark, config, events, repeat: simulate.run(
+        spark, events=_sized(events), repeat=repeat, config=config
+    ),
+    streaming.SUITE: lambda spark, config, events, repeat: streaming.run(
+        spark, events=_sized(events), repeat=repeat, config=config
+    ),
+    merge.SUITE: lambda spark, config, events, repeat: merge.run(
+        spark, repeat=repeat, config=config
+    ),
 }

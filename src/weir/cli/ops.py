@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 from rich.table import Table
 
@@ -80,9 +82,13 @@ def maintain(
 
 @app.command()
 def bench(
-    suite: str = typer.Argument("all", help="contract | all"),
+    suite: str = typer.Argument(
+        "all", help="contract | batch | simulate | streaming | merge | all"
+    ),
     conf: str = conf_option(),
-    events: int = typer.Option(2_000_000, min=1000, help="events per measurement"),
+    events: Optional[int] = typer.Option(
+        None, min=1000, help="events per measurement (default: the suite's own size)"
+    ),
     repeat: int = typer.Option(2, min=1, max=10, help="best of N runs"),
 ) -> None:
     """Run benchmarks against their in-run baselines; figures go to bench/results/."""
@@ -98,7 +104,7 @@ def bench(
     spark = build_session(config, app_name="weir-bench")
     failed = []
     for name in names:
-        result = SUITES[name](spark, events=events, repeat=repeat)
+        result = SUITES[name](spark, config, events, repeat)
         path = result.write()
         table = Table("measurement", "events", "seconds", "events/s", title=f"bench {name}")
         for m in result.measurements:
