@@ -32,8 +32,13 @@ def figures(
     return json.loads(Path(path).read_text("utf-8"))
 
 
-def test_suite_is_registered() -> None:
-    assert SUITES[batch.SUITE] is batch.run
+def test_registry_runs_the_suite_at_its_own_size_with_the_given_config(
+    weir_config: WeirConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dict] = []
+    monkeypatch.setattr(batch, "run", lambda spark, **options: calls.append(options))
+    SUITES[batch.SUITE](None, weir_config, None, 3)
+    assert calls == [{"events": batch.DEFAULT_EVENTS, "repeat": 3, "config": weir_config}]
 
 
 def test_results_file_has_every_measurement_and_check(figures: dict) -> None:

@@ -28,7 +28,10 @@ SUITES: dict[str, Suite] = {
         spark, events=_sized(events), repeat=repeat
     ),
     batch.SUITE: lambda spark, config, events, repeat: batch.run(
-        spark, events=batch.DEFAULT_EVENTS if events is None else events, repeat=repeat
+        spark,
+        events=batch.DEFAULT_EVENTS if events is None else events,
+        repeat=repeat,
+        config=config,
     ),
     simulate.SUITE: lambda spark, config, events, repeat: simulate.run(
         spark, events=_sized(events), repeat=repeat, config=config
