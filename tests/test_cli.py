@@ -80,8 +80,8 @@ def test_every_command_takes_conf(command: list[str], capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     "args",
     [
-        ["demo", "--events", "0"],
-        ["demo", "--events", "many"],
+        ["demo", "--devices", "0"],
+        ["demo", "--minutes", "many"],
         ["demo", "--no-such-option"],
         ["no-such-command"],
         ["infra", "sideways"],

@@ -361,7 +361,7 @@ def test_bad_configuration_exits_2_names_the_key_and_writes_nothing(
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
 
-    code, _, err = run_cli(["demo", "--events", "10", "--conf", str(conf)], capsys)
+    code, _, err = run_cli(["demo", "--devices", "1", "--conf", str(conf)], capsys)
 
     assert code == EXIT_BAD_CONFIG, err
     assert f"{key}:" in err
@@ -391,7 +391,7 @@ def test_jars_dir_without_jars_exits_2_before_spark_starts(
     conf = tmp_path / "bad.yaml"
     conf.write_text(yaml.safe_dump(valid_document), "utf-8")
 
-    code, _, err = run_cli(["demo", "--events", "10", "--conf", str(conf)], capsys)
+    code, _, err = run_cli(["demo", "--devices", "1", "--conf", str(conf)], capsys)
 
     assert code == EXIT_BAD_CONFIG
     assert "spark.jars_dir:" in err
