@@ -625,9 +625,22 @@ def test_sigterm_finishes_the_running_batch_and_exits_0(
     stream = StreamProcess(config, tmp_path, "files")
     try:
         stream.wait_for(lambda: raw_count(spark, lake) == 3, "the stream archives a.jsonl")
+        # RAW's commit lands before the checkpoint's commit file: wait for both, or the batch
+        # of a.jsonl would still look in flight and the signal would stop the stream before b.
+        stream.wait_for(
+            lambda: (
+                bool(committed_batches(lake, "raw-files"))
+                and batch_in_flight(lake, "raw-files") is None
+            ),
+            "raw-files commits the batch of a.jsonl",
+        )
+        archived_a = max(committed_batches(lake, "raw-files"))
         land(config, "b.jsonl", files["b.jsonl"], now)
         running = stream.wait_for(
-            lambda: batch_in_flight(lake, "raw-files"),
+            lambda: (
+                (batch_in_flight(lake, "raw-files") or -1) > archived_a
+                and batch_in_flight(lake, "raw-files")
+            ),
             "raw-files starts the batch of b.jsonl",
             interval=0.02,
         )
