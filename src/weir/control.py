@@ -16,7 +16,7 @@ from typing import Optional
 from delta.tables import DeltaTable
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import TimestampType
+from pyspark.sql.types import StructType, TimestampType
 
 from weir.lake import LakeLayout
 from weir.schemas import BATCH_RUN_SCHEMA
@@ -32,9 +32,6 @@ MODE_RANGE = "range"
 COMPLETE_MODES = (MODE_FULL, MODE_INCREMENTAL)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_TIMESTAMP_COLUMNS = tuple(
-    f.name for f in BATCH_RUN_SCHEMA.fields if isinstance(f.dataType, TimestampType)
-)
 
 
 @dataclass(frozen=True)
@@ -87,28 +84,35 @@ def _utc_from_micros(micros: Optional[int]) -> Optional[datetime]:
     return None if micros is None else _EPOCH + timedelta(microseconds=micros)
 
 
-def _portable_columns(present: Iterable[str]) -> list[Column]:
-    """BATCH_RUN_SCHEMA columns, readable the same way in any Python process.
+def portable_columns(schema: StructType, present: Iterable[str]) -> list[Column]:
+    """``schema``'s columns of a run table, readable the same way in any Python process.
 
     Timestamps travel as epoch microseconds: PySpark turns TimestampType into naive datetimes
     in the Python process's local zone, which need not be UTC. A column a table written by an
-    older Weir lacks reads as null.
+    older Weir lacks reads as null. Pair with :func:`utc_values`.
     """
+    present = set(present)
     columns = []
-    for field in BATCH_RUN_SCHEMA.fields:
+    for field in schema.fields:
         if field.name not in present:
             columns.append(F.lit(None).alias(field.name))
-        elif field.name in _TIMESTAMP_COLUMNS:
+        elif isinstance(field.dataType, TimestampType):
             columns.append(F.unix_micros(F.col(field.name)).alias(field.name))
         else:
             columns.append(F.col(field.name))
     return columns
 
 
+def utc_values(schema: StructType, values: dict) -> dict:
+    """A row read through :func:`portable_columns`, its timestamps as aware UTC datetimes."""
+    for field in schema.fields:
+        if isinstance(field.dataType, TimestampType):
+            values[field.name] = _utc_from_micros(values[field.name])
+    return values
+
+
 def _from_row(values: dict) -> BatchRun:
-    for name in _TIMESTAMP_COLUMNS:
-        values[name] = _utc_from_micros(values[name])
-    return BatchRun(**values)
+    return BatchRun(**utc_values(BATCH_RUN_SCHEMA, values))
 
 
 def batch_runs(spark: SparkSession, lake: LakeLayout) -> list[BatchRun]:
@@ -116,7 +120,9 @@ def batch_runs(spark: SparkSession, lake: LakeLayout) -> list[BatchRun]:
     if not DeltaTable.isDeltaTable(spark, lake.batch_runs):
         return []
     runs = spark.read.format("delta").load(lake.batch_runs)
-    ordered = runs.orderBy("started_at", "run_id").select(*_portable_columns(runs.columns))
+    ordered = runs.orderBy("started_at", "run_id").select(
+        *portable_columns(BATCH_RUN_SCHEMA, runs.columns)
+    )
     return [_from_row(row.asDict()) for row in ordered.collect()]
 
 
@@ -137,5 +143,5 @@ def latest_batch_run(
     if modes is not None:
         runs = runs.where(F.col("mode").isin(list(modes)))
     latest = runs.orderBy(F.col("finished_at").desc(), F.col("started_at").desc())
-    row = latest.select(*_portable_columns(runs.columns)).first()
+    row = latest.select(*portable_columns(BATCH_RUN_SCHEMA, runs.columns)).first()
     return None if row is None else _from_row(row.asDict())

@@ -52,11 +52,10 @@ from pyspark.sql.types import (
     StringType,
     StructField,
     StructType,
-    TimestampType,
 )
 
 from weir.config import WeirConfig
-from weir.control import COMPLETE_MODES, latest_batch_run
+from weir.control import COMPLETE_MODES, latest_batch_run, portable_columns, utc_values
 from weir.errors import WeirError
 from weir.lake import LakeLayout
 from weir.schemas import (
@@ -87,12 +86,8 @@ MAX_LOG_VERSIONS = 2000
 PARTITION_COLUMN = MINUTE_PARTITION_COLUMNS[0]
 _DELETE = "_weir_delete"
 _MINUTE = timedelta(minutes=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_ERROR_CHARS = 2000
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
-_TIMESTAMP_COLUMNS = tuple(
-    f.name for f in MERGE_RUN_SCHEMA.fields if isinstance(f.dataType, TimestampType)
-)
 
 # Commit conflicts Delta raises when another writer committed first (docs/serving.md).
 CONFLICTS: tuple[type[BaseException], ...] = (
@@ -485,7 +480,9 @@ def merge_runs(spark: SparkSession, lake: LakeLayout) -> list[MergeRun]:
     if not DeltaTable.isDeltaTable(spark, lake.merge_runs):
         return []
     runs = spark.read.format("delta").load(lake.merge_runs)
-    ordered = runs.orderBy("started_at", "run_id").select(*_portable_columns(runs.columns))
+    ordered = runs.orderBy("started_at", "run_id").select(
+        *portable_columns(MERGE_RUN_SCHEMA, runs.columns)
+    )
     return [_run_from_row(row.asDict()) for row in ordered.collect()]
 
 
@@ -497,29 +494,12 @@ def latest_merge_run(spark: SparkSession, lake: LakeLayout) -> Optional[MergeRun
     latest = runs.where(F.col("status") == RUN_SUCCEEDED).orderBy(
         F.col("finished_at").desc(), F.col("started_at").desc()
     )
-    row = latest.select(*_portable_columns(runs.columns)).first()
+    row = latest.select(*portable_columns(MERGE_RUN_SCHEMA, runs.columns)).first()
     return None if row is None else _run_from_row(row.asDict())
 
 
-def _portable_columns(present: Iterable[str]) -> list[Column]:
-    # Timestamps travel as epoch microseconds: PySpark would hand back naive local datetimes.
-    present = set(present)
-    columns = []
-    for field in MERGE_RUN_SCHEMA.fields:
-        if field.name not in present:
-            columns.append(F.lit(None).alias(field.name))
-        elif field.name in _TIMESTAMP_COLUMNS:
-            columns.append(F.unix_micros(F.col(field.name)).alias(field.name))
-        else:
-            columns.append(F.col(field.name))
-    return columns
-
-
 def _run_from_row(values: dict) -> MergeRun:
-    for name in _TIMESTAMP_COLUMNS:
-        micros = values[name]
-        values[name] = None if micros is None else _EPOCH + timedelta(microseconds=micros)
-    return MergeRun(**values)
+    return MergeRun(**utc_values(MERGE_RUN_SCHEMA, values))
 
 
 # --- The run -----------------------------------------------------------------------------------
