@@ -63,6 +63,10 @@ INVALID_KINDS: tuple[str, ...] = (
     OUT_OF_RANGE,
 )
 FAULT_KINDS: tuple[str, ...] = COPY_KINDS + VALID_KINDS + INVALID_KINDS
+# Kinds that only change the event_time member (FaultInjector.event_time).
+TIME_KINDS: frozenset[str] = frozenset(
+    {OUT_OF_ORDER, LATE, EPOCH_MILLIS, BAD_TIMESTAMP, FUTURE_EVENT}
+)
 
 # Future events are this far ahead of the run's clock (never of the wall clock), so the reason
 # is certain for any ingest within a day of sending (DESIGN.md §4: future = > ingest + 5 min).
@@ -200,14 +204,25 @@ def _get(fields: Fields, key: str) -> Optional[str]:
     return None
 
 
+# Pieces of an ISO text, so that one costs a few lookups: "HH:MM:", "SS.", "mmmZ"; the day
+# ("YYYY-MM-DDT") is formatted once per day seen.
+_MINUTE_TEXTS = [f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440)]
+_SECOND_TEXTS = [f"{s:02d}." for s in range(60)]
+_MILLI_TEXTS = [f"{ms:03d}Z" for ms in range(1000)]
+_DAY_TEXTS: dict[int, str] = {}
+
+
 def iso_text(micros: int) -> str:
     """``YYYY-MM-DDTHH:MM:SS.mmmZ`` for an instant in epoch microseconds (UTC)."""
     seconds, rest = divmod(micros, 1_000_000)
     days, second_of_day = divmod(seconds, 86_400)
-    day = date.fromordinal(_EPOCH_ORDINAL + days)
-    hour, rem = divmod(second_of_day, 3600)
-    minute, second = divmod(rem, 60)
-    return f"{day.isoformat()}T{hour:02d}:{minute:02d}:{second:02d}.{rest // 1000:03d}Z"
+    day = _DAY_TEXTS.get(days)
+    if day is None:
+        if len(_DAY_TEXTS) > 4096:
+            _DAY_TEXTS.clear()
+        day = _DAY_TEXTS[days] = date.fromordinal(_EPOCH_ORDINAL + days).isoformat() + "T"
+    minute, second = divmod(second_of_day, 60)
+    return day + _MINUTE_TEXTS[minute] + _SECOND_TEXTS[second] + _MILLI_TEXTS[rest // 1000]
 
 
 @dataclass
@@ -242,21 +257,51 @@ class FaultInjector:
     def _done(self, fields: Fields, event_id, event_time_us, reason=None) -> Injected:
         return Injected(serialize(fields).encode(), event_id, event_time_us, reason)
 
-    # --- valid --------------------------------------------------------------------------------
-    def _retime(self, fields: Fields, event_time_us: int) -> None:
-        _set(fields, "event_time", '"' + iso_text(event_time_us) + '"')
+    # --- event_time only ----------------------------------------------------------------------
+    def event_time(self, kind: str, event_time_us: int, clock_us: int) -> tuple:
+        """A kind of :data:`TIME_KINDS`: the event_time JSON text it sends instead, the time
+        that text claims (None if none the contract accepts) and the expected reason.
+
+        The stream's fast path puts the text into the device's template; :meth:`inject` into
+        the editable members: the same draws, the same bytes.
+        """
+        return getattr(self, "_time_" + kind)(event_time_us, clock_us)
+
+    def _retimed(self, fields, event_id, event_time_us, clock_us, kind) -> Injected:
+        text, claimed, reason = self.event_time(kind, event_time_us, clock_us)
+        _set(fields, "event_time", text)
+        return self._done(fields, event_id, claimed, reason)
 
     def _out_of_order(self, fields, event_id, event_time_us, clock_us) -> Injected:
-        shifted = event_time_us - self.rng.randint(1_000_000, self.out_of_order_max_us)
-        self._retime(fields, shifted)
-        return self._done(fields, event_id, shifted)
+        return self._retimed(fields, event_id, event_time_us, clock_us, OUT_OF_ORDER)
 
     def _late(self, fields, event_id, event_time_us, clock_us) -> Injected:
+        return self._retimed(fields, event_id, event_time_us, clock_us, LATE)
+
+    def _epoch_millis(self, fields, event_id, event_time_us, clock_us) -> Injected:
+        return self._retimed(fields, event_id, event_time_us, clock_us, EPOCH_MILLIS)
+
+    def _bad_timestamp(self, fields, event_id, event_time_us, clock_us) -> Injected:
+        return self._retimed(fields, event_id, event_time_us, clock_us, BAD_TIMESTAMP)
+
+    def _future_event(self, fields, event_id, event_time_us, clock_us) -> Injected:
+        return self._retimed(fields, event_id, event_time_us, clock_us, FUTURE_EVENT)
+
+    # --- valid --------------------------------------------------------------------------------
+    def _time_out_of_order(self, event_time_us: int, clock_us: int) -> tuple:
+        shifted = event_time_us - self.rng.randint(1_000_000, self.out_of_order_max_us)
+        return '"' + iso_text(shifted) + '"', shifted, None
+
+    def _time_late(self, event_time_us: int, clock_us: int) -> tuple:
         # Log-uniform: as many a few minutes late as a few hours late.
         low, high = math.log(self.late_min_us), math.log(max(self.late_min_us + 1, LATE_MAX_US))
         shifted = event_time_us - int(math.exp(self.rng.uniform(low, high)))
-        self._retime(fields, shifted)
-        return self._done(fields, event_id, shifted)
+        return '"' + iso_text(shifted) + '"', shifted, None
+
+    def _time_epoch_millis(self, event_time_us: int, clock_us: int) -> tuple:
+        millis = event_time_us // 1000
+        text = str(millis) if self.rng.random() < 0.8 else f'"{millis}"'
+        return text, millis * 1000, None
 
     _EXTRAS = (
         ("firmware", '"2.3.1"'),
@@ -349,7 +394,7 @@ class FaultInjector:
         _set(fields, name, text)
         return self._done(fields, event_id, event_time_us, Reason.bad_type(name))
 
-    def _bad_timestamp(self, fields, event_id, event_time_us, clock_us) -> Injected:
+    def _time_bad_timestamp(self, event_time_us: int, clock_us: int) -> tuple:
         iso = iso_text(event_time_us)
         text = self.rng.choice(
             (
@@ -369,18 +414,13 @@ class FaultInjector:
                 '{"ms":' + str(event_time_us // 1000) + "}",
             )
         )
-        _set(fields, "event_time", text)
-        return self._done(fields, event_id, None, Reason.BAD_TIMESTAMP)
+        return text, None, Reason.BAD_TIMESTAMP
 
-    def _future_event(self, fields, event_id, event_time_us, clock_us) -> Injected:
+    def _time_future_event(self, event_time_us: int, clock_us: int) -> tuple:
         ahead = max(event_time_us, clock_us) + FUTURE_LEAD_US + self.rng.randrange(FUTURE_SPREAD_US)
-        if self.rng.random() < 0.2:
-            _set(fields, "event_time", str(ahead // 1000))
-            ahead = ahead // 1000 * 1000
-        else:
-            self._retime(fields, ahead)
-            ahead = ahead // 1000 * 1000
-        return self._done(fields, event_id, ahead, Reason.FUTURE_EVENT)
+        epoch = self.rng.random() < 0.2  # as epoch milliseconds, else as ISO text
+        text = str(ahead // 1000) if epoch else '"' + iso_text(ahead) + '"'
+        return text, ahead // 1000 * 1000, Reason.FUTURE_EVENT
 
     def _out_of_range(self, fields, event_id, event_time_us, clock_us) -> Injected:
         name = self.rng.choice(METRIC_FIELDS)

@@ -17,6 +17,7 @@ The same seed and tick times give the same readings, byte for byte: nothing read
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -56,10 +57,10 @@ _KM_PER_DEGREE = 111.32
 _ROAM_DEGREES = 0.25  # vehicles turn home when further than this
 
 # The payload layout, in the order its members are written: each member's %-format and the
-# indexes of its values in a row (see Fleet.rows). Clean payloads are these templates filled
+# indexes of its values in a row (see Tick.columns). Clean payloads are these templates filled
 # in; faults start from the same members (weir.simulate.faults.serialize), so both give the
 # same bytes. Vehicles and sensors share one row shape: slot 5 is speed or humidity.
-_TIME = '"%s.%03dZ"'
+_TIME = '"%s.%sZ"'  # the second's text, then the millisecond's ("007")
 _ROW = (
     "event_id",
     "second",
@@ -124,6 +125,15 @@ def _tenths(values: np.ndarray) -> list:
     return _TENTHS[index].tolist()
 
 
+_MILLIS = np.array([f"{k:03d}" for k in range(1000)], dtype=object)
+# Status texts by code: vehicles 0-2, sensors 3-4 (their own codes plus 3).
+_STATUSES = np.array(VEHICLE_STATUSES + SENSOR_STATUSES, dtype=object)
+_SENSOR_STATUS_BASE = len(VEHICLE_STATUSES)
+# The variable members of a payload, in template order: event id, then the Tick.columns.
+_SLOTS = 9
+_SLOT = re.compile("%s")
+
+
 class _CoordinateTexts:
     """%.6f texts of a coordinate array, re-formatted only where the value moved.
 
@@ -139,8 +149,12 @@ class _CoordinateTexts:
         moved = np.flatnonzero(micro != self.micro)
         if len(moved):
             texts = self.texts
-            for index, value in zip(moved.tolist(), (micro[moved] / 1e6).tolist()):
-                texts[index] = f"{value:.6f}"
+            # One %-format over all moved values (a call per value costs more than the value).
+            new = (",".join(["%.6f"] * len(moved)) % tuple((micro[moved] / 1e6).tolist())).split(
+                ","
+            )
+            for index, text in zip(moved.tolist(), new):
+                texts[index] = text
             self.micro = micro
         return self.texts
 
@@ -157,7 +171,16 @@ class Tick:
     number: int
     time_us: int  # the tick's start: the fleet's clock
     event_time_us: list  # per device
-    rows: list  # per device: a tuple in _ROW order, minus the event id
+    columns: tuple  # _ROW order minus the event id: one list per member, one text per device
+
+    def row(self, device: int) -> tuple:
+        """One device's reading: a tuple in _ROW order, minus the event id."""
+        return tuple(column[device] for column in self.columns)
+
+    @property
+    def rows(self) -> list:
+        """Every device's :meth:`row` (tests; the hot path works on columns)."""
+        return list(zip(*self.columns))
 
 
 class Fleet:
@@ -186,6 +209,10 @@ class Fleet:
             _template(VEHICLE_LAYOUT if vehicle else SENSOR_LAYOUT, device_id)
             for vehicle, device_id in zip(self.vehicle_flags, self.device_ids)
         ]
+        # The same with the event_time member's whole JSON text as one slot (time faults).
+        self._retime_templates: list[str] = [
+            template.replace(_TIME, "%s", 1) for template in self.templates
+        ]
 
         cities = np.array(CITIES)
         city = setup.integers(len(CITIES), size=n)
@@ -213,6 +240,17 @@ class Fleet:
         self._seconds: dict[int, str] = {}
         self._lat_texts = _CoordinateTexts(self.lat)
         self._lon_texts = _CoordinateTexts(self.lon)
+        self._status_base = np.where(self.is_vehicle, 0, _SENSOR_STATUS_BASE)
+        self._status_cap = np.where(self.is_vehicle, 2, 1)
+        # Every payload of a tick is one str.join over the templates' constant pieces and the
+        # tick's texts, interleaved: the constant pieces sit in place, the texts are assigned
+        # by stride (a C-level copy each), and the joined text is split into payloads.
+        pieces = [_SLOT.split(template) for template in self.templates]
+        self._pieces: list = [None] * (2 * _SLOTS + 1) * n
+        stride = 2 * _SLOTS + 1
+        for slot, constant in enumerate(zip(*pieces)):
+            texts = list(constant) if slot < _SLOTS else [text + "\n" for text in constant]
+            self._pieces[2 * slot :: stride] = texts
 
     # --- dynamics -------------------------------------------------------------------------------
     def _advance(self, dt: float) -> None:
@@ -291,38 +329,57 @@ class Fleet:
             3.0,
             100.0,
         )
-        # The ISO text to the second: formatted once per distinct second of the tick.
-        unique_seconds, which = np.unique(event_us // 1_000_000, return_inverse=True)
+        return Tick(
+            number,
+            time_us,
+            event_us.tolist(),
+            (
+                self._second_texts(event_us // 1_000_000),
+                _MILLIS[(event_us // 1000) % 1000].tolist(),
+                _hundredths(temperature),
+                _tenths(self.battery),
+                _tenths(np.where(self.is_vehicle, self.speed, humidity)),
+                self._lat_texts.update(self.lat),
+                self._lon_texts.update(self.lon),
+                _STATUSES[self._status_base + np.minimum(self.state, self._status_cap)].tolist(),
+            ),
+        )
+
+    def _second_texts(self, seconds: np.ndarray) -> list:
+        """The ISO text to the second of each reading: formatted once per distinct second."""
         cache = self._seconds
         if len(cache) > 4096:
             cache.clear()
+        low, high = int(seconds.min()), int(seconds.max())
+        if high - low <= 4096:  # a tick spans few seconds: index a table of them
+            distinct, which = range(low, high + 1), seconds - low
+        else:
+            distinct, which = np.unique(seconds, return_inverse=True)
+            distinct = distinct.tolist()
         texts = []
-        for second in unique_seconds.tolist():
+        for second in distinct:
             text = cache.get(second)
             if text is None:
                 text = cache[second] = second_prefix(second)
             texts.append(text)
-        prefixes = np.array(texts, dtype=object)[which].tolist()
-        statuses = np.where(
-            self.is_vehicle,
-            np.array(VEHICLE_STATUSES, dtype=object)[np.minimum(self.state, 2)],
-            np.array(SENSOR_STATUSES, dtype=object)[np.minimum(self.state, 1)],
-        )
-        rows = zip(
-            prefixes,
-            ((event_us // 1000) % 1000).tolist(),
-            _hundredths(temperature),
-            _tenths(self.battery),
-            _tenths(np.where(self.is_vehicle, self.speed, humidity)),
-            self._lat_texts.update(self.lat),
-            self._lon_texts.update(self.lon),
-            statuses.tolist(),
-        )
-        return Tick(number, time_us, event_us.tolist(), list(rows))
+        return np.array(texts, dtype=object)[which].tolist()
 
     # --- payloads -------------------------------------------------------------------------------
+    def payloads(self, tick: Tick, event_ids: list) -> list:
+        """Every device's clean payload of ``tick`` (bytes, device order): the hot path."""
+        pieces, stride = self._pieces, 2 * _SLOTS + 1
+        pieces[1::stride] = event_ids
+        for slot, column in enumerate(tick.columns, start=1):
+            pieces[2 * slot + 1 :: stride] = column
+        return "".join(pieces).encode().split(b"\n")[:-1]
+
+    def retimed_payload(self, device: int, row: tuple, event_time_text: str) -> str:
+        """The payload of a reading (``row`` starting with the event id) whose event_time
+        member is ``event_time_text`` (JSON) instead: the bytes of editing :meth:`fields`."""
+        return self._retime_templates[device] % (row[0], event_time_text, *row[3:])
+
     def payload(self, device: int, row: tuple) -> str:
-        """The clean payload of a reading; ``row`` starts with the event id (the hot path)."""
+        """The clean payload of a reading; ``row`` starts with the event id."""
         return self.templates[device] % row
 
     def fields(self, device: int, row: tuple) -> list:

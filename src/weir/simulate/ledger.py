@@ -28,15 +28,17 @@ import json
 import os
 import zlib
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
-from itertools import count, repeat
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any, Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from weir.simulate.stream import SimRecord
+from weir.simulate.stream import Batch, SimRecord
 
 VALID = "valid"
 QUARANTINE = "quarantine"
@@ -67,6 +69,23 @@ LEDGER_SCHEMA = pa.schema(
 )
 
 
+# The columns kept for rows not written yet (payloads only as their CRC32).
+_PENDING = (
+    "seq",
+    "key",
+    "payload_crc32",
+    "event_id",
+    "event_time",
+    "fault",
+    "reason",
+    "group",
+    "variant",
+    "partition",
+    "offset",
+)
+_DICTIONARY_COLUMNS = ["key", "fault", "fate", "reason", "partition"]
+
+
 def ledger_root(state_dir: str) -> Path:
     return Path(state_dir) / "ledgers"
 
@@ -86,12 +105,21 @@ def write_json(target: Path, document: dict) -> None:
 class Ledger:
     """Records acknowledgements as they come; fates of copies follow acknowledgement order."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], rows_per_part: int = 250_000):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict[str, Any],
+        rows_per_part: int = 250_000,
+        background_writes: bool = False,
+    ):
         self.folder = folder
+        self.background_writes = background_writes
         self.manifest = dict(manifest)
         self.rows_per_part = rows_per_part
         folder.mkdir(parents=True, exist_ok=False)
-        self._rows: list[tuple] = []
+        # Acknowledged rows not written yet, column by column, in acknowledgement order.
+        self._columns: dict[str, list] = {name: [] for name in _PENDING}
+        self._pending = 0
         self._parts = 0
         self._written = 0
         self.failed_count = 0
@@ -101,49 +129,103 @@ class Ledger:
         self._faults: Counter = Counter()
         # event_id -> [winning seq or None, winning variant, copies resolved]
         self._groups: dict[str, list] = {}
+        # With background_writes, parts are encoded and written by one thread (pyarrow lets
+        # go of the GIL meanwhile) while the run goes on; close() waits for them.
+        self._writer: Optional[ThreadPoolExecutor] = None
+        self._writes: list[Future] = []
         self.manifest.update(status=RUNNING, started_at=_now())
         write_json(folder / MANIFEST, self.manifest)
 
     # --- called by sinks ------------------------------------------------------------------------
     def acknowledged(self, record: SimRecord, partition: Any, offset: Any) -> None:
         """The sink confirmed ``record`` at ``partition``/``offset``."""
-        self._rows.append((record, partition, offset))
-        if len(self._rows) >= self.rows_per_part:
-            self.flush()
+        self.acknowledged_many([(record, partition, offset)])
 
     def acknowledged_many(self, rows: list[tuple[SimRecord, Any, Any]]) -> None:
         """Several ``(record, partition, offset)`` confirmations, in the order they came."""
-        self._rows.extend(rows)
-        if len(self._rows) >= self.rows_per_part:
-            self.flush()
+        if not rows:
+            return
+        records, partitions, offsets = zip(*rows)
+        seqs, _, keys, payloads, event_ids, times, faults, reasons, groups, variants = zip(*records)
+        self._append(
+            seqs,
+            keys,
+            payloads,
+            event_ids,
+            times,
+            faults,
+            reasons,
+            groups,
+            variants,
+            partitions,
+            offsets,
+        )
 
     def acknowledged_lines(self, records: list[SimRecord], path: str) -> None:
         """The sink confirmed a file holding ``records`` as its lines 1, 2, …"""
-        self.acknowledged_many(list(zip(records, repeat(path), count(1))))
+        self.acknowledged_batch(Batch.of(records), path, range(1, len(records) + 1))
 
-    def _resolve_copy(self, record: SimRecord) -> Optional[tuple[str, int]]:
+    def acknowledged_batch(
+        self, batch: Batch, partitions: Any, offsets: Any, acked: Optional[list] = None
+    ) -> None:
+        """A batch's records confirmed, in batch order: ``partitions`` one per record (or one
+        for all, a str), ``offsets`` one per record; ``acked`` (a bool per record), if given,
+        leaves out those whose flag is false (the sink reports them otherwise)."""
+        n = len(batch)
+        if isinstance(partitions, str):
+            partitions = repeat(partitions, n)
+        columns = (
+            batch.seqs,
+            batch.keys,
+            batch.payloads,
+            batch.event_ids,
+            batch.event_times,
+            batch.faults,
+            batch.reasons,
+            batch.groups,
+            batch.variants,
+            partitions,
+            offsets,
+        )
+        if acked is not None and not all(acked):
+            columns = tuple(list(compress(column, acked)) for column in columns)
+        self._append(*columns)
+
+    def _append(self, seqs, keys, payloads, *rest) -> None:
+        columns = self._columns
+        before = len(columns["seq"])
+        columns["seq"].extend(seqs)
+        columns["key"].extend(keys)
+        columns["payload_crc32"].extend(map(zlib.crc32, payloads))
+        for name, values in zip(_PENDING[3:], rest):
+            columns[name].extend(values)
+        self._pending += len(columns["seq"]) - before
+        if self._pending >= self.rows_per_part:
+            self.flush()
+
+    def _resolve_copy(self, event_id: str, seq: int, variant: int) -> Optional[tuple[str, int]]:
         """The first acknowledged copy of an event is valid; a later one duplicates it.
 
         Called in acknowledgement order (rows are resolved when written, in the order they
         were acknowledged; a failure only means "never acknowledged", whenever it came).
         Returns (fate, seq of the winner) for a losing copy, None for the winner.
         """
-        entry = self._groups.get(record.event_id)
+        entry = self._groups.get(event_id)
         if entry is None:
-            self._groups[record.event_id] = [record.seq, record.variant, 1]
+            self._groups[event_id] = [seq, variant, 1]
             return None
         entry[2] += 1
         if entry[2] >= 2:
-            del self._groups[record.event_id]  # an original and its one copy: settled
+            del self._groups[event_id]  # an original and its one copy: settled
         if entry[0] is None:  # the earlier copies all failed: this one is first
-            entry[0], entry[1] = record.seq, record.variant
+            entry[0], entry[1] = seq, variant
             return None
-        fate = DUPLICATE if record.variant == entry[1] else CONFLICTING_DUPLICATE
+        fate = DUPLICATE if variant == entry[1] else CONFLICTING_DUPLICATE
         return fate, entry[0]
 
     @property
     def acknowledged_count(self) -> int:
-        return self._written + len(self._rows)
+        return self._written + self._pending
 
     @property
     def confirmed(self) -> int:
@@ -171,44 +253,61 @@ class Ledger:
     # --- writing ---------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write the acknowledged rows so far as one more Parquet part (atomically)."""
-        rows, self._rows = self._rows, []
-        if not rows:
+        if not self._pending:
             return
-        records, partitions, offsets = zip(*rows)
-        seqs, _, keys, payloads, event_ids, times, faults, reasons, groups, _ = zip(*records)
+        c, self._columns = self._columns, {name: [] for name in _PENDING}
+        rows, self._pending = self._pending, 0
+        reasons, groups = c["reason"], c["group"]
         fates = [VALID if reason is None else QUARANTINE for reason in reasons]
-        duplicate_of: list = [None] * len(rows)
-        for index in [i for i, group in enumerate(groups) if group]:
-            lost = self._resolve_copy(records[index])
+        duplicate_of: list = [None] * rows
+        event_ids, seqs, variants = c["event_id"], c["seq"], c["variant"]
+        for index in compress(range(rows), groups):
+            lost = self._resolve_copy(event_ids[index], seqs[index], variants[index])
             if lost is not None:
                 fates[index], duplicate_of[index] = lost
         table = pa.table(
             {
                 "seq": pa.array(seqs, pa.int64()),
                 "event_id": pa.array(event_ids, pa.string()),
-                "key": pa.array(keys, pa.string()),
-                "event_time": pa.array(times, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-                "fault": pa.array(faults, pa.string()),
+                "key": pa.array(c["key"], pa.string()),
+                "event_time": pa.array(c["event_time"], pa.int64()).cast(
+                    pa.timestamp("us", tz="UTC")
+                ),
+                "fault": pa.array(c["fault"], pa.string()),
                 "fate": pa.array(fates, pa.string()),
                 "reason": pa.array(reasons, pa.string()),
                 "duplicate_of": pa.array(duplicate_of, pa.int64()),
-                "partition": _texts(partitions),
-                "offset": _texts(offsets),
-                "payload_crc32": pa.array(list(map(zlib.crc32, payloads)), pa.int64()),
+                "partition": _texts(c["partition"]),
+                "offset": _texts(c["offset"]),
+                "payload_crc32": pa.array(c["payload_crc32"], pa.int64()),
             },
             schema=LEDGER_SCHEMA,
         )
+        for counter, name in ((self._fates, "fate"), (self._faults, "fault")):
+            counter.update(_value_counts(table.column(name)))
+        self._reasons.update(_value_counts(table.column("reason")))
         target = self.folder / PART_PATTERN.format(self._parts)
-        _write_atomically(target, lambda p: pq.write_table(table, p, compression="snappy"))
+        if not self.background_writes:
+            _write_part(target, table)
+        else:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="weir-ledger")
+            self._writes.append(self._writer.submit(_write_part, target, table))
         self._parts += 1
-        self._written += len(rows)
-        self._fates.update(fates)
-        self._reasons.update(r for r in reasons if r is not None)
-        self._faults.update(faults)
+        self._written += rows
+
+    def _wait_for_writes(self) -> None:
+        writes, self._writes = self._writes, []
+        for write in writes:
+            write.result()  # a failed write raises here
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
 
     def close(self, status: str, **summary: Any) -> dict[str, Any]:
         """Write what is left and the final run.json; returns the manifest."""
         self.flush()
+        self._wait_for_writes()
         if self._failures:
             _write_atomically(
                 self.folder / FAILED_FILE,
@@ -230,11 +329,32 @@ class Ledger:
         return self.manifest
 
 
-def _texts(values: tuple) -> pa.Array:
-    """Coordinates as text: Kafka's integers are converted by Arrow, not one by one."""
-    if all(type(v) is int for v in values):
+def _texts(values: list) -> pa.Array:
+    """Coordinates as text: integers (Kafka's, line numbers) are converted by Arrow."""
+    try:
         return pa.array(values, pa.int64()).cast(pa.string())
-    return pa.array([v if type(v) is str else str(v) for v in values], pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        pass
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([v if type(v) is str else str(v) for v in values], pa.string())
+
+
+def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    """Non-null values of a string column and how often each occurs."""
+    counts = pc.value_counts(column.drop_null())
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+
+
+def _write_part(target: Path, table: pa.Table) -> None:
+    # Dictionary encoding only where values repeat (the others cost more than they save).
+    _write_atomically(
+        target,
+        lambda p: pq.write_table(
+            table, p, compression="snappy", use_dictionary=_DICTIONARY_COLUMNS
+        ),
+    )
 
 
 def _now() -> str:

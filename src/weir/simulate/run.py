@@ -222,6 +222,9 @@ class _LedgerHandle:
     def acknowledged_lines(self, records, path) -> None:
         self.ledger.acknowledged_lines(records, path)
 
+    def acknowledged_batch(self, batch, partitions, offsets, acked=None) -> None:
+        self.ledger.acknowledged_batch(batch, partitions, offsets, acked)
+
     def failed(self, record, error) -> None:
         self.ledger.failed(record, error)
 
@@ -286,7 +289,7 @@ def run_simulation(
             "end": _iso(plan.end_us) if plan.end_us is not None else None,
         },
     }
-    ledger = handle.ledger = L.Ledger(root / run_id, manifest)
+    ledger = handle.ledger = L.Ledger(root / run_id, manifest, background_writes=True)
     if hasattr(sink, "ledger"):
         sink.ledger = ledger  # direct calls from here on (the hot path)
 

@@ -20,13 +20,16 @@ import zlib
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
 
 from weir.config import ConfigError, WeirConfig
 from weir.errors import WeirError
 from weir.lake import LakeLayout, local_path
-from weir.simulate.stream import SimRecord
+from weir.simulate.stream import Batch, SimRecord
 
 KAFKA = "kafka"
 KINESIS = "kinesis"
@@ -42,6 +45,10 @@ class Acknowledger(Protocol):
     def acknowledged_many(self, rows: list[tuple[SimRecord, Any, Any]]) -> None: ...
 
     def acknowledged_lines(self, records: list[SimRecord], path: str) -> None: ...
+
+    def acknowledged_batch(
+        self, batch: Batch, partitions: Any, offsets: Any, acked: Optional[list] = None
+    ) -> None: ...
 
     def failed(self, record: SimRecord, error: str) -> None: ...
 
@@ -100,30 +107,64 @@ def kafka_client_settings(config: WeirConfig) -> dict[str, Any]:
     return settings
 
 
+class _InFlight:
+    """A batch handed to the producer, and what its delivery reports said so far."""
+
+    __slots__ = ("batch", "errors", "offsets", "partitions", "unsettled")
+
+    def __init__(self, batch: Batch, partitions: list) -> None:
+        self.batch = batch
+        self.partitions = partitions
+        self.offsets = np.full(len(batch), -1, dtype=np.int64)
+        self.errors: dict[int, str] = {}  # index in the batch -> delivery error
+        self.unsettled = len(batch)
+
+
+class _Router(dict):
+    """Device id -> (key bytes, partition), computed on first use (CRC32 of the key modulo the
+    partition count: librdkafka's ``consistent`` partitioner)."""
+
+    def __init__(self, partitions: int) -> None:
+        super().__init__()
+        self.partitions = partitions
+
+    def __missing__(self, device_id: str) -> tuple[bytes, int]:
+        key = device_id.encode()
+        route = self[device_id] = (key, zlib.crc32(key) % self.partitions)
+        return route
+
+
 class KafkaSink:
     """confluent_kafka.Producer; a record is acknowledged by its delivery report.
 
     Each device's records go to one partition, CRC32 of the key modulo the partition count
-    (librdkafka's ``consistent`` partitioner), chosen here so that no per-message callback
-    is needed: the idempotent producer reports deliveries in produce order per partition,
-    so one producer-wide callback pops the record from that partition's in-flight queue
-    (and checks the key, failing loudly if that order were ever broken).
+    (librdkafka's ``consistent`` partitioner), chosen here: the idempotent producer reports
+    deliveries in produce order per partition, so the reports of a partition, taken in order,
+    belong to its in-flight records in order (a key check per partition and hand-over fails
+    loudly if that order were ever broken). A batch is produced by one C-level loop over its
+    columns; the producer-wide delivery callback only keeps the report, and reports are
+    matched to records in bulk when the sink polls. A batch goes to the ledger once every
+    record in it is settled, batches in the order they were sent.
     """
 
     name = KAFKA
 
     def __init__(self, config: WeirConfig, ledger: Acknowledger, producer: Any = None) -> None:
-        from confluent_kafka import KafkaException, Producer
+        from confluent_kafka import KafkaException, Message, Producer
 
         kafka = config.sources.kafka
         self.topic = kafka.topic
         self.target = f"{kafka.bootstrap_servers}/{kafka.topic}"
         self.ledger = ledger
+        self._message = Message
+        # Delivery reports land here, one C-level append each (through the callback below).
+        self._reports: list = []
+        keep = self._reports.append
         self._producer = producer or Producer(
             {
                 **KAFKA_PRODUCER_SETTINGS,
                 **kafka_client_settings(config),
-                "on_delivery": self._on_delivery,
+                "on_delivery": lambda error, message: keep(message),
                 "logger": _kafka_log,  # librdkafka's own logs via logging, not stderr
             }
         )
@@ -142,58 +183,121 @@ class KafkaSink:
                 f"(sources.kafka.topic): {topic.error if topic else 'unknown topic'}"
             )
         self.partitions = len(topic.partitions)
-        self._in_flight = [deque() for _ in range(self.partitions)]
-        self._routes: dict[str, tuple[bytes, int]] = {}  # device id -> key bytes, partition
-        # Delivery reports land here (one append each) and go to the ledger in bulk.
-        self._delivered_rows: list[tuple[SimRecord, int, int]] = []
+        self._routes = _Router(self.partitions)
+        self._batches: deque[_InFlight] = deque()  # in the order sent
+        # Per partition: (in-flight batch, its indexes in that partition, how many reported).
+        self._queues: list[deque] = [deque() for _ in range(self.partitions)]
+        # Never more in librdkafka's queue than it takes (no BufferError in the common case).
+        self._room = int(KAFKA_PRODUCER_SETTINGS["queue.buffering.max.messages"]) - _POLL_EVERY
+        self._unsettled = 0
         self.sent = 0
 
-    def _route(self, device_id: str) -> tuple[bytes, int]:
-        key = device_id.encode()
-        route = self._routes[device_id] = (key, zlib.crc32(key) % self.partitions)
-        return route
+    def send(self, records: Sequence[SimRecord], clock_us: int) -> None:
+        batch = Batch.of(records)
+        size = len(batch)
+        if not size:
+            return
+        while self._unsettled + size > self._room:
+            self._producer.poll(0.05)  # serve delivery reports until librdkafka has room
+            self._hand_over()
+        routes = list(map(self._routes.__getitem__, batch.keys))
+        keys = [route[0] for route in routes]
+        partitions = [route[1] for route in routes]
+        in_flight = _InFlight(batch, partitions)
+        by_partition = np.array(partitions, dtype=np.int64)
+        for partition in range(self.partitions):
+            indexes = np.flatnonzero(by_partition == partition)
+            if len(indexes):
+                self._queues[partition].append([in_flight, indexes, 0])
+        self._batches.append(in_flight)
+        self._unsettled += size
+        self._produce(batch.payloads, keys, partitions)
+        self.sent += size
+        self._producer.poll(0)
+        self._hand_over()
 
-    def _on_delivery(self, error: Any, message: Any) -> None:
-        partition = message.partition()
-        record = self._in_flight[partition].popleft()
-        offset = message.offset()
-        # Checking one report in 32 is enough to catch a reordering (it would be systematic).
-        if not offset & 31 and message.key() != self._routes[record.key][0]:
-            raise WeirError(
-                f"Kafka delivery reports out of order on partition {partition}: the ledger "
-                "cannot be trusted (is enable.idempotence on?)"
-            )
-        if error is None:
-            self._delivered_rows.append((record, partition, offset))
-        else:
-            self._hand_over()  # keep the ledger in delivery order
-            self.ledger.failed(record, str(error))
+    def _produce(self, payloads: list, keys: list, partitions: list) -> None:
+        """produce() for every record, in order, by a C-level loop; on a full local queue,
+        serve delivery reports and go on from the record that did not fit."""
+        produce, topic = self._producer.produce, self.topic
+        first = 0
+        while first < len(payloads):
+            values = iter(payloads[first:] if first else payloads)
+            try:
+                deque(map(produce, repeat(topic), values, keys[first:], partitions[first:]), 0)
+                return
+            except BufferError:
+                first = len(payloads) - values.__length_hint__() - 1  # the one that failed
+                self._producer.poll(0.05)
+                self._hand_over()
 
     def _hand_over(self) -> None:
-        if self._delivered_rows:
-            rows, self._delivered_rows = self._delivered_rows, []
-            self.ledger.acknowledged_many(rows)
+        """Match the delivery reports kept so far to their records; settled batches (in the
+        order sent) go to the ledger."""
+        reports = self._reports
+        if reports:
+            reports_now = reports[:]
+            del reports[:]
+            self._match(reports_now)
+        batches = self._batches
+        while batches and not batches[0].unsettled:
+            self._settle(batches.popleft())
 
-    def send(self, records: Sequence[SimRecord], clock_us: int) -> None:
-        produce = self._producer.produce
-        poll = self._producer.poll
-        routes = self._routes
-        in_flight = self._in_flight
-        topic = self.topic
-        for index, record in enumerate(records):
-            route = routes.get(record.key) or self._route(record.key)
-            while True:
-                try:
-                    produce(topic, record.payload, route[0], partition=route[1])
-                    break
-                except BufferError:
-                    poll(0.05)  # the local queue is full: serve delivery reports, then retry
-            in_flight[route[1]].append(record)
-            if index % _POLL_EVERY == 0:
-                poll(0)
-        self.sent += len(records)
-        poll(0)
-        self._hand_over()
+    def _match(self, reports: list) -> None:
+        message = self._message
+        partitions = np.fromiter(map(message.partition, reports), np.int64, len(reports))
+        offsets = np.fromiter(map(message.offset, reports), np.int64, len(reports))
+        errors = list(map(message.error, reports))
+        failed = len(errors) - errors.count(None)
+        for partition in np.unique(partitions).tolist():
+            positions = np.flatnonzero(partitions == partition)
+            queue = self._queues[partition]
+            taken = 0
+            while taken < len(positions):
+                if not queue:
+                    raise WeirError(
+                        f"Kafka delivery report on partition {partition} for no record sent"
+                    )
+                entry = queue[0]
+                in_flight, indexes, done = entry
+                count = min(len(indexes) - done, len(positions) - taken)
+                mine = indexes[done : done + count]
+                theirs = positions[taken : taken + count]
+                # The first report of each run must carry its record's key: deliveries out
+                # of order would make the ledger wrong, and they would show systematically.
+                expected = self._routes[in_flight.batch.keys[mine[0]]][0]
+                if reports[theirs[0]].key() != expected:
+                    raise WeirError(
+                        f"Kafka delivery reports out of order on partition {partition}: the "
+                        "ledger cannot be trusted (is enable.idempotence on?)"
+                    )
+                in_flight.offsets[mine] = offsets[theirs]
+                if failed:
+                    for index, position in zip(mine.tolist(), theirs.tolist()):
+                        if errors[position] is not None:
+                            in_flight.errors[index] = str(errors[position])
+                in_flight.unsettled -= count
+                self._unsettled -= count
+                taken += count
+                if done + count == len(indexes):
+                    queue.popleft()
+                else:
+                    entry[2] = done + count
+
+    def _settle(self, in_flight: _InFlight, partial: bool = False) -> None:
+        """Hand a batch's delivered records to the ledger (and its failures); ``partial``: some
+        are still unreported (the run is ending without them)."""
+        batch, errors = in_flight.batch, in_flight.errors
+        acked = None
+        if errors or partial:
+            acked = (in_flight.offsets >= 0).tolist()
+            for index in errors:
+                acked[index] = False
+        self.ledger.acknowledged_batch(
+            batch, in_flight.partitions, in_flight.offsets.tolist(), acked
+        )
+        for index, error in sorted(errors.items()):
+            self.ledger.failed(batch[index], error)
 
     def poll(self) -> None:
         self._producer.poll(0)
@@ -207,7 +311,10 @@ class KafkaSink:
     def close(self) -> None:
         self._producer.flush(0)
         self._hand_over()
-        self._producer = None  # the producer holds our callback: break the cycle, free it now
+        # Whatever was delivered is in the ledger, even from batches not wholly settled.
+        while self._batches:
+            self._settle(self._batches.popleft(), partial=True)
+        self._producer = None  # the producer holds our callback: free it now
 
 
 # --- Kinesis -------------------------------------------------------------------------------------
@@ -401,7 +508,7 @@ class FilesSink:
         self.roll_us = int(roll_seconds * 1e6)
         self.max_bytes = max_bytes
         self.files_written = 0
-        self._records: list[SimRecord] = []
+        self._batches: list[Batch] = []
         self._bytes = 0
         self._opened_us = 0
         if self.target.startswith("file://"):
@@ -414,19 +521,31 @@ class FilesSink:
             self._s3 = s3_client or _s3_client(config)
 
     def send(self, records: Sequence[SimRecord], clock_us: int) -> None:
-        if self._records and (
+        if self._batches and (
             clock_us - self._opened_us >= self.roll_us
             or clock_us // 3_600_000_000 != self._opened_us // 3_600_000_000
         ):
             self._write()
-        if not self._records:
+        if not self._batches:
             self._opened_us = clock_us
-        for record in records:
-            self._records.append(record)
-            self._bytes += len(record.payload) + 1
-            if self._bytes >= self.max_bytes:
-                self._write()
-                self._opened_us = clock_us
+        batch = Batch.of(records)
+        while len(batch):
+            size = sum(map(len, batch.payloads)) + len(batch)
+            if self._bytes + size < self.max_bytes:
+                self._batches.append(batch)
+                self._bytes += size
+                return
+            # The file fills up inside this batch: up to the record that reaches max_bytes.
+            taken = 0
+            for length in batch.payloads:
+                taken += 1
+                self._bytes += length + 1
+                if self._bytes >= self.max_bytes:
+                    break
+            self._batches.append(batch[:taken])
+            self._write()
+            self._opened_us = clock_us
+            batch = batch[taken:]
 
     def poll(self) -> None:
         pass
@@ -439,11 +558,11 @@ class FilesSink:
         self._write()
 
     def _write(self) -> None:
-        records, self._records, self._bytes = self._records, [], 0
-        if not records:
+        batches, self._batches, self._bytes = self._batches, [], 0
+        if not batches:
             return
         relative = landing_relative_path(self._opened_us, self.nonce, self.files_written)
-        data = b"\n".join(r.payload for r in records) + b"\n"
+        data = b"\n".join(chain.from_iterable(b.payloads for b in batches)) + b"\n"
         if self._folder is not None:
             target = self._folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -456,7 +575,10 @@ class FilesSink:
             key = f"{self._prefix}/{relative}" if self._prefix else relative
             self._s3.put_object(Bucket=self._bucket, Key=key, Body=data)
         self.files_written += 1
-        self.ledger.acknowledged_lines(records, relative)
+        line = 1
+        for batch in batches:
+            self.ledger.acknowledged_batch(batch, relative, range(line, line + len(batch)))
+            line += len(batch)
 
 
 def _s3_client(config: WeirConfig) -> Any:

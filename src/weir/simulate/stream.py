@@ -28,6 +28,7 @@ from weir.simulate import faults as F
 from weir.simulate.fleet import Fleet, Tick
 
 STREAM_VERSION = 1
+_THREE_DIGITS = [f"{k:03d}" for k in range(1000)]
 
 
 class SimRecord(NamedTuple):
@@ -41,6 +42,92 @@ class SimRecord(NamedTuple):
     reason: Optional[str]  # expected quarantine reason; None for a valid event
     group: bool  # an original that has a copy, or a copy
     variant: int  # copies with equal variants have equal content
+
+
+class Batch:
+    """Consecutive records of the stream, column by column: record ``i`` has seq ``first + i``.
+
+    What the sinks and the ledger work on (a list per field, no object per record); indexing
+    or iterating gives :class:`SimRecord` objects, slicing another batch.
+    """
+
+    # The record fields after seq, in SimRecord order.
+    _COLUMNS = (
+        "devices",
+        "keys",
+        "payloads",
+        "event_ids",
+        "event_times",
+        "faults",
+        "reasons",
+        "groups",
+        "variants",
+    )
+    __slots__ = ("first", *_COLUMNS)
+
+    def __init__(
+        self,
+        first: int,
+        devices: list,
+        keys: list,
+        payloads: list,
+        event_ids: list,
+        event_times: list,
+        faults: list,
+        reasons: list,
+        groups: list,
+        variants: list,
+    ) -> None:
+        self.first = first
+        self.devices = devices
+        self.keys = keys
+        self.payloads = payloads
+        self.event_ids = event_ids
+        self.event_times = event_times
+        self.faults = faults
+        self.reasons = reasons
+        self.groups = groups
+        self.variants = variants
+
+    @classmethod
+    def of(cls, records: list[SimRecord]) -> Batch:
+        """A batch of consecutive records (tests, and sinks handed a plain list)."""
+        if isinstance(records, Batch):
+            return records
+        if not records:
+            return cls(0, [], [], [], [], [], [], [], [], [])
+        seqs, *columns = map(list, zip(*records))
+        if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+            raise ValueError("a batch holds consecutive records")
+        return cls(seqs[0], *columns)
+
+    @property
+    def seqs(self) -> range:
+        return range(self.first, self.first + len(self.payloads))
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self.payloads))
+            if step != 1:
+                raise ValueError("a batch slice has no step")
+            stop = max(start, stop)
+            return Batch(
+                self.first + start,
+                *[getattr(self, name)[start:stop] for name in self._COLUMNS],
+            )
+        seq = self.seqs[index]  # IndexError like a list's
+        i = seq - self.first
+        return SimRecord(seq, *[getattr(self, name)[i] for name in self._COLUMNS])
+
+    def __iter__(self) -> Iterator[SimRecord]:
+        return map(
+            tuple.__new__,  # a SimRecord without NamedTuple's Python-level __new__
+            repeat(SimRecord),
+            zip(self.seqs, *[getattr(self, name) for name in self._COLUMNS]),
+        )
 
 
 @dataclass(frozen=True)
@@ -113,87 +200,125 @@ class RecordStream:
             )
         self._duplicate_share = mix.rate(F.DUPLICATE) / copy_rate if copy_rate else 0.0
         self._draws = np.random.default_rng([spec.seed, 3])
-        self._event_id = (self.tag + "-%010d").__mod__  # event number -> event_id
+        self._id_prefix = self.tag + "-%07d"  # event number // 1000 -> its ids' prefix
         self._seq = 0
         self._new = 0
 
-    def ticks(self) -> Iterator[tuple[Tick, list[SimRecord]]]:
+    def _event_ids(self, first: int, count: int) -> list[str]:
+        """The ids of events ``first`` to ``first + count - 1``: ``<tag>-%010d`` of the event
+        number, made as a prefix per thousand plus a 3-digit text from a table."""
+        ids: list[str] = []
+        number, end = first, first + count
+        while number < end:
+            thousand, low = divmod(number, 1000)
+            stop = min(end, (thousand + 1) * 1000)
+            ids += map(
+                (self._id_prefix % thousand).__add__, _THREE_DIGITS[low : low + stop - number]
+            )
+            number = stop
+        return ids
+
+    def ticks(self) -> Iterator[tuple[Tick, Batch]]:
         """Endless: one tick after another, each with every device's record plus copies."""
         while True:
             tick = self.fleet.step()
             yield tick, self._records(tick)
 
-    def _records(self, tick: Tick) -> list[SimRecord]:
+    def _records(self, tick: Tick) -> Batch:
         """Every device's record in device order, then this tick's copies (retries come soon).
 
-        The clean records are built in bulk (C-level map over zipped columns); only faulty
-        ones take the slow path. Fault and copy draws come from one numpy generator, a vector
-        per tick, so the records depend on the spec alone.
+        The clean records are built in bulk, column by column (one str.join makes every
+        payload); only faulty ones take a per-record path, and faults that only change the
+        event_time fill the device's template instead of editing members. Fault and copy
+        draws come from one numpy generator, a vector per tick, so the records depend on the
+        spec alone.
         """
         fleet, size = self.fleet, self.fleet.size
         first, seq = self._new, self._seq
-        event_ids = list(map(self._event_id, range(first, first + size)))
-        payloads = [
-            (template % (event_id, *row)).encode()
-            for template, event_id, row in zip(fleet.templates, event_ids, tick.rows)
-        ]
-        seqs = range(seq, seq + size)
-        records: list[SimRecord] = list(
-            map(
-                tuple.__new__,  # a SimRecord without NamedTuple's Python-level __new__
-                repeat(SimRecord),
-                zip(
-                    seqs,
-                    range(size),
-                    fleet.device_ids,
-                    payloads,
-                    event_ids,
-                    tick.event_time_us,
-                    repeat(F.NONE),
-                    repeat(None),
-                    repeat(False),
-                    seqs,
-                ),
-            )
-        )
+        start = seq
+        event_ids = self._event_ids(first, size)
+        payloads = fleet.payloads(tick, event_ids)
+        event_times = list(tick.event_time_us)
+        faults = [F.NONE] * size
+        reasons: list = [None] * size
+        groups = [False] * size
+        variants = list(range(seq, seq + size))
+        devices = list(range(size))
+        keys = list(fleet.device_ids)
         if self._fault_cut:
             draws = self._draws.random(size)
-            for device in np.flatnonzero(draws < self._fault_cut).tolist():
-                kind = self._kinds[bisect.bisect_right(self._cuts, draws[device])]
+            kinds, cuts, injector = self._kinds, self._cuts, self._injector
+            time_kinds = F.TIME_KINDS
+            faulty = np.flatnonzero(draws < self._fault_cut)
+            c0, c1, c2, c3, c4, c5, c6, c7 = tick.columns
+            for device, draw in zip(faulty.tolist(), draws[faulty].tolist()):
+                kind = kinds[bisect.bisect_right(cuts, draw)]
                 event_id = event_ids[device]
-                injected = self._injector.inject(
-                    kind,
-                    fleet.fields(device, (event_id, *tick.rows[device])),
+                row = (
                     event_id,
-                    tick.event_time_us[device],
-                    tick.time_us,
+                    c0[device],
+                    c1[device],
+                    c2[device],
+                    c3[device],
+                    c4[device],
+                    c5[device],
+                    c6[device],
+                    c7[device],
                 )
-                records[device] = records[device]._replace(
-                    payload=injected.payload,
-                    event_id=injected.event_id,
-                    event_time_us=injected.event_time_us,
-                    fault=kind,
-                    reason=injected.reason,
-                )
+                if kind in time_kinds:
+                    text, claimed, reason = injector.event_time(
+                        kind, event_times[device], tick.time_us
+                    )
+                    payloads[device] = fleet.retimed_payload(device, row, text).encode()
+                else:
+                    injected = injector.inject(
+                        kind,
+                        fleet.fields(device, row),
+                        event_id,
+                        event_times[device],
+                        tick.time_us,
+                    )
+                    payloads[device] = injected.payload
+                    event_ids[device] = injected.event_id
+                    claimed, reason = injected.event_time_us, injected.reason
+                event_times[device] = claimed
+                faults[device] = kind
+                reasons[device] = reason
         seq += size
         if self._copy_probability:
             draws = self._draws.random(size)
             for device in np.flatnonzero(draws < self._copy_probability).tolist():
-                original = records[device]
-                if original.reason is not None:
+                if reasons[device] is not None:
                     continue  # only valid events are retried
-                original = records[device] = original._replace(group=True)
+                groups[device] = True
                 if self._draws.random() < self._duplicate_share:
-                    payload, kind, variant = original.payload, F.DUPLICATE, original.variant
+                    payload, kind, variant = payloads[device], F.DUPLICATE, variants[device]
                 else:
-                    payload = F.conflicting_copy(original.payload, self._rng)
+                    payload = F.conflicting_copy(payloads[device], self._rng)
                     kind, variant = F.CONFLICT, seq
-                records.append(
-                    original._replace(seq=seq, payload=payload, fault=kind, variant=variant)
-                )
+                devices.append(device)
+                keys.append(keys[device])
+                payloads.append(payload)
+                event_ids.append(event_ids[device])
+                event_times.append(event_times[device])
+                faults.append(kind)
+                reasons.append(None)
+                groups.append(True)
+                variants.append(variant)
                 seq += 1
         self._new, self._seq = first + size, seq
-        return records
+        return Batch(
+            start,
+            devices,
+            keys,
+            payloads,
+            event_ids,
+            event_times,
+            faults,
+            reasons,
+            groups,
+            variants,
+        )
 
 
 def stream_records(spec: StreamSpec, count: int) -> list[SimRecord]:
