@@ -135,6 +135,9 @@ class Ledger:
         self._writes: list[Future] = []
         self.manifest.update(status=RUNNING, started_at=_now())
         write_json(folder / MANIFEST, self.manifest)
+        # pyarrow's first conversion of a Python list imports pandas (0.3-0.5 s): once, now,
+        # rather than in the middle of the run when the first part is written.
+        pa.array([None], pa.string())
 
     # --- called by sinks ------------------------------------------------------------------------
     def acknowledged(self, record: SimRecord, partition: Any, offset: Any) -> None:
@@ -150,7 +153,7 @@ class Ledger:
         self._append(
             seqs,
             keys,
-            payloads,
+            map(zlib.crc32, payloads),
             event_ids,
             times,
             faults,
@@ -177,7 +180,7 @@ class Ledger:
         columns = (
             batch.seqs,
             batch.keys,
-            batch.payloads,
+            batch.crc32s(),
             batch.event_ids,
             batch.event_times,
             batch.faults,
@@ -191,12 +194,12 @@ class Ledger:
             columns = tuple(list(compress(column, acked)) for column in columns)
         self._append(*columns)
 
-    def _append(self, seqs, keys, payloads, *rest) -> None:
+    def _append(self, seqs, keys, crc32s, *rest) -> None:
         columns = self._columns
         before = len(columns["seq"])
         columns["seq"].extend(seqs)
         columns["key"].extend(keys)
-        columns["payload_crc32"].extend(map(zlib.crc32, payloads))
+        columns["payload_crc32"].extend(crc32s)
         for name, values in zip(_PENDING[3:], rest):
             columns[name].extend(values)
         self._pending += len(columns["seq"]) - before
@@ -265,22 +268,20 @@ class Ledger:
             lost = self._resolve_copy(event_ids[index], seqs[index], variants[index])
             if lost is not None:
                 fates[index], duplicate_of[index] = lost
-        table = pa.table(
-            {
-                "seq": pa.array(seqs, pa.int64()),
-                "event_id": pa.array(event_ids, pa.string()),
-                "key": pa.array(c["key"], pa.string()),
-                "event_time": pa.array(c["event_time"], pa.int64()).cast(
-                    pa.timestamp("us", tz="UTC")
-                ),
-                "fault": pa.array(c["fault"], pa.string()),
-                "fate": pa.array(fates, pa.string()),
-                "reason": pa.array(reasons, pa.string()),
-                "duplicate_of": pa.array(duplicate_of, pa.int64()),
-                "partition": _texts(c["partition"]),
-                "offset": _texts(c["offset"]),
-                "payload_crc32": pa.array(c["payload_crc32"], pa.int64()),
-            },
+        table = pa.Table.from_arrays(
+            [
+                pa.array(seqs, pa.int64()),
+                pa.array(event_ids, pa.string()),
+                pa.array(c["key"], pa.string()),
+                pa.array(c["event_time"], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                pa.array(c["fault"], pa.string()),
+                pa.array(fates, pa.string()),
+                pa.array(reasons, pa.string()),
+                pa.array(duplicate_of, pa.int64()),
+                _texts(c["partition"]),
+                _texts(c["offset"]),
+                pa.array(c["payload_crc32"], pa.int64()),
+            ],
             schema=LEDGER_SCHEMA,
         )
         for counter, name in ((self._fates, "fate"), (self._faults, "fault")):

@@ -150,7 +150,7 @@ class KafkaSink:
     name = KAFKA
 
     def __init__(self, config: WeirConfig, ledger: Acknowledger, producer: Any = None) -> None:
-        from confluent_kafka import KafkaException, Message, Producer
+        from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
         kafka = config.sources.kafka
         self.topic = kafka.topic
@@ -190,6 +190,8 @@ class KafkaSink:
         # Never more in librdkafka's queue than it takes (no BufferError in the common case).
         self._room = int(KAFKA_PRODUCER_SETTINGS["queue.buffering.max.messages"]) - _POLL_EVERY
         self._unsettled = 0
+        self._produce_batch = getattr(self._producer, "produce_batch", None)
+        self._queue_full = KafkaError._QUEUE_FULL
         self.sent = 0
 
     def send(self, records: Sequence[SimRecord], clock_us: int) -> None:
@@ -204,27 +206,69 @@ class KafkaSink:
         keys = [route[0] for route in routes]
         partitions = [route[1] for route in routes]
         in_flight = _InFlight(batch, partitions)
+        self._batches.append(in_flight)
+        self._unsettled += size
+        batch.crc32s()  # for the ledger, while the payloads are at hand
         by_partition = np.array(partitions, dtype=np.int64)
         for partition in range(self.partitions):
             indexes = np.flatnonzero(by_partition == partition)
             if len(indexes):
-                self._queues[partition].append([in_flight, indexes, 0])
-        self._batches.append(in_flight)
-        self._unsettled += size
-        self._produce(batch.payloads, keys, partitions)
+                # Queued before producing: reports may come while a full queue is served.
+                entry = [in_flight, indexes, 0]
+                self._queues[partition].append(entry)
+                self._produce(entry, partition, keys)
         self.sent += size
         self._producer.poll(0)
         self._hand_over()
 
-    def _produce(self, payloads: list, keys: list, partitions: list) -> None:
-        """produce() for every record, in order, by a C-level loop; on a full local queue,
-        serve delivery reports and go on from the record that did not fit."""
+    def _produce(self, entry: list, partition: int, keys: list) -> None:
+        """Produce a batch's records of one partition (``entry``: its queue entry), in order.
+
+        ``produce_batch`` (one call, one lock in librdkafka) where the client has it, else a
+        C-level loop over ``produce``. On a full local queue (which the room kept in
+        :meth:`send` should prevent), serve delivery reports and go on from the first record
+        that did not fit; a record librdkafka refuses outright is reported failed (and taken
+        out of the entry before any report could be matched to its place).
+        """
+        in_flight, indexes = entry[0], entry[1]
+        payloads = in_flight.batch.payloads
+        order = indexes.tolist()
+        if self._produce_batch is None:
+            self._produce_each(partition, [payloads[i] for i in order], [keys[i] for i in order])
+            return
+        messages = [{"value": payloads[i], "key": keys[i]} for i in order]
+        refused: list[int] = []
+        first = 0
+        while first < len(messages):
+            attempt = messages[first:] if first else messages
+            if self._produce_batch(self.topic, attempt, partition=partition) == len(attempt):
+                break
+            full = len(messages)
+            for position, message in enumerate(attempt, start=first):
+                error = message.get("_error")
+                if error is None:
+                    continue
+                if error.code() == self._queue_full:
+                    full = position  # this one and every later one were not queued
+                    break
+                refused.append(position)
+                in_flight.errors[order[position]] = str(error)
+                in_flight.unsettled -= 1
+                self._unsettled -= 1
+            if refused:
+                entry[1] = np.delete(indexes, refused)
+            first = full
+            if first < len(messages):
+                self._producer.poll(0.05)
+                self._hand_over()
+
+    def _produce_each(self, partition: int, payloads: list, keys: list) -> None:
         produce, topic = self._producer.produce, self.topic
         first = 0
         while first < len(payloads):
             values = iter(payloads[first:] if first else payloads)
             try:
-                deque(map(produce, repeat(topic), values, keys[first:], partitions[first:]), 0)
+                deque(map(produce, repeat(topic), values, keys[first:], repeat(partition)), 0)
                 return
             except BufferError:
                 first = len(payloads) - values.__length_hint__() - 1  # the one that failed
@@ -260,6 +304,9 @@ class KafkaSink:
                     )
                 entry = queue[0]
                 in_flight, indexes, done = entry
+                if done == len(indexes):  # every record of it was refused at produce time
+                    queue.popleft()
+                    continue
                 count = min(len(indexes) - done, len(positions) - taken)
                 mine = indexes[done : done + count]
                 theirs = positions[taken : taken + count]

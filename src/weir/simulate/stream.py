@@ -16,6 +16,7 @@ import bisect
 import hashlib
 import json
 import random
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -63,7 +64,7 @@ class Batch:
         "groups",
         "variants",
     )
-    __slots__ = ("first", *_COLUMNS)
+    __slots__ = ("first", *_COLUMNS, "_crc32s")
 
     def __init__(
         self,
@@ -88,6 +89,14 @@ class Batch:
         self.reasons = reasons
         self.groups = groups
         self.variants = variants
+        self._crc32s: Optional[list] = None
+
+    def crc32s(self) -> list[int]:
+        """``zlib.crc32`` of every payload (computed once: best while the payloads are still
+        in the CPU's caches, i.e. soon after the batch was made)."""
+        if self._crc32s is None:
+            self._crc32s = list(map(zlib.crc32, self.payloads))
+        return self._crc32s
 
     @classmethod
     def of(cls, records: list[SimRecord]) -> Batch:
@@ -114,10 +123,13 @@ class Batch:
             if step != 1:
                 raise ValueError("a batch slice has no step")
             stop = max(start, stop)
-            return Batch(
+            part = Batch(
                 self.first + start,
                 *[getattr(self, name)[start:stop] for name in self._COLUMNS],
             )
+            if self._crc32s is not None:
+                part._crc32s = self._crc32s[start:stop]
+            return part
         seq = self.seqs[index]  # IndexError like a list's
         i = seq - self.first
         return SimRecord(seq, *[getattr(self, name)[i] for name in self._COLUMNS])
