@@ -210,7 +210,7 @@ class Fleet:
             for vehicle, device_id in zip(self.vehicle_flags, self.device_ids)
         ]
         # The same with the event_time member's whole JSON text as one slot (time faults).
-        self._retime_templates: list[str] = [
+        self.retime_templates: list[str] = [
             template.replace(_TIME, "%s", 1) for template in self.templates
         ]
 
@@ -376,7 +376,7 @@ class Fleet:
     def retimed_payload(self, device: int, row: tuple, event_time_text: str) -> str:
         """The payload of a reading (``row`` starting with the event id) whose event_time
         member is ``event_time_text`` (JSON) instead: the bytes of editing :meth:`fields`."""
-        return self._retime_templates[device] % (row[0], event_time_text, *row[3:])
+        return self.retime_templates[device] % (row[0], event_time_text, *row[3:])
 
     def payload(self, device: int, row: tuple) -> str:
         """The clean payload of a reading; ``row`` starts with the event id."""

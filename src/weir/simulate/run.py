@@ -363,7 +363,7 @@ def _pump(plan, stream, sink, stop, started, progress, task, counter: list) -> N
     for tick, records in stream.ticks():
         if plan.end_us is not None and tick.time_us >= plan.end_us:
             break
-        if count is not None:
+        if count is not None and count - sent < len(records):
             records = records[: count - sent]
         if plan.live:
             _keep_behind_wall_clock(tick.time_us + interval_us, sink, stop)
@@ -373,7 +373,7 @@ def _pump(plan, stream, sink, stop, started, progress, task, counter: list) -> N
                 _wait_until(started + sent / rate, sink, stop)
             if stop.is_set():
                 return
-            part = records[first : first + slice_size]
+            part = records if slice_size >= len(records) else records[first : first + slice_size]
             sink.send(part, tick.time_us)
             sent += len(part)
             counter[0] = sent

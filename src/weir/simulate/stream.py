@@ -212,6 +212,8 @@ class RecordStream:
             )
         self._duplicate_share = mix.rate(F.DUPLICATE) / copy_rate if copy_rate else 0.0
         self._draws = np.random.default_rng([spec.seed, 3])
+        # Kinds that only change the event_time member -> what makes its new text.
+        self._retime = {kind: getattr(self._injector, "_time_" + kind) for kind in F.TIME_KINDS}
         self._id_prefix = self.tag + "-%07d"  # event number // 1000 -> its ids' prefix
         self._seq = 0
         self._new = 0
@@ -260,29 +262,39 @@ class RecordStream:
         if self._fault_cut:
             draws = self._draws.random(size)
             kinds, cuts, injector = self._kinds, self._cuts, self._injector
-            time_kinds = F.TIME_KINDS
+            retime, retimed = self._retime, fleet.retime_templates
             faulty = np.flatnonzero(draws < self._fault_cut)
             c0, c1, c2, c3, c4, c5, c6, c7 = tick.columns
             for device, draw in zip(faulty.tolist(), draws[faulty].tolist()):
                 kind = kinds[bisect.bisect_right(cuts, draw)]
                 event_id = event_ids[device]
-                row = (
-                    event_id,
-                    c0[device],
-                    c1[device],
-                    c2[device],
-                    c3[device],
-                    c4[device],
-                    c5[device],
-                    c6[device],
-                    c7[device],
-                )
-                if kind in time_kinds:
-                    text, claimed, reason = injector.event_time(
-                        kind, event_times[device], tick.time_us
-                    )
-                    payloads[device] = fleet.retimed_payload(device, row, text).encode()
+                if kind in retime:  # only the event_time member changes: fill the template
+                    text, claimed, reason = retime[kind](event_times[device], tick.time_us)
+                    payloads[device] = (
+                        retimed[device]
+                        % (
+                            event_id,
+                            text,
+                            c2[device],
+                            c3[device],
+                            c4[device],
+                            c5[device],
+                            c6[device],
+                            c7[device],
+                        )
+                    ).encode()
                 else:
+                    row = (
+                        event_id,
+                        c0[device],
+                        c1[device],
+                        c2[device],
+                        c3[device],
+                        c4[device],
+                        c5[device],
+                        c6[device],
+                        c7[device],
+                    )
                     injected = injector.inject(
                         kind,
                         fleet.fields(device, row),
