@@ -12,7 +12,7 @@ from simulate.conftest import START_US, spec
 from weir.contract.rules import DEVICE_ID_PATTERN, METRIC_BOUNDS, REQUIRED_FIELDS
 from weir.simulate.faults import serialize
 from weir.simulate.fleet import DRIVING, SENSOR_STATUSES, VEHICLE_STATUSES, Fleet
-from weir.simulate.stream import RecordStream, stream_records
+from weir.simulate.stream import Batch, RecordStream, stream_records
 
 DAY_US = 86_400 * 1_000_000
 
@@ -149,3 +149,18 @@ def test_the_stream_interleaves_every_device_in_each_tick() -> None:
         assert [r.device for r in records] == list(range(30))
         assert [r.seq for r in records] == list(range(number * 30, number * 30 + 30))
         assert len({r.event_id for r in records}) == 30
+
+
+def test_a_batch_slices_and_iterates_as_the_records_it_holds() -> None:
+    import zlib
+
+    _, batch = next(RecordStream(spec(seed=6, devices=40, mix="heavy")).ticks())
+    records = list(batch)
+    assert len(records) == len(batch) > 40  # every device, plus this tick's copies
+    assert [r.seq for r in records] == list(batch.seqs)
+    assert records == stream_records(spec(seed=6, devices=40, mix="heavy"), len(batch))
+    assert list(batch[5:17]) == records[5:17] and batch[-1] == records[-1]
+    assert list(batch[30:][2:4]) == records[32:34] and len(batch[60:40]) == 0
+    assert list(Batch.of(records[3:9])) == records[3:9]
+    assert batch.crc32s() == [zlib.crc32(r.payload) for r in records]
+    assert batch[10:20].crc32s() == batch.crc32s()[10:20]

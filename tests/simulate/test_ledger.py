@@ -104,6 +104,29 @@ def test_quarantined_records_carry_their_reason(ledger) -> None:
         assert (row["fate"] == L.QUARANTINE) == (record.reason is not None)
 
 
+def test_a_batch_acknowledged_at_once_gives_the_rows_of_its_records_one_by_one(
+    tmp_path: Path,
+) -> None:
+    from weir.simulate.stream import Batch
+
+    records = stream_records(spec(seed=8, devices=100, mix="heavy"), 700)
+    acked = [r.seq % 13 != 0 for r in records]
+    by_batch = L.Ledger(tmp_path / "batch", {"run_id": "batch"}, rows_per_part=256)
+    by_batch.acknowledged_batch(
+        Batch.of(records), [r.seq % 3 for r in records], [10 + r.seq for r in records], acked
+    )
+    one_by_one = L.Ledger(tmp_path / "rows", {"run_id": "rows"}, rows_per_part=256)
+    for record, keep in zip(records, acked):
+        if keep:
+            one_by_one.acknowledged(record, record.seq % 3, 10 + record.seq)
+    first, second = by_batch.close(L.COMPLETED), one_by_one.close(L.COMPLETED)
+    assert L.read_ledger(by_batch.folder) == L.read_ledger(one_by_one.folder)
+    assert {k: first[k] for k in ("acknowledged", "fates", "reasons", "faults")} == {
+        k: second[k] for k in ("acknowledged", "fates", "reasons", "faults")
+    }
+    assert first["fates"].get(L.DUPLICATE) and first["fates"].get(L.CONFLICTING_DUPLICATE)
+
+
 # --- the real check: the ledger is ground truth for weir.contract --------------------------------
 @pytest.fixture
 def landed_run(sim_config: WeirConfig):

@@ -389,6 +389,104 @@ def read_topic(config: WeirConfig) -> dict[tuple[str, str], tuple[str, int]]:
         consumer.close()
 
 
+class FakeProducer:
+    """The surface of confluent_kafka.Producer the Kafka sink uses, for one topic of two
+    partitions: produce_batch refuses the payloads in ``refuse`` outright and, once, reports a
+    full local queue from the ``full_at``-th message on; poll() delivers everything queued
+    (offsets from 100 per partition) except the payloads in ``fail``, which fail."""
+
+    def __init__(self, refuse=(), fail=(), full_at=None) -> None:
+        self.refuse, self.fail, self.full_at = set(refuse), set(fail), full_at
+        self.queued: list[tuple[int, dict]] = []
+        self.offsets = {0: 100, 1: 100}
+        self.produced = 0
+        self.reports: list = []  # the sink's report list, set once the sink exists
+
+    def list_topics(self, topic: str, timeout: float):
+        from types import SimpleNamespace
+
+        partitions = {0: None, 1: None}
+        return SimpleNamespace(topics={topic: SimpleNamespace(partitions=partitions, error=None)})
+
+    def produce_batch(self, topic: str, messages: list, partition: int) -> int:
+        from confluent_kafka import KafkaError
+
+        good = 0
+        for index, message in enumerate(messages):
+            if self.full_at is not None and self.produced >= self.full_at:
+                self.full_at = None
+                for rest in messages[index:]:
+                    rest["_error"] = KafkaError(KafkaError._QUEUE_FULL)
+                return good
+            self.produced += 1
+            if message["value"] in self.refuse:
+                message["_error"] = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+                continue
+            self.queued.append((partition, message))
+            good += 1
+        return good
+
+    def poll(self, timeout: float = 0) -> int:
+        from confluent_kafka import KafkaError, Message
+
+        queued, self.queued = self.queued, []
+        for partition, message in queued:
+            failed = message["value"] in self.fail
+            offset = -1001 if failed else self.offsets[partition]
+            self.offsets[partition] += 0 if failed else 1
+            error = KafkaError(KafkaError._MSG_TIMED_OUT) if failed else None
+            self.reports.append(
+                Message(
+                    topic="t",
+                    partition=partition,
+                    offset=offset,
+                    key=message["key"],
+                    value=message["value"],
+                    error=error,
+                )
+            )
+        return len(queued)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll()
+        return 0
+
+
+def test_kafka_sink_matches_reports_to_records_in_bulk_and_reports_refusals_and_failures(
+    weir_config: WeirConfig, tmp_path: Path
+) -> None:
+    import zlib
+
+    records = stream_records(spec(seed=5, devices=30, mix="heavy"), 400)
+    refused, failed = records[17], records[210]  # payloads sent once (no copies)
+    producer = FakeProducer(refuse=[refused.payload], fail=[failed.payload], full_at=150)
+    ledger = L.Ledger(tmp_path / "run", {"run_id": "run"}, rows_per_part=64)
+    sink = S.KafkaSink(weir_config, ledger, producer=producer)
+    producer.reports = sink._reports
+    sink.send(records[:100], 0)
+    sink.send(records[100:], 0)  # the queue fills once in here: the sink resumes in order
+    assert sink.flush(1) == 0
+    sink.close()
+    manifest = ledger.close(L.FAILED)
+
+    assert producer.full_at is None  # the full queue did happen
+    assert manifest["acknowledged"] == 398 and manifest["failed"] == 2
+    assert {f["seq"] for f in L.read_failures(ledger.folder)} == {refused.seq, failed.seq}
+    rows = L.read_ledger(ledger.folder).to_pylist()
+    assert [row["seq"] for row in rows] == [
+        r.seq for r in records if r.seq not in (refused.seq, failed.seq)
+    ]
+    # Each partition's offsets follow the order its records were generated in, from 100 on.
+    by_seq = {r.seq: r for r in records}
+    for partition in ("0", "1"):
+        mine = [row for row in rows if row["partition"] == partition]
+        assert [int(row["offset"]) for row in mine] == list(range(100, 100 + len(mine)))
+        for row in mine:
+            record = by_seq[row["seq"]]
+            assert zlib.crc32(record.key.encode()) % 2 == int(partition)
+            assert row["payload_crc32"] == crc(record.payload) and row["key"] == record.key
+
+
 @pytest.mark.slow
 def test_kafka_holds_exactly_the_records_the_ledger_lists(kafka_config: WeirConfig) -> None:
     options = SimulateOptions(

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from itertools import chain, repeat
+from operator import is_not
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
@@ -290,9 +291,13 @@ class KafkaSink:
     def _match(self, reports: list) -> None:
         message = self._message
         partitions = np.fromiter(map(message.partition, reports), np.int64, len(reports))
-        offsets = np.fromiter(map(message.offset, reports), np.int64, len(reports))
+        offsets = list(map(message.offset, reports))
         errors = list(map(message.error, reports))
-        failed = len(errors) - errors.count(None)
+        # (KafkaError cannot be compared with None: identity, C-level)
+        failed = any(map(is_not, errors, repeat(None)))
+        if failed or None in offsets:  # a failed delivery has no offset
+            offsets = [-1 if offset is None else offset for offset in offsets]
+        offsets = np.array(offsets, dtype=np.int64)
         for partition in np.unique(partitions).tolist():
             positions = np.flatnonzero(partitions == partition)
             queue = self._queues[partition]
