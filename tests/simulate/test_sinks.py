@@ -81,6 +81,28 @@ def test_files_land_under_firehose_style_hour_prefixes_and_equal_the_ledger(
     assert {k: v[1] for k, v in ledger.items()} == {k: crc(v) for k, v in lines.items()}
 
 
+def test_a_landing_file_ends_with_the_record_that_reaches_its_byte_limit(
+    sim_config: WeirConfig, tmp_path: Path
+) -> None:
+    records = stream_records(spec(seed=4, devices=50, mix="heavy"), 1200)
+    ledger = L.Ledger(tmp_path / "run", {"run_id": "run"})
+    sink = S.FilesSink(sim_config, ledger, "abc123", roll_seconds=3600, max_bytes=20_000)
+    sink.send(records[:700], START_US)
+    sink.send(records[700:], START_US)
+    sink.close()
+    ledger.close(L.COMPLETED)
+    lines = landed_lines(sim_config)  # (file, line number) -> line, files in write order
+    files = list(dict.fromkeys(path for path, _ in lines))
+    assert len(files) == sink.files_written > 5
+    assert list(lines.values()) == [r.payload for r in records]
+    for path in files[:-1]:  # each full file: the limit reached by its last line, not before
+        size = (landing_folder(sim_config) / path).stat().st_size
+        last = max(int(number) for file, number in lines if file == path)
+        assert size >= 20_000 > size - len(lines[(path, str(last))]) - 1
+    expected = {where: (r.key, crc(r.payload)) for where, r in zip(lines, records)}
+    assert ledger_coordinates(L.read_ledger(ledger.folder)) == expected
+
+
 def test_landing_files_appear_atomically(sim_config: WeirConfig, monkeypatch) -> None:
     renames = []
     real_replace = os.replace

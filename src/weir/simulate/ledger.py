@@ -293,7 +293,9 @@ class Ledger:
         else:
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="weir-ledger")
-            self._writes.append(self._writer.submit(_write_part, target, table))
+            for write in self._writes:  # one part in flight at most: memory stays bounded
+                write.result()
+            self._writes = [self._writer.submit(_write_part, target, table)]
         self._parts += 1
         self._written += rows
 

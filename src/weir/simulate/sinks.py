@@ -589,9 +589,9 @@ class FilesSink:
                 return
             # The file fills up inside this batch: up to the record that reaches max_bytes.
             taken = 0
-            for length in batch.payloads:
+            for payload in batch.payloads:
                 taken += 1
-                self._bytes += length + 1
+                self._bytes += len(payload) + 1
                 if self._bytes >= self.max_bytes:
                     break
             self._batches.append(batch[:taken])
