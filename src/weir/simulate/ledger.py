@@ -30,10 +30,11 @@ import zlib
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -84,6 +85,7 @@ _PENDING = (
     "offset",
 )
 _DICTIONARY_COLUMNS = ["key", "fault", "fate", "reason", "partition"]
+_NUMERIC_ARGS = (0, 9, 10)  # acknowledged_batch's columns that may be integer arrays
 
 
 def ledger_root(state_dir: str) -> Path:
@@ -191,18 +193,30 @@ class Ledger:
             offsets,
         )
         if acked is not None and not all(acked):
-            columns = tuple(list(compress(column, acked)) for column in columns)
+            mask = np.array(acked, dtype=bool)
+            columns = tuple(
+                _numbers(column)[mask]
+                if index in _NUMERIC_ARGS and _numeric(column)
+                else list(compress(column, acked))
+                for index, column in enumerate(columns)
+            )
         self._append(*columns)
 
     def _append(self, seqs, keys, crc32s, *rest) -> None:
+        """One more run of acknowledged rows: positions (seq, partition, offset) are kept as
+        chunks (numpy arrays where they are integers: Arrow takes them whole), the rest as
+        lists."""
         columns = self._columns
-        before = len(columns["seq"])
-        columns["seq"].extend(seqs)
+        chunk = _numbers(seqs)
+        columns["seq"].append(chunk)
         columns["key"].extend(keys)
         columns["payload_crc32"].extend(crc32s)
         for name, values in zip(_PENDING[3:], rest):
-            columns[name].extend(values)
-        self._pending += len(columns["seq"]) - before
+            if name in ("partition", "offset"):
+                columns[name].append(_numbers(values) if _numeric(values) else list(values))
+            else:
+                columns[name].extend(values)
+        self._pending += len(chunk)
         if self._pending >= self.rows_per_part:
             self.flush()
 
@@ -263,9 +277,10 @@ class Ledger:
         reasons, groups = c["reason"], c["group"]
         fates = [VALID if reason is None else QUARANTINE for reason in reasons]
         duplicate_of: list = [None] * rows
-        event_ids, seqs, variants = c["event_id"], c["seq"], c["variant"]
+        event_ids, variants = c["event_id"], c["variant"]
+        seqs = np.concatenate(c["seq"])
         for index in compress(range(rows), groups):
-            lost = self._resolve_copy(event_ids[index], seqs[index], variants[index])
+            lost = self._resolve_copy(event_ids[index], int(seqs[index]), variants[index])
             if lost is not None:
                 fates[index], duplicate_of[index] = lost
         table = pa.Table.from_arrays(
@@ -332,8 +347,24 @@ class Ledger:
         return self.manifest
 
 
-def _texts(values: list) -> pa.Array:
+def _numeric(values: Any) -> bool:
+    return isinstance(values, (np.ndarray, range))
+
+
+def _numbers(values: Any) -> np.ndarray:
+    """Integers as an int64 array (a range without a Python int per value)."""
+    if isinstance(values, range):
+        return np.arange(values.start, values.stop, values.step, dtype=np.int64)
+    return np.asarray(values, dtype=np.int64)
+
+
+def _texts(chunks: list) -> pa.Array:
     """Coordinates as text: integers (Kafka's, line numbers) are converted by Arrow."""
+    if all(isinstance(chunk, np.ndarray) for chunk in chunks):
+        return pa.array(np.concatenate(chunks), pa.int64()).cast(pa.string())
+    values = list(
+        chain.from_iterable(c.tolist() if isinstance(c, np.ndarray) else c for c in chunks)
+    )
     try:
         return pa.array(values, pa.int64()).cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):

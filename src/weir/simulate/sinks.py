@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from itertools import chain, repeat
-from operator import is_not
+from operator import is_not, itemgetter
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
@@ -113,7 +113,7 @@ class _InFlight:
 
     __slots__ = ("batch", "errors", "offsets", "partitions", "unsettled")
 
-    def __init__(self, batch: Batch, partitions: list) -> None:
+    def __init__(self, batch: Batch, partitions: np.ndarray) -> None:
         self.batch = batch
         self.partitions = partitions
         self.offsets = np.full(len(batch), -1, dtype=np.int64)
@@ -205,12 +205,11 @@ class KafkaSink:
             self._hand_over()
         routes = list(map(self._routes.__getitem__, batch.keys))
         keys = [route[0] for route in routes]
-        partitions = [route[1] for route in routes]
-        in_flight = _InFlight(batch, partitions)
+        by_partition = np.fromiter(map(itemgetter(1), routes), dtype=np.int64, count=len(routes))
+        in_flight = _InFlight(batch, by_partition)
         self._batches.append(in_flight)
         self._unsettled += size
         batch.crc32s()  # for the ledger, while the payloads are at hand
-        by_partition = np.array(partitions, dtype=np.int64)
         for partition in range(self.partitions):
             indexes = np.flatnonzero(by_partition == partition)
             if len(indexes):
@@ -345,9 +344,7 @@ class KafkaSink:
             acked = (in_flight.offsets >= 0).tolist()
             for index in errors:
                 acked[index] = False
-        self.ledger.acknowledged_batch(
-            batch, in_flight.partitions, in_flight.offsets.tolist(), acked
-        )
+        self.ledger.acknowledged_batch(batch, in_flight.partitions, in_flight.offsets, acked)
         for index, error in sorted(errors.items()):
             self.ledger.failed(batch[index], error)
 
