@@ -10,13 +10,15 @@ winner never depends on partitioning or on the order Spark happens to read files
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from weir.schemas import EVENT_COLUMNS, EVENT_CONTENT_COLUMNS
 
 RECEIVED_COPIES = "received_copies"
 DISTINCT_CONTENTS = "distinct_contents"
+_FINGERPRINT = "_content_fingerprint"
+_RANK = "_received_rank"
 
 
 def received_order(prefix: str = "") -> Column:
@@ -50,19 +52,25 @@ def dedup_first_received(events: DataFrame) -> DataFrame:
 
     Output: EVENT_SCHEMA columns, ``received_copies`` (>= 1) and ``distinct_contents`` (> 1
     marks a conflicting duplicate, a data-quality metric). Deterministic: the same input rows
-    give the same output whatever their order or partitioning. One hash aggregation, no sort.
+    give the same output whatever their order or partitioning (the event's own columns break
+    a tie in the received order).
+
+    Window functions over one shuffle and one sort by (event_id, received order): a
+    ``min(struct(...))`` aggregate would need a sort-based aggregation with a sorted partial
+    step on each side of the shuffle, and a ``countDistinct`` a second aggregation.
     """
-    first = F.min(F.struct(received_order().alias("order"), *(F.col(c) for c in EVENT_COLUMNS)))
+    by_received_order = Window.partitionBy("event_id").orderBy(
+        received_order(), *(F.col(c).asc_nulls_first() for c in EVENT_COLUMNS)
+    )
+    copies = Window.partitionBy("event_id")
     return (
-        events.groupBy("event_id")
-        .agg(
-            first.alias("first"),
-            F.count(F.lit(1)).alias(RECEIVED_COPIES),
-            F.countDistinct(content_fingerprint()).alias(DISTINCT_CONTENTS),
-        )
+        events.withColumn(_FINGERPRINT, content_fingerprint())
         .select(
-            *(F.col(f"first.{c}").alias(c) for c in EVENT_COLUMNS),
-            RECEIVED_COPIES,
-            DISTINCT_CONTENTS,
+            *EVENT_COLUMNS,
+            F.row_number().over(by_received_order).alias(_RANK),
+            F.count(F.lit(1)).over(copies).alias(RECEIVED_COPIES),
+            F.size(F.collect_set(_FINGERPRINT).over(copies)).cast("long").alias(DISTINCT_CONTENTS),
         )
+        .where(F.col(_RANK) == 1)
+        .drop(_RANK)
     )
