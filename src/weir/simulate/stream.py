@@ -8,6 +8,9 @@ device that sent it (the transport key), the payload bytes, the event_id and eve
 carries, the fault injected, and the quarantine reason ``weir.contract`` must give it (None for
 a valid event). Copies (``duplicate``, ``conflict``) share a ``group`` with their original: which
 copy wins the dedup is decided by the order the sink acknowledges them (weir.simulate.ledger).
+
+A tick's records come as one :class:`Batch`, column by column (no object per record on the hot
+path); indexing or iterating a batch gives its :class:`SimRecord` objects.
 """
 
 from __future__ import annotations
