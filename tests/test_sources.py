@@ -43,7 +43,15 @@ def test_kafka_options_plaintext_defaults() -> None:
         "includeHeaders": "false",
         "kafka.security.protocol": "PLAINTEXT",
         "maxOffsetsPerTrigger": "500000",
+        "kafka.max.poll.records": "10000",
+        "kafka.max.partition.fetch.bytes": str(8 << 20),
+        "kafka.fetch.max.bytes": str(64 << 20),
     }
+
+
+def test_kafka_consumer_fetch_sizes_can_be_overridden() -> None:
+    options = kafka_options(kafka(security={"options": {"max.poll.records": "500"}}))
+    assert options["kafka.max.poll.records"] == "500"
 
 
 def test_kafka_options_follow_the_config() -> None:

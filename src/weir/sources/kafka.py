@@ -33,6 +33,15 @@ _MANAGED_BY_SPARK = (
     "key.serializer",
     "value.serializer",
 )
+# Consumer fetch sizes for draining a backlog: the client's defaults (500 records per poll,
+# 1 MiB per partition per fetch) make a task spend more time in round trips than in parsing;
+# these read the same topic about 1.5x faster locally (docs/streaming.md). Any of them can be
+# overridden through sources.kafka.security.options.
+CONSUMER_DEFAULTS = {
+    "kafka.max.poll.records": "10000",
+    "kafka.max.partition.fetch.bytes": str(8 << 20),
+    "kafka.fetch.max.bytes": str(64 << 20),
+}
 # Client properties this builder sets from their own configuration keys.
 _SET_FROM_CONFIG = ("bootstrap.servers", "security.protocol", "sasl.mechanism")
 
@@ -51,6 +60,7 @@ def kafka_options(kafka: KafkaSourceConfig) -> dict[str, str]:
         "failOnDataLoss": str(kafka.fail_on_data_loss).lower(),
         "includeHeaders": "false",
         "kafka.security.protocol": security.protocol,
+        **CONSUMER_DEFAULTS,
     }
     if kafka.max_offsets_per_trigger is not None:
         options["maxOffsetsPerTrigger"] = str(kafka.max_offsets_per_trigger)
