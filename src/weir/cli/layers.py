@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from weir.cli.app import app, conf_option, console, load
@@ -88,7 +90,22 @@ def stream_status(conf: str = conf_option()) -> None:
 
 
 @app.command()
-def merge(conf: str = conf_option()) -> None:
+def merge(
+    conf: str = conf_option(),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        help="keep merging every timing.merge_interval_seconds until SIGTERM / Ctrl-C",
+    ),
+    every: Optional[int] = typer.Option(
+        None,
+        "--every",
+        min=1,
+        max=86_400,
+        metavar="SECONDS",
+        help="keep merging every SECONDS (start to start) until SIGTERM / Ctrl-C",
+    ),
+) -> None:
     """Publish the unified telemetry_minute table (BATCH up to the horizon, SPEED beyond)."""
     import logging
 
@@ -99,6 +116,22 @@ def merge(conf: str = conf_option()) -> None:
 
     config = load(conf)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if follow or every is not None:
+        import threading
+        import time
+
+        from weir.layers.merge_loop import follow_merges, stop_on_signals
+
+        interval = every if every is not None else config.timing.merge_interval_seconds
+        spark = build_session(config, app_name="weir-merge")
+        started = time.monotonic()
+        with stop_on_signals(threading.Event()) as stop:
+            merges = follow_merges(spark, config, interval, stop)
+        console.print(
+            f"weir merge: stopped after {merges} merge(s) every {interval}s "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+        return
     run = run_merge(build_session(config, app_name="weir-merge"), config)
     table = Table("", "", title=f"merge {run.run_id}: {run.status}", show_header=False)
     for name, value in (

@@ -1,0 +1,142 @@
+"""`weir merge --follow | --every SECONDS`: the merge, again and again, beside a running stream.
+
+:func:`follow_merges` runs :func:`weir.layers.serving.run_merge` at a fixed interval until
+``stop`` is set (SIGTERM / SIGINT through :func:`stop_on_signals`):
+
+* **Start to start.** Merge k+1 starts ``interval_s`` after merge k started; a merge that takes
+  longer than the interval is followed at once by the next (never overlapping: one thread, one
+  merge at a time), and a warning says so. Waits are ``stop.wait(timeout)``, so a stop request
+  ends a wait at once.
+* **Stopping.** The first signal sets ``stop``: the running merge finishes (its one Delta
+  commit, its ``_control/merge_runs`` record) and the loop returns. A second signal raises
+  KeyboardInterrupt in the merge: that is safe too, a merge commits atomically or not at all,
+  and the next merge repairs a commit that lost its run record (it is a foreign change in its
+  scope, docs/serving.md).
+* **Failures end the loop.** Conflicting commits are already retried inside ``run_merge``
+  (5 attempts with back-off); any failure that reaches the loop (conflicts outlasting those
+  retries, which means another merge is running; a missing or incompatible table; the JVM
+  gone) ends it with :class:`WeirError` (exit 1) and the reason. No failure is tolerated: the
+  ones ``run_merge`` does not retry are persistent, and looping over them would hide a broken
+  deployment behind a log line per minute. A supervisor restarting the command loses nothing:
+  every merge is incremental from the last *successful* one, whatever happened in between.
+
+One INFO line per merge on the ``weir.merge`` logger: status, scope, rows written and deleted,
+the serving version, the horizon H and the duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Callable, Optional
+
+from pyspark.sql import SparkSession
+
+from weir.config import WeirConfig
+from weir.errors import WeirError
+from weir.layers.serving import MergeRun, run_merge
+
+log = logging.getLogger("weir.merge")
+
+Merge = Callable[[SparkSession, WeirConfig], MergeRun]
+OnMerge = Callable[[MergeRun, float], None]
+
+
+def describe_merge(number: int, run: MergeRun, seconds: float) -> str:
+    """The one line logged per merge (pure)."""
+    horizon = "none (speed only)" if run.horizon is None else run.horizon.isoformat()
+    version = f"v{run.serving_version}"
+    commit = f"serving {version}" if run.committed else f"no commit ({version})"
+    return (
+        f"merge #{number} {run.run_id}: {run.status}, scope {run.scope}, "
+        f"{run.rows_written or 0} rows written, {run.rows_deleted or 0} deleted, {commit}, "
+        f"H {horizon}, {seconds:.1f}s"
+    )
+
+
+def follow_merges(
+    spark: SparkSession,
+    config: WeirConfig,
+    interval_s: float,
+    stop: threading.Event,
+    *,
+    merge: Merge = run_merge,
+    on_merge: Optional[OnMerge] = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Merge every ``interval_s`` seconds (start to start) until ``stop`` is set.
+
+    Returns the number of merges run. ``on_merge(run, seconds)`` is called after each one
+    (the benchmark records them; a test sets ``stop`` from it). A failed merge raises
+    :class:`WeirError` naming how many merges succeeded before it (module doc: why no failure
+    is tolerated). ``stop`` already set: no merge at all.
+    """
+    if not interval_s > 0:
+        raise WeirError(f"merge interval must be positive, got {interval_s}")
+    merges = 0
+    log.info("merging every %gs until stopped (SIGTERM / Ctrl-C)", interval_s)
+    while not stop.is_set():
+        started = clock()
+        try:
+            run = merge(spark, config)
+        except Exception as error:  # run_merge raises WeirError; anything else is reported too
+            reason = error if isinstance(error, WeirError) else f"{type(error).__name__}: {error}"
+            raise WeirError(
+                f"merge loop ended after {merges} successful merge(s): {reason}"
+            ) from error
+        seconds = clock() - started
+        merges += 1
+        log.info("%s", describe_merge(merges, run, seconds))
+        if on_merge is not None:
+            on_merge(run, seconds)
+        if stop.is_set():
+            break
+        pause = started + interval_s - clock()
+        if pause > 0:
+            stop.wait(pause)
+        else:
+            log.warning(
+                "merge #%s took %.1fs, longer than the %gs interval: the next starts now",
+                merges,
+                seconds,
+                interval_s,
+            )
+    log.info("merge loop stopped after %s merge(s)", merges)
+    return merges
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT set ``stop``; a second one raises KeyboardInterrupt. Main thread only.
+
+    (The stream has its own in ``weir.layers.streaming``; this one says what a merge loop does.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {number: signal.getsignal(number) for number in signals}
+
+    def request_stop(number: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info(
+            "%s: stopping after the current merge (again to interrupt it)",
+            signal.Signals(number).name,
+        )
+        stop.set()
+
+    for number in signals:
+        signal.signal(number, request_stop)
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+__all__ = ["describe_merge", "follow_merges", "stop_on_signals"]
