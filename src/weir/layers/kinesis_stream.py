@@ -39,7 +39,7 @@ from weir.lake import LakeLayout
 from weir.layers.checkpoints import committed_transactions
 from weir.layers.progress import ProgressRecorder
 from weir.layers.raw import WriterIds
-from weir.layers.speed import SpeedUpserter, speed_minutes
+from weir.layers.speed import source_rows
 from weir.layers.streaming import (
     POLL_SECONDS,
     PROGRESS_FLUSH_SECONDS,
@@ -48,6 +48,7 @@ from weir.layers.streaming import (
     error_summary,
     raw_query_name,
     speed_query_name,
+    start_speed_layer,
     stop_gracefully,
 )
 from weir.schemas import QUARANTINE_PARTITION_COLUMNS, RAW_PARTITION_COLUMNS, RAW_SCHEMA
@@ -78,7 +79,7 @@ def archiver_writer_ids(stream: str) -> WriterIds:
 
 def stream_rows(raw: DataFrame, stream: str) -> DataFrame:
     """The RAW rows of one Kinesis stream. Pure."""
-    return raw.where((F.col("source") == KINESIS) & (F.col("source_stream") == stream))
+    return source_rows(raw, KINESIS, stream)
 
 
 def shard_positions(raw: DataFrame, stream: str) -> DataFrame:
@@ -350,33 +351,12 @@ class KinesisArchiver:
 # --- the speed layer on RAW ------------------------------------------------------------------
 
 
-def kinesis_raw_stream(spark: SparkSession, lake: LakeLayout, stream: str) -> DataFrame:
-    """A streaming DataFrame of the RAW rows of Kinesis stream ``stream`` (Delta source)."""
-    return stream_rows(spark.readStream.format("delta").load(lake.raw), stream)
-
-
 def start_kinesis_speed_layer(
     spark: SparkSession, config: WeirConfig, available_now: bool
 ) -> StreamingQuery:
-    """``speed-kinesis``: RAW (this stream) -> speed_minutes -> MERGE into SPEED."""
-    lake = LakeLayout.from_config(config)
-    minutes = speed_minutes(
-        kinesis_raw_stream(spark, lake, config.sources.kinesis.stream),
-        config.timing.allowed_lateness_minutes,
-    )
-    trigger = (
-        {"availableNow": True}
-        if available_now
-        else {"processingTime": f"{config.timing.trigger_interval_seconds} seconds"}
-    )
-    return (
-        minutes.writeStream.queryName(SPEED_KINESIS)
-        .outputMode("update")
-        .foreachBatch(SpeedUpserter(lake.speed))
-        .option("checkpointLocation", lake.checkpoint(SPEED_KINESIS))
-        .trigger(**trigger)
-        .start()
-    )
+    """``speed-kinesis``: RAW (this stream) -> speed_minutes -> MERGE into SPEED, the speed
+    layer every source shares."""
+    return start_speed_layer(spark, config, KINESIS, available_now)
 
 
 # --- the run ---------------------------------------------------------------------------------

@@ -21,6 +21,19 @@ from weir.contract import aggregate_minutes, classify_records, valid_events
 from weir.schemas import LAYER_SPEED, MINUTE_KEY
 
 
+def source_rows(raw: DataFrame, source: str, stream: str) -> DataFrame:
+    """The RAW rows one source and stream archived (a topic, a Kinesis stream, a landing
+    folder). Pure."""
+    return raw.where((F.col("source") == source) & (F.col("source_stream") == stream))
+
+
+def raw_stream(spark: SparkSession, raw_path: str, source: str, stream: str) -> DataFrame:
+    """A streaming DataFrame of the RAW rows of one source and stream: the RAW Delta table as
+    a streaming source, so the speed layer reads what the archiver committed, not the source
+    a second time."""
+    return source_rows(spark.readStream.format("delta").load(raw_path), source, stream)
+
+
 def speed_minutes(records: DataFrame, allowed_lateness_minutes: int) -> DataFrame:
     """Streaming telemetry_minute rows (MINUTE_SCHEMA, layer 'speed') from RAW-shaped rows.
 

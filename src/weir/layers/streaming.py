@@ -4,14 +4,20 @@ Two streaming queries share the one SparkSession, each with its own checkpoint:
 
 * ``raw-<source>``: source -> RAW rows -> ``RawArchiver`` (RAW and QUARANTINE, idempotent
   Delta appends keyed by batch id);
-* ``speed-<source>``: source -> RAW rows -> contract -> watermark, dedup, per-minute windows
-  in update mode -> ``SpeedUpserter`` (MERGE into SPEED).
+* ``speed-<source>``: RAW (the Delta table as a streaming source, this source's rows) ->
+  contract -> watermark, dedup, per-minute windows in update mode -> ``SpeedUpserter``
+  (MERGE into SPEED).
+
+The source is read once: the speed layer reads what the archiver committed. That halves the
+reads of Kafka and gives the speed layer the very ingest times the quarantine was judged by;
+every source (Kafka, files, Kinesis) feeds the speed layer the same way.
 
 ``run_stream`` validates, runs the checkpoint guard (``weir.layers.checkpoints``), creates
-the tables, starts both queries and waits: until both finish (``available_now``), until one
-fails (the other is stopped, a WeirError says why), or until ``stop`` is set (SIGTERM /
+the tables and starts the queries. With ``available_now`` it drains the source into RAW, then
+brings SPEED up to what RAW holds; otherwise both run until ``stop`` is set (SIGTERM /
 SIGINT through ``stop_on_signals``), in which case each query is stopped once its current
-micro-batch is done. See docs/streaming.md.
+micro-batch is done. A failed query stops the other; a WeirError says why. See
+docs/streaming.md.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from weir.lake import LakeLayout
 from weir.layers.checkpoints import QueryWriters, guard_checkpoint, latest_table_version
 from weir.layers.progress import ProgressRecorder
 from weir.layers.raw import RawArchiver
-from weir.layers.speed import SpeedUpserter, speed_minutes
+from weir.layers.speed import SpeedUpserter, raw_stream, speed_minutes
 from weir.schemas import (
     MINUTE_PARTITION_COLUMNS,
     MINUTE_SCHEMA,
@@ -47,7 +53,7 @@ from weir.schemas import (
     STREAM_PROGRESS_PARTITION_COLUMNS,
     STREAM_PROGRESS_SCHEMA,
 )
-from weir.sources import KINESIS, check_source, source_records
+from weir.sources import KINESIS, check_source, source_records, source_stream
 
 log = logging.getLogger("weir.stream")
 
@@ -132,11 +138,11 @@ def start_raw_archiver(
 def start_speed_layer(
     spark: SparkSession, config: WeirConfig, source: str, available_now: bool
 ) -> StreamingQuery:
+    """``speed-<source>``: this source's RAW rows -> speed_minutes -> MERGE into SPEED."""
     lake = LakeLayout.from_config(config)
     name = speed_query_name(source)
-    minutes = speed_minutes(
-        source_records(spark, config, source), config.timing.allowed_lateness_minutes
-    )
+    records = raw_stream(spark, lake.raw, source, source_stream(config, source))
+    minutes = speed_minutes(records, config.timing.allowed_lateness_minutes)
     return (
         minutes.writeStream.queryName(name)
         .outputMode("update")
@@ -258,9 +264,17 @@ def run_stream(
     recorder = ProgressRecorder((raw_name, speed_name))
     spark.streams.addListener(recorder)
     queries: list[StreamingQuery] = []
+
+    def start_raw() -> StreamingQuery:
+        return start_raw_archiver(spark, config, source, writers, available_now)
+
+    def start_speed() -> StreamingQuery:
+        return start_speed_layer(spark, config, source, available_now)
+
+    # Draining: the speed layer's available-now run sees RAW as it is when it starts, so it
+    # starts once the archiver has drained the source.
+    stages = [[start_raw], [start_speed]] if available_now else [[start_raw, start_speed]]
     try:
-        queries.append(start_raw_archiver(spark, config, source, writers, available_now))
-        queries.append(start_speed_layer(spark, config, source, available_now))
         log.info(
             "streaming %s: %s (writer epoch %d) and %s%s",
             source,
@@ -269,25 +283,13 @@ def run_stream(
             speed_name,
             ", until the available data is processed" if available_now else "",
         )
-        next_flush = time.monotonic() + PROGRESS_FLUSH_SECONDS
-        while True:
-            for query in queries:
-                error = None if query.isActive else query.exception()
-                if error is not None:
-                    raise _failure(query, error)
-            active = [query for query in queries if query.isActive]
-            if not active:
-                break
+        for stage in stages:
+            started_now = [start() for start in stage]
+            queries.extend(started_now)
+            result.progress_rows += _follow(spark, lake, started_now, recorder, stop)
             if stop.is_set():
                 result.stopped_by_signal = True
                 break
-            try:
-                active[0].awaitTermination(POLL_SECONDS)
-            except StreamingQueryException:
-                continue  # reported at the top of the loop
-            if time.monotonic() >= next_flush:
-                result.progress_rows += recorder.flush(spark, lake.stream_progress)
-                next_flush = time.monotonic() + PROGRESS_FLUSH_SECONDS
     finally:
         stop_gracefully([query for query in queries if query.isActive])
         recorder.wait_for_termination([query.id for query in queries], timeout=10.0)
@@ -298,3 +300,31 @@ def run_stream(
             result.last_batch[query.name] = None if progress is None else progress["batchId"]
     result.seconds = time.monotonic() - started
     return result
+
+
+def _follow(
+    spark: SparkSession,
+    lake: LakeLayout,
+    queries: list[StreamingQuery],
+    recorder: ProgressRecorder,
+    stop: threading.Event,
+) -> int:
+    """Until every query finished or ``stop`` is set, flushing progress on the way; raises
+    the WeirError of the first query that failed. Returns the progress rows recorded."""
+    recorded = 0
+    next_flush = time.monotonic() + PROGRESS_FLUSH_SECONDS
+    while True:
+        for query in queries:
+            error = None if query.isActive else query.exception()
+            if error is not None:
+                raise _failure(query, error)
+        active = [query for query in queries if query.isActive]
+        if not active or stop.is_set():
+            return recorded
+        try:
+            active[0].awaitTermination(POLL_SECONDS)
+        except StreamingQueryException:
+            continue  # reported at the top of the loop
+        if time.monotonic() >= next_flush:
+            recorded += recorder.flush(spark, lake.stream_progress)
+            next_flush = time.monotonic() + PROGRESS_FLUSH_SECONDS

@@ -34,6 +34,17 @@ def check_source(config: WeirConfig, source: str) -> None:
         kafka_options(config.sources.kafka)
 
 
+def source_stream(config: WeirConfig, source: str) -> str:
+    """What ``source`` writes into RAW's ``source_stream``: the topic, the Kinesis stream, or
+    the landing folder."""
+    check_source(config, source)
+    if source == KAFKA:
+        return config.sources.kafka.topic
+    if source == KINESIS:
+        return config.sources.kinesis.stream
+    return LakeLayout.from_config(config).landing.rstrip("/")
+
+
 def source_records(spark: SparkSession, config: WeirConfig, source: str) -> DataFrame:
     """The streaming DataFrame of RAW rows for ``source`` (kafka | files)."""
     check_source(config, source)
@@ -61,5 +72,6 @@ __all__ = [
     "kafka_source",
     "landing_records",
     "source_records",
+    "source_stream",
     "with_ingest_time",
 ]
