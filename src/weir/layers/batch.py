@@ -64,7 +64,7 @@ from weir.control import (
     record_batch_run,
 )
 from weir.errors import WeirError
-from weir.lake import LakeLayout
+from weir.lake import LakeLayout, date_literals
 from weir.schemas import (
     LAYER_BATCH,
     MINUTE_PARTITION_COLUMNS,
@@ -282,8 +282,7 @@ def minute_rows(
 
 def dates_predicate(dates: Sequence[date]) -> str:
     """The replaceWhere predicate selecting exactly these event_date partitions."""
-    listed = ", ".join(f"DATE'{day.isoformat()}'" for day in sorted(set(dates)))
-    return f"event_date IN ({listed})"
+    return f"event_date IN ({date_literals(dates)})"
 
 
 def replace_minutes(

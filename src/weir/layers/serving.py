@@ -57,7 +57,7 @@ from pyspark.sql.types import (
 from weir.config import WeirConfig
 from weir.control import COMPLETE_MODES, latest_batch_run, portable_columns, utc_values
 from weir.errors import WeirError
-from weir.lake import LakeLayout
+from weir.lake import LakeLayout, date_literals
 from weir.schemas import (
     LAYER_BATCH,
     LAYER_SPEED,
@@ -136,10 +136,6 @@ def serving_rule(batch: DataFrame, speed: DataFrame, horizon: Optional[datetime]
 def _floor_date(moment: datetime) -> date:
     """The event date of the earliest window whose ``window_end`` is after ``moment``."""
     return (moment - _MINUTE).astimezone(UTC).date()
-
-
-def _date_list(dates: Iterable[date]) -> str:
-    return ", ".join(f"DATE'{day.isoformat()}'" for day in sorted(set(dates)))
 
 
 def _in_dates(dates: Iterable[date], column: str = PARTITION_COLUMN) -> Column:
@@ -231,14 +227,14 @@ class MergeScope:
             return self.kind
         pieces = []
         if self.dates:
-            pieces.append(f"dates {_date_list(self.dates)}")
+            pieces.append(f"dates {date_literals(self.dates)}")
         if self.switched is not None:
             low, high = self.switched
             pieces.append(f"window_end in ({_iso(low) if low else '-inf'}, {_iso(high)}]")
         if self.speed_dates is None:
             pieces.append("speed beyond H on every date")
         elif self.speed_dates:
-            pieces.append(f"speed beyond H on {_date_list(self.speed_dates)}")
+            pieces.append(f"speed beyond H on {date_literals(self.speed_dates)}")
         return "; ".join(pieces)
 
 
@@ -410,7 +406,10 @@ def apply_changes(
     other dates does not conflict). The commit's ``userMetadata`` is ``run_id``.
     """
     condition = " AND ".join(
-        [*(f"t.{c} = s.{c}" for c in MINUTE_KEY), f"t.{PARTITION_COLUMN} IN ({_date_list(dates)})"]
+        [
+            *(f"t.{c} = s.{c}" for c in MINUTE_KEY),
+            f"t.{PARTITION_COLUMN} IN ({date_literals(dates)})",
+        ]
     )
     values = {c: f"s.{c}" for c in MINUTE_SCHEMA.fieldNames()}
     previous = spark.conf.get(_USER_METADATA_CONF, None)

@@ -14,10 +14,15 @@ layer applies first-received exactly).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
+from typing import Optional
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from weir.contract import aggregate_minutes, classify_records, valid_events
+from weir.lake import date_literals
 from weir.schemas import LAYER_SPEED, MINUTE_KEY
 
 
@@ -49,14 +54,23 @@ def speed_minutes(records: DataFrame, allowed_lateness_minutes: int) -> DataFram
     return aggregate_minutes(events, LAYER_SPEED, computed_at=F.current_timestamp())
 
 
-def upsert_minutes(spark: SparkSession, path: str, minutes: DataFrame) -> None:
+def upsert_minutes(
+    spark: SparkSession, path: str, minutes: DataFrame, dates: Optional[Sequence[date]] = None
+) -> None:
     """MERGE per-minute rows into the Delta table at ``path`` by (device_id, window_start).
 
     Idempotent: a row replaces the window's previous values, inserting unseen windows.
+    ``dates``: the event dates ``minutes`` holds, when the caller knows them. The target is
+    then read in those partitions only (a literal predicate Delta prunes files by), so a
+    MERGE costs what the dates hold, not the whole table's history.
     """
     from delta.tables import DeltaTable
 
     condition = " AND ".join(f"t.{c} = s.{c}" for c in MINUTE_KEY)
+    if dates is not None:
+        if not dates:
+            return  # no dates, no rows: nothing to merge
+        condition += f" AND t.event_date IN ({date_literals(dates)})"
     (
         DeltaTable.forPath(spark, path)
         .alias("t")
@@ -75,11 +89,12 @@ class SpeedUpserter:
 
     def __call__(self, minutes: DataFrame, batch_id: int) -> None:
         # Persisted: MERGE reads its source twice, and recomputing a stateful batch is waste.
-        # count() fills the cache; a batch that changed no window (a watermark-only batch)
-        # makes no commit.
+        # The dates fill the cache and bound the MERGE; a batch that changed no window (a
+        # watermark-only batch) makes no commit.
         minutes.persist()
         try:
-            if minutes.count():
-                upsert_minutes(minutes.sparkSession, self.speed_path, minutes)
+            dates = [row[0] for row in minutes.select("event_date").distinct().collect()]
+            if dates:
+                upsert_minutes(minutes.sparkSession, self.speed_path, minutes, dates)
         finally:
             minutes.unpersist()
