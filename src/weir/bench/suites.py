@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from pyspark.sql import SparkSession
 
-from weir.bench import batch, contract, merge, simulate, streaming
+from weir.bench import batch, contract, merge, simulate, streaming, unified
 from weir.bench.harness import SuiteResult
 from weir.config import WeirConfig
 
@@ -42,4 +42,6 @@ SUITES: dict[str, Suite] = {
     merge.SUITE: lambda spark, config, events, repeat: merge.run(
         spark, repeat=repeat, config=config
     ),
+    # A live run at a fixed rate for several merge intervals: events and repeat do not apply.
+    unified.SUITE: lambda spark, config, events, repeat: unified.run(spark, config=config),
 }
