@@ -19,8 +19,9 @@ import threading
 
 from weir.config import DEFAULT_CONF_PATH, ConfigError, load_config
 from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
-from weir.layers.merge_loop import follow_merges, stop_on_signals
+from weir.layers.merge_loop import follow_merges
 from weir.layers.serving import run_merge
+from weir.signals import stop_on_signals
 from weir.spark import build_session
 
 
@@ -53,7 +54,7 @@ def main(argv: list) -> int:
         spark = build_session(config, app_name="weir-merge")
         if args.follow or args.every is not None:
             interval = args.every or config.timing.merge_interval_seconds
-            with stop_on_signals(threading.Event()) as stop:
+            with stop_on_signals(threading.Event(), "the current merge") as stop:
                 follow_merges(spark, config, interval, stop)
         else:
             run_merge(spark, config)

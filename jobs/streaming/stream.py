@@ -15,7 +15,8 @@ import threading
 
 from weir.config import DEFAULT_CONF_PATH, ConfigError, load_config
 from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
-from weir.layers.streaming import configure_logging, run_stream, stop_on_signals
+from weir.layers.streaming import configure_logging, run_stream
+from weir.signals import stop_on_signals
 from weir.sources import SOURCE_NAMES, check_source
 from weir.spark import build_session
 

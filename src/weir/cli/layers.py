@@ -35,7 +35,8 @@ def stream(
         return  # `weir stream status`: its own options
     import threading
 
-    from weir.layers.streaming import configure_logging, run_stream, stop_on_signals
+    from weir.layers.streaming import configure_logging, run_stream
+    from weir.signals import stop_on_signals
     from weir.sources import check_source
     from weir.spark import build_session
 
@@ -120,12 +121,13 @@ def merge(
         import threading
         import time
 
-        from weir.layers.merge_loop import follow_merges, stop_on_signals
+        from weir.layers.merge_loop import follow_merges
+        from weir.signals import stop_on_signals
 
         interval = every if every is not None else config.timing.merge_interval_seconds
         spark = build_session(config, app_name="weir-merge")
         started = time.monotonic()
-        with stop_on_signals(threading.Event()) as stop:
+        with stop_on_signals(threading.Event(), "the current merge") as stop:
             merges = follow_merges(spark, config, interval, stop)
         console.print(
             f"weir merge: stopped after {merges} merge(s) every {interval}s "

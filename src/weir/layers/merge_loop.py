@@ -1,7 +1,7 @@
 """`weir merge --follow | --every SECONDS`: the merge, again and again, beside a running stream.
 
 :func:`follow_merges` runs :func:`weir.layers.serving.run_merge` at a fixed interval until
-``stop`` is set (SIGTERM / SIGINT through :func:`stop_on_signals`):
+``stop`` is set (SIGTERM / SIGINT through :func:`weir.signals.stop_on_signals`):
 
 * **Start to start.** Merge k+1 starts ``interval_s`` after merge k started; a merge that takes
   longer than the interval is followed at once by the next (never overlapping: one thread, one
@@ -27,11 +27,8 @@ the serving version, the horizon H and the duration.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Callable, Optional
 
 from pyspark.sql import SparkSession
@@ -109,34 +106,4 @@ def follow_merges(
     return merges
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
-    """SIGTERM and SIGINT set ``stop``; a second one raises KeyboardInterrupt. Main thread only.
-
-    (The stream has its own in ``weir.layers.streaming``; this one says what a merge loop does.)
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {number: signal.getsignal(number) for number in signals}
-
-    def request_stop(number: int, _frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.info(
-            "%s: stopping after the current merge (again to interrupt it)",
-            signal.Signals(number).name,
-        )
-        stop.set()
-
-    for number in signals:
-        signal.signal(number, request_stop)
-    try:
-        yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-__all__ = ["describe_merge", "follow_merges", "stop_on_signals"]
+__all__ = ["describe_merge", "follow_merges"]

@@ -23,11 +23,8 @@ docs/streaming.md.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -205,30 +202,6 @@ def stop_gracefully(queries: list[StreamingQuery], timeout: float = GRACEFUL_STO
                 break
         if query.isActive:
             query.stop()
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
-    """SIGTERM and SIGINT set ``stop`` (a second one interrupts at once). Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {number: signal.getsignal(number) for number in signals}
-
-    def request_stop(number: int, _frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.info("%s: stopping after the current micro-batch", signal.Signals(number).name)
-        stop.set()
-
-    for number in signals:
-        signal.signal(number, request_stop)
-    try:
-        yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def run_stream(
