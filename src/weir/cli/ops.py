@@ -83,7 +83,7 @@ def maintain(
 @app.command()
 def bench(
     suite: str = typer.Argument(
-        "all", help="contract | batch | simulate | streaming | merge | all"
+        "all", help="contract | batch | simulate | streaming | merge | unified | all"
     ),
     conf: str = conf_option(),
     events: Optional[int] = typer.Option(
