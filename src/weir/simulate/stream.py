@@ -265,39 +265,17 @@ class RecordStream:
         if self._fault_cut:
             draws = self._draws.random(size)
             kinds, cuts, injector = self._kinds, self._cuts, self._injector
-            retime, retimed = self._retime, fleet.retime_templates
+            retime = self._retime
             faulty = np.flatnonzero(draws < self._fault_cut)
-            c0, c1, c2, c3, c4, c5, c6, c7 = tick.columns
+            columns = tick.columns
             for device, draw in zip(faulty.tolist(), draws[faulty].tolist()):
                 kind = kinds[bisect.bisect_right(cuts, draw)]
                 event_id = event_ids[device]
+                row = (event_id, *(column[device] for column in columns))
                 if kind in retime:  # only the event_time member changes: fill the template
                     text, claimed, reason = retime[kind](event_times[device], tick.time_us)
-                    payloads[device] = (
-                        retimed[device]
-                        % (
-                            event_id,
-                            text,
-                            c2[device],
-                            c3[device],
-                            c4[device],
-                            c5[device],
-                            c6[device],
-                            c7[device],
-                        )
-                    ).encode()
+                    payloads[device] = fleet.retimed_payload(device, row, text).encode()
                 else:
-                    row = (
-                        event_id,
-                        c0[device],
-                        c1[device],
-                        c2[device],
-                        c3[device],
-                        c4[device],
-                        c5[device],
-                        c6[device],
-                        c7[device],
-                    )
                     injected = injector.inject(
                         kind,
                         fleet.fields(device, row),
