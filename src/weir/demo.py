@@ -117,14 +117,10 @@ def with_topic(config: WeirConfig, topic: str) -> WeirConfig:
 
 
 def create_topic(config: WeirConfig) -> None:
-    from confluent_kafka.admin import NewTopic
-
-    from weir.infra.kafka import admin_client
+    from weir.infra.kafka import create_topic as create
 
     kafka = config.sources.kafka
-    admin = admin_client(kafka.bootstrap_servers)
-    for future in admin.create_topics([NewTopic(kafka.topic, kafka.partitions, 1)]).values():
-        future.result(timeout=60)
+    create(kafka.bootstrap_servers, kafka.topic, kafka.partitions)
 
 
 def delete_topic(config: WeirConfig) -> None:

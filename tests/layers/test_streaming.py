@@ -664,12 +664,11 @@ def test_sigterm_finishes_the_running_batch_and_exits_0(
 
 def kafka_topic(config: WeirConfig, partitions: int = 2) -> WeirConfig:
     """A fresh topic of its own (the shared one may hold other tests' records)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from weir.infra.kafka import create_topic
 
-    name = f"telemetry-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": config.sources.kafka.bootstrap_servers})
-    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-        future.result(timeout=30)
+    name = create_topic(
+        config.sources.kafka.bootstrap_servers, f"telemetry-{uuid.uuid4().hex[:8]}", partitions, 30
+    )
     kafka = config.sources.kafka.model_copy(update={"topic": name, "partitions": partitions})
     return config.model_copy(update={"sources": config.sources.model_copy(update={"kafka": kafka})})
 

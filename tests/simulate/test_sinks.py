@@ -358,14 +358,10 @@ def stream_records_for_kinesis():
 @pytest.fixture
 def kafka_config(simulate_infra: WeirConfig, tmp_path: Path) -> WeirConfig:
     """A fresh 3-partition topic of this test's own on the session's local broker."""
-    from confluent_kafka.admin import NewTopic
-
-    from weir.infra.kafka import admin_client
+    from weir.infra.kafka import create_topic
 
     topic = f"telemetry-{uuid.uuid4().hex[:8]}"
-    bootstrap = simulate_infra.sources.kafka.bootstrap_servers
-    admin = admin_client(bootstrap)  # kept alive until the topic exists
-    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(timeout=30)
+    create_topic(simulate_infra.sources.kafka.bootstrap_servers, topic, 3, timeout=30)
     return with_overrides(
         simulate_infra,
         kafka={"topic": topic, "partitions": 3},

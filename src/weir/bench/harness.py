@@ -8,6 +8,7 @@ absolute rate; a miss is reported (and makes `weir bench` exit 1), never hidden.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
+
+from weir.config import WeirConfig, config_from_mapping
 
 RESULTS_DIR = Path("bench/results")
 
@@ -97,6 +100,35 @@ class SuiteResult:
         path.write_text(text)
         (results_dir / f"{self.suite}-latest.json").write_text(text)
         return path
+
+
+def load_average() -> Optional[list[float]]:
+    """The 1/5/15-minute load averages, rounded (None where the platform has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def kafka_bench_config(
+    stack: WeirConfig, lake_root: Path, topic: str, trigger_s: Optional[int] = None
+) -> WeirConfig:
+    """``stack``'s config with its own lake under ``lake_root``, reading ``topic`` (and a
+    trigger interval of ``trigger_s`` seconds when given)."""
+    document = stack.model_dump()
+    document["lake"] = {"root": f"file://{lake_root}", "landing": None}
+    document["sources"]["kafka"]["topic"] = topic
+    if trigger_s is not None:
+        document["timing"]["trigger_interval_seconds"] = trigger_s
+    return config_from_mapping(document, environ={})
+
+
+def new_topic(stack: WeirConfig, name: str) -> str:
+    """A fresh topic ``name`` on ``stack``'s broker, with its configured partitions."""
+    from weir.infra.kafka import create_topic
+
+    kafka = stack.sources.kafka
+    return create_topic(kafka.bootstrap_servers, name, kafka.partitions)
 
 
 def environment(**extra: object) -> dict:

@@ -11,7 +11,6 @@ model, fault injection, JSON, ledger — pushing them through librdkafka.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import tempfile
@@ -24,7 +23,14 @@ from typing import Optional
 
 from pyspark.sql import SparkSession
 
-from weir.bench.harness import Measurement, SuiteResult, Target, environment
+from weir.bench.harness import (
+    Measurement,
+    SuiteResult,
+    Target,
+    environment,
+    load_average,
+    new_topic,
+)
 from weir.config import WeirConfig
 from weir.errors import WeirError
 
@@ -44,16 +50,7 @@ def _with_topic(config: WeirConfig, topic: str) -> WeirConfig:
 
 
 def _new_topic(config: WeirConfig) -> WeirConfig:
-    from confluent_kafka.admin import NewTopic
-
-    from weir.infra.kafka import admin_client
-
-    topic = f"bench-{uuid.uuid4().hex[:8]}"
-    admin = admin_client(config.sources.kafka.bootstrap_servers)
-    new = NewTopic(topic, config.sources.kafka.partitions, 1)
-    for future in admin.create_topics([new]).values():
-        future.result(timeout=60)
-    return _with_topic(config, topic)
+    return _with_topic(config, new_topic(config, f"bench-{uuid.uuid4().hex[:8]}"))
 
 
 def simulate_options(events: int, now: datetime):
@@ -172,14 +169,7 @@ def run(
         devices=DEVICES,
         partitions=config.sources.kafka.partitions,
         mean_payload_bytes=round(mean_bytes, 1),
-        load_average=_load_average(),
+        load_average=load_average(),
     )
     result.evaluate([Target(CANDIDATE, CEILING, min_ratio=0.5, min_rate=200_000)])
     return result
-
-
-def _load_average() -> Optional[list[float]]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None

@@ -37,8 +37,16 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, MapType, StringType
 
-from weir.bench.harness import Measurement, SuiteResult, Target, environment
-from weir.config import WeirConfig, config_from_mapping
+from weir.bench.harness import (
+    Measurement,
+    SuiteResult,
+    Target,
+    environment,
+    kafka_bench_config,
+    load_average,
+    new_topic,
+)
+from weir.config import WeirConfig
 from weir.errors import WeirError
 from weir.lake import LakeLayout
 from weir.schemas import PAYLOAD_TYPED_SCHEMA
@@ -51,26 +59,6 @@ FRESHNESS_SECONDS = 60
 FRESHNESS_WARMUP_SECONDS = 15  # the first batches pay for JIT and state-store set-up
 DRAIN_TIMEOUT_SECONDS = 300
 _OFFSETS = MapType(StringType(), MapType(StringType(), LongType()))
-
-
-def _bench_config(stack: WeirConfig, lake_root: Path, topic: str, trigger_s: int) -> WeirConfig:
-    document = stack.model_dump()
-    document["lake"] = {"root": f"file://{lake_root}", "landing": None}
-    document["sources"]["kafka"]["topic"] = topic
-    document["timing"]["trigger_interval_seconds"] = trigger_s
-    return config_from_mapping(document, environ={})
-
-
-def _new_topic(stack: WeirConfig, name: str) -> str:
-    from confluent_kafka.admin import NewTopic
-
-    from weir.infra.kafka import admin_client
-
-    admin = admin_client(stack.sources.kafka.bootstrap_servers)
-    new = NewTopic(name, stack.sources.kafka.partitions, 1)
-    for future in admin.create_topics([new]).values():
-        future.result(timeout=60)
-    return name
 
 
 def _backlog(config: WeirConfig, events: int) -> int:
@@ -323,13 +311,13 @@ def run(
         state = Path(folder)
         context = nullcontext(config) if running_stack else private_stack(config, state / "stack")
         with context as stack:
-            topic = _new_topic(stack, f"bench-ingest-{int(time.time())}")
-            produced = _backlog(_bench_config(stack, state / "unused", topic, 1), events)
+            topic = new_topic(stack, f"bench-ingest-{int(time.time())}")
+            produced = _backlog(kafka_bench_config(stack, state / "unused", topic, 1), events)
             ceilings, candidates = [], []
             # Warm-up, not measured: the session's first Kafka read loads the client classes.
-            parse_ceiling(spark, _bench_config(stack, state / "unused", topic, 1))
+            parse_ceiling(spark, kafka_bench_config(stack, state / "unused", topic, 1))
             for attempt in range(repeat):
-                bench = _bench_config(stack, state / f"lake-{attempt}", topic, 1)
+                bench = kafka_bench_config(stack, state / f"lake-{attempt}", topic, 1)
                 started = time.perf_counter()
                 parse_ceiling(spark, bench)
                 ceilings.append(time.perf_counter() - started)
@@ -342,8 +330,8 @@ def run(
             ]
             freshness = None
             if freshness_seconds:
-                live_topic = _new_topic(stack, f"bench-fresh-{int(time.time())}")
-                live = _bench_config(stack, state / "lake-fresh", live_topic, 1)
+                live_topic = new_topic(stack, f"bench-fresh-{int(time.time())}")
+                live = kafka_bench_config(stack, state / "lake-fresh", live_topic, 1)
                 freshness = measure_freshness(spark, live, freshness_seconds, FRESHNESS_RATE)
                 checks_extra = [
                     {
@@ -361,17 +349,8 @@ def run(
         master=spark.sparkContext.master,
         partitions=config.sources.kafka.partitions,
         freshness=freshness,
-        load_average=_load(),
+        load_average=load_average(),
     )
     result.evaluate([Target(CANDIDATE, CEILING, min_ratio=0.5, min_rate=100_000)])
     result.checks.extend(checks_extra)
     return result
-
-
-def _load() -> Optional[list[float]]:
-    import os
-
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None

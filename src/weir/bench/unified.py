@@ -43,7 +43,6 @@ the SPEED table's versions (``speed_only`` in the figures) splits the delay betw
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import threading
 import time
@@ -54,8 +53,15 @@ from typing import Optional
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from weir.bench.harness import Measurement, SuiteResult, environment
-from weir.config import WeirConfig, config_from_mapping
+from weir.bench.harness import (
+    Measurement,
+    SuiteResult,
+    environment,
+    kafka_bench_config,
+    load_average,
+    new_topic,
+)
+from weir.config import WeirConfig
 from weir.errors import WeirError
 from weir.lake import LakeLayout, local_path
 
@@ -195,25 +201,6 @@ def _counted(spark: SparkSession, table_path: str) -> int:
 # --- The run -------------------------------------------------------------------------------------
 
 
-def _bench_config(stack: WeirConfig, lake_root: Path, topic: str) -> WeirConfig:
-    document = stack.model_dump()
-    document["lake"] = {"root": f"file://{lake_root}", "landing": None}
-    document["sources"]["kafka"]["topic"] = topic
-    return config_from_mapping(document, environ={})
-
-
-def _new_topic(stack: WeirConfig, name: str) -> str:
-    from confluent_kafka.admin import NewTopic
-
-    from weir.infra.kafka import admin_client
-
-    admin = admin_client(stack.sources.kafka.bootstrap_servers)
-    new = NewTopic(name, stack.sources.kafka.partitions, 1)
-    for future in admin.create_topics([new]).values():
-        future.result(timeout=60)
-    return name
-
-
 def _wait_for_stream(
     spark: SparkSession, failure: list, stop: threading.Event, deadline: float
 ) -> None:
@@ -276,7 +263,7 @@ def measure(
     merge_thread = threading.Thread(target=merge_loop, name="bench-merge", daemon=True)
     warmup_s = interval_s
     produce_s = warmup_s + merges * interval_s
-    load_before = _load()
+    load_before = load_average()
     stream_thread.start()
     try:
         _wait_for_stream(spark, failure, stop_stream, time.monotonic() + STREAM_START_TIMEOUT_S)
@@ -312,7 +299,7 @@ def measure(
         stream_thread.join(timeout=300)
     if failure:
         raise WeirError(f"the stream or the merge loop failed: {failure[0]}") from failure[0]
-    load_after = _load()
+    load_after = load_average()
 
     ended_at = time.time()
     records = produced_records(spark, config).cache()
@@ -373,8 +360,8 @@ def run(
         state = Path(folder)
         context = nullcontext(config) if running_stack else private_stack(config, state / "stack")
         with context as stack:
-            topic = _new_topic(stack, f"bench-unified-{int(time.time())}")
-            bench = _bench_config(stack, state / "lake", topic)
+            topic = new_topic(stack, f"bench-unified-{int(time.time())}")
+            bench = kafka_bench_config(stack, state / "lake", topic)
             figures = measure(spark, bench, interval, rate, merges)
     result.measurements = [
         Measurement(PRODUCED, figures["produced"], figures["produce_seconds"]),
@@ -405,10 +392,3 @@ def run(
         freshness=figures,
     )
     return result
-
-
-def _load() -> Optional[list[float]]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None

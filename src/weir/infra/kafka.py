@@ -106,6 +106,27 @@ def admin_client(bootstrap_servers: str):
     return AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _client_log})
 
 
+def create_topic(bootstrap_servers: str, topic: str, partitions: int, timeout: float = 60) -> str:
+    """Create ``topic`` (replication 1, the local broker's) and wait until every partition
+    has a leader, so a producer or a watermark query right after does not meet
+    NOT_LEADER_FOR_PARTITION. Returns the topic."""
+    from confluent_kafka.admin import NewTopic
+
+    admin = admin_client(bootstrap_servers)
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(timeout=timeout)
+
+    def led() -> bool:
+        described = admin.list_topics(topic=topic, timeout=5).topics.get(topic)
+        if described is None or described.error is not None:
+            return False
+        found = described.partitions.values()
+        return len(found) == partitions and all(p.leader >= 0 for p in found)
+
+    wait_until(led, timeout=timeout, what=f"Kafka topic {topic} leaders")
+    return topic
+
+
 class KafkaBroker:
     """The single-node KRaft broker of ``weir infra``."""
 
