@@ -110,6 +110,7 @@ def create_topic(bootstrap_servers: str, topic: str, partitions: int, timeout: f
     """Create ``topic`` (replication 1, the local broker's) and wait until every partition
     has a leader, so a producer or a watermark query right after does not meet
     NOT_LEADER_FOR_PARTITION. Returns the topic."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
     from confluent_kafka.admin import NewTopic
 
     admin = admin_client(bootstrap_servers)
@@ -124,6 +125,22 @@ def create_topic(bootstrap_servers: str, topic: str, partitions: int, timeout: f
         return len(found) == partitions and all(p.leader >= 0 for p in found)
 
     wait_until(led, timeout=timeout, what=f"Kafka topic {topic} leaders")
+    # Metadata can name a leader before that broker serves the partition (KRaft propagates
+    # the leadership record first), so also wait until each leader answers an offsets query.
+    probe = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"weir-probe-{topic}"})
+    try:
+
+        def serving() -> bool:
+            try:
+                for partition in range(partitions):
+                    probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            except KafkaException:
+                return False
+            return True
+
+        wait_until(serving, timeout=timeout, what=f"Kafka topic {topic} partitions served")
+    finally:
+        probe.close()
     return topic
 
 
