@@ -23,6 +23,9 @@ def local_config(lake_root: Path, **section_overrides: dict) -> WeirConfig:
     document["spark"]["jars_dir"] = str(PROJECT_ROOT / ".jars" / "spark")
     document["infra"]["state_dir"] = str(lake_root.parent / "state")
     for section, values in section_overrides.items():
+        if section == "spark" and "settings" in values:
+            # Tests run with the local profile's settings, plus their own.
+            values = {**values, "settings": {**document["spark"]["settings"], **values["settings"]}}
         document[section] = {**document[section], **values}
     return config_from_mapping(document, environ={})
 

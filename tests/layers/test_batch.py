@@ -178,19 +178,6 @@ def lake_entries(lake: LakeLayout) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _small_delta_snapshots(spark: SparkSession) -> Iterator[None]:
-    """Rebuild Delta snapshots of these tiny tables in one task, not Spark's default 50."""
-    key = "spark.databricks.delta.snapshotPartitions"
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, "1")
-    yield
-    if before is None:
-        spark.conf.unset(key)
-    else:
-        spark.conf.set(key, before)
-
-
 @pytest.fixture
 def config(weir_config: WeirConfig, lake: LakeLayout) -> WeirConfig:
     """The session config with the lake moved to this test's tmp lake."""

@@ -29,7 +29,6 @@ from weir.layers import batch
 from weir.layers.batch import RebuildRequest, adopt_files, input_uri, rebuild_batch
 
 from .test_batch import (
-    _small_delta_snapshots,  # noqa: F401 (an autouse fixture, here too)
     assert_view,
     config_for,
     expected_view,

@@ -23,7 +23,6 @@ from weir.lake import LakeLayout
 from weir.layers.batch import RebuildRequest, rebuild_batch
 
 from .test_batch import (
-    _small_delta_snapshots,  # noqa: F401 (an autouse fixture, here too)
     assert_view,
     config_for,
     expected_view,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
@@ -160,19 +159,6 @@ def files_by_date(spark: SparkSession, lake: LakeLayout) -> dict[str, set[str]]:
         folder = next(p for p in path.split("/") if p.startswith("event_date="))
         files.setdefault(folder.split("=", 1)[1], set()).add(path)
     return files
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _small_delta_snapshots(spark: SparkSession) -> Iterator[None]:
-    """Rebuild Delta snapshots of these tiny tables in one task, not Spark's default 50."""
-    key = "spark.databricks.delta.snapshotPartitions"
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, "1")
-    yield
-    if before is None:
-        spark.conf.unset(key)
-    else:
-        spark.conf.set(key, before)
 
 
 def config_for(base: WeirConfig, lake: LakeLayout) -> WeirConfig:

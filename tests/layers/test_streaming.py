@@ -17,7 +17,6 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -67,24 +66,6 @@ VIEW_COLUMNS = [f.name for f in MINUTE_SCHEMA.fields if f.name != "computed_at"]
 # --- helpers ----------------------------------------------------------------------------------
 
 
-# Delta reconstructs a table's state in 50 tasks by default: on a 2-core machine with tables
-# of a few files, most of a micro-batch. Spark reads this setting at run time.
-SMALL_SNAPSHOTS = {"spark.databricks.delta.snapshotPartitions": "2"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def small_delta_snapshots(spark: SparkSession) -> Iterator[None]:
-    previous = {key: spark.conf.get(key, None) for key in SMALL_SNAPSHOTS}
-    for key, value in SMALL_SNAPSHOTS.items():
-        spark.conf.set(key, value)
-    yield
-    for key, value in previous.items():
-        if value is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, value)
-
-
 def lake_config(base: WeirConfig, root: Path, **timing: int) -> WeirConfig:
     """``base`` with its own lake under ``root`` and its own state folder beside it (a
     subprocess's metastore or a simulator's ledgers stay private); the files source takes one
@@ -97,9 +78,6 @@ def lake_config(base: WeirConfig, root: Path, **timing: int) -> WeirConfig:
             ),
             "timing": TimingConfig(**{**base.timing.model_dump(), **timing}),
             "infra": base.infra.model_copy(update={"state_dir": str(root.parent / "state")}),
-            "spark": base.spark.model_copy(
-                update={"settings": {**base.spark.settings, **SMALL_SNAPSHOTS}}
-            ),
         }
     )
 

@@ -57,10 +57,12 @@ class RawArchiver:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
+        # Cached by the RAW append, its first action (a count first was one more pass over
+        # the source); the count and the quarantine then read the cache.
         batch.persist()
         try:
-            records = batch.count()  # fills the cache both writes read
             self.append_raw(batch, batch_id)
+            records = batch.count()
             quarantine = batch.transform(classify_records).transform(quarantine_rows)
             self.append_quarantine(quarantine, batch_id)
         finally:
