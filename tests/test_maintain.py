@@ -160,6 +160,7 @@ def test_every_weir_table_of_the_lake_is_maintained() -> None:
         lake.quarantine,
         lake.speed,
         lake.batch,
+        lake.batch_events,
         lake.serving,
         lake.batch_runs,
         lake.merge_runs,

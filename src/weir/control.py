@@ -64,6 +64,7 @@ class BatchRun:
     changes_since: Optional[datetime] = None
     dates_rebuilt: Optional[list[date]] = None
     view_version: Optional[int] = None
+    index_version: Optional[int] = None
 
     def as_row(self) -> tuple:
         """The values in ``BATCH_RUN_SCHEMA`` order, for ``spark.createDataFrame``."""

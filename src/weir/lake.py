@@ -47,6 +47,11 @@ class LakeLayout:
         return self._path("batch", "telemetry_minute")
 
     @property
+    def batch_events(self) -> str:
+        """The batch layer's index of first-received events (BATCH_EVENTS_SCHEMA)."""
+        return self._path("batch", "events")
+
+    @property
     def serving(self) -> str:
         return self._path("serving", "telemetry_minute")
 

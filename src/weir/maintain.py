@@ -55,6 +55,7 @@ def weir_tables(lake: LakeLayout) -> list[WeirTable]:
         WeirTable("quarantine/telemetry", lake.quarantine),
         WeirTable("speed/telemetry_minute", lake.speed, ZORDER_COLUMNS),
         WeirTable("batch/telemetry_minute", lake.batch, ZORDER_COLUMNS),
+        WeirTable("batch/events", lake.batch_events),
         WeirTable("serving/telemetry_minute", lake.serving, ZORDER_COLUMNS),
         WeirTable("_control/batch_runs", lake.batch_runs),
         WeirTable("_control/merge_runs", lake.merge_runs),

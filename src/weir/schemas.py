@@ -125,6 +125,21 @@ MINUTE_PARTITION_COLUMNS = ("event_date",)
 LAYER_BATCH = "batch"
 LAYER_SPEED = "speed"
 
+# --- batch/events: the batch layer's index of first-received events (docs/batch.md) -----------
+# One row per valid event_id over the raw history a complete batch run read: the winning copy,
+# how many copies there were and the set of their content fingerprints. An incremental run
+# folds its new records into the rows of the event_ids they touch instead of re-reading all
+# history (weir.contract.dedup.merge_first_received).
+BATCH_EVENTS_SCHEMA = StructType(
+    [
+        *EVENT_SCHEMA.fields,
+        StructField("received_copies", LongType(), False),
+        StructField("content_fingerprints", ArrayType(LongType(), False), False),
+        StructField("event_date", DateType(), False),  # partition column: the winner's date
+    ]
+)
+BATCH_EVENTS_PARTITION_COLUMNS = ("event_date",)
+
 # --- _control/batch_runs: one row per batch rebuild (DESIGN.md §6) -----------------------------
 BATCH_RUN_SCHEMA = StructType(
     [
@@ -150,6 +165,7 @@ BATCH_RUN_SCHEMA = StructType(
         StructField("changes_since", TimestampType(), True),  # incremental: new = ingest >= this
         StructField("dates_rebuilt", ArrayType(DateType()), True),  # null = every date (full)
         StructField("view_version", LongType(), True),  # the batch view's Delta commit, if any
+        StructField("index_version", LongType(), True),  # batch/events as this run left it
     ]
 )
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql.types import LongType, StructField, StructType
 
@@ -25,6 +26,7 @@ from contract.builders import (
     typed_event,
 )
 from weir.contract import classify_records, dedup_first_received, valid_events
+from weir.contract.dedup import first_received_with_contents, merge_first_received
 from weir.schemas import EVENT_CONTENT_COLUMNS, EVENT_SCHEMA
 
 DEDUP_SCHEMA = StructType(
@@ -221,3 +223,19 @@ def test_invalid_copies_never_take_part(spark):
     actual = raw.transform(classify_records).transform(valid_events).transform(dedup_first_received)
 
     assert_rows_equal(actual, DEDUP_SCHEMA, [expected_row(winner, copies=1, contents=1)])
+
+
+@pytest.mark.parametrize("split_at", [1, len(ALL_COPIES) // 2, len(ALL_COPIES) - 1])
+def test_folding_a_later_part_into_an_earlier_part_equals_deduplicating_both(spark, split_at):
+    """The batch index: winners over old copies, merged with winners over new copies, are the
+    winners over all copies, with copies added and content sets united."""
+    earlier, later = ALL_COPIES[:split_at], ALL_COPIES[split_at:]
+    folded = (
+        event_frame(spark, earlier)
+        .transform(first_received_with_contents)
+        .unionByName(event_frame(spark, later).transform(first_received_with_contents))
+        .transform(merge_first_received)
+    )
+    together = event_frame(spark, ALL_COPIES).transform(first_received_with_contents)
+
+    assert_df_equality(folded, together, ignore_row_order=True, ignore_nullable=True)

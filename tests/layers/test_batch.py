@@ -17,6 +17,7 @@ from typing import Any, Optional
 import pytest
 import yaml
 from chispa import assert_df_equality
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
@@ -37,11 +38,20 @@ from weir.layers.batch import (
     RebuildRequest,
     batch_horizon,
     default_cutoff,
+    event_index_rows,
+    first_received_events,
     parse_cutoff,
     rebuild_batch,
     rebuild_request,
+    received_before,
 )
-from weir.schemas import BATCH_RUN_SCHEMA, MINUTE_SCHEMA, RAW_PARTITION_COLUMNS, RAW_SCHEMA
+from weir.schemas import (
+    BATCH_EVENTS_SCHEMA,
+    BATCH_RUN_SCHEMA,
+    MINUTE_SCHEMA,
+    RAW_PARTITION_COLUMNS,
+    RAW_SCHEMA,
+)
 
 UTC = timezone.utc
 YEAR = 2026
@@ -155,6 +165,28 @@ def partition_files(spark: SparkSession, lake: LakeLayout) -> dict[str, set[str]
         folder = next(p for p in path.split("/") if p.startswith("event_date="))
         files.setdefault(folder.split("=", 1)[1], set()).add(path)
     return files
+
+
+def event_index(spark: SparkSession, lake: LakeLayout) -> DataFrame:
+    return (
+        spark.read.format("delta").load(lake.batch_events).select(*BATCH_EVENTS_SCHEMA.fieldNames())
+    )
+
+
+def index_of_a_full_dedup(spark: SparkSession, lake: LakeLayout, cutoff: str) -> DataFrame:
+    """What batch/events must hold for a cutoff: a full dedup of every record before it."""
+    raw = received_before(spark.read.format("delta").load(lake.raw), utc(cutoff))
+    return event_index_rows(first_received_events(raw))
+
+
+def index_commits(spark: SparkSession, lake: LakeLayout) -> dict[str, dict]:
+    """The event index's commits by run id: their operation parameters."""
+    history = DeltaTable.forPath(spark, lake.batch_events).history()
+    return {
+        row["userMetadata"]: dict(row["operationParameters"])
+        for row in history.collect()
+        if row["userMetadata"]
+    }
 
 
 def config_for(base: WeirConfig, lake: LakeLayout) -> WeirConfig:
@@ -439,6 +471,8 @@ class History:
     view_full: list
     retry_only: BatchRun
     view_retry_only: list
+    index_2: list  # batch/events after run 2
+    index_retry_only: list  # batch/events after the last run
 
 
 @pytest.fixture(scope="module")
@@ -455,6 +489,7 @@ def history(
     append_raw(spark, lake, AFTER_RUN_1)
     run_2 = rebuild(spark, config, CUTOFF_2)
     view_2, files_2 = view(spark, lake).collect(), partition_files(spark, lake)
+    index_2 = event_index(spark, lake).collect()
     rerun = rebuild(spark, config, CUTOFF_2)
     view_rerun = view(spark, lake).collect()
     full = rebuild(spark, config, CUTOFF_2, MODE_FULL)
@@ -462,6 +497,7 @@ def history(
     append_raw(spark, lake, RETRY_ONLY)
     retry_only = rebuild(spark, config, CUTOFF_3)
     view_retry_only = view(spark, lake).collect()
+    index_retry_only = event_index(spark, lake).collect()
     yield History(
         config=config,
         lake=lake,
@@ -477,6 +513,8 @@ def history(
         view_full=view_full,
         retry_only=retry_only,
         view_retry_only=view_retry_only,
+        index_2=index_2,
+        index_retry_only=index_retry_only,
     )
 
 
@@ -543,6 +581,68 @@ def test_late_retry_alone_changes_no_date(spark: SparkSession, history: History)
     assert (retry_only.dates_rebuilt, retry_only.windows_written) == ([], 0)
     assert retry_only.view_version is None
     assert_view(rows_frame(spark, history.view_retry_only), expected_view(spark, VIEW_AFTER_RUN_2))
+
+
+def test_incremental_runs_fold_new_records_into_the_index_as_a_full_dedup_would(
+    spark: SparkSession, history: History
+) -> None:
+    schema = event_index(spark, history.lake).schema
+    for rows, cutoff in ((history.index_2, CUTOFF_2), (history.index_retry_only, CUTOFF_3)):
+        assert_df_equality(
+            spark.createDataFrame(rows, schema),
+            index_of_a_full_dedup(spark, history.lake, cutoff),
+            ignore_row_order=True,
+            ignore_nullable=True,
+        )
+
+
+def test_an_incremental_run_rewrites_only_the_index_dates_its_new_records_touch(
+    spark: SparkSession, history: History
+) -> None:
+    commits = index_commits(spark, history.lake)
+    # Full runs (the first run, the explicit --full) write the whole index.
+    assert "predicate" not in commits[history.run_1.run_id]
+    assert "predicate" not in commits[history.full.run_id]
+    # Run 2 read the index, not all history: it replaced the dates m1 left and landed on,
+    # the dates of a2 and q1, and those of the events whose late twins add copies (z1, b1, a1).
+    assert "2026-02-26" not in commits[history.run_2.run_id]["predicate"]
+    for day in ("2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"):
+        assert day in commits[history.run_2.run_id]["predicate"]
+    # A late retry: only its event's date, for the copy count; the view is untouched.
+    assert "2026-02-27" in commits[history.retry_only.run_id]["predicate"]
+    assert "2026-03-01" not in commits[history.retry_only.run_id]["predicate"]
+    # The rerun changed nothing and kept the index run 2 left.
+    assert history.rerun.run_id not in commits
+    assert history.rerun.index_version == history.run_2.index_version
+    assert history.retry_only.index_version > history.full.index_version
+
+
+def test_an_index_changed_behind_the_last_run_is_not_trusted(
+    spark: SparkSession, weir_config: WeirConfig, tmp_path: Path
+) -> None:
+    lake = LakeLayout(root=f"file://{tmp_path}/lake")
+    config = config_for(weir_config, lake)
+    append_raw(spark, lake, BEFORE_RUN_1)
+    rebuild(spark, config, CUTOFF_1)
+    # Compaction keeps the index trusted; a foreign write (a row deleted) does not.
+    DeltaTable.forPath(spark, lake.batch_events).optimize().executeCompaction()
+    append_raw(spark, lake, AFTER_RUN_1[:1])
+    compacted = rebuild(spark, config, CUTOFF_2)
+    DeltaTable.forPath(spark, lake.batch_events).delete("event_id = 'b1'")
+    append_raw(spark, lake, AFTER_RUN_1[1:])
+    tampered = rebuild(spark, config, CUTOFF_2)
+
+    commits = index_commits(spark, lake)
+    assert "predicate" in commits[compacted.run_id]  # folded into the index
+    assert "predicate" not in commits[tampered.run_id]  # rebuilt from all history
+    assert tampered.mode == MODE_INCREMENTAL
+    assert_df_equality(
+        event_index(spark, lake),
+        index_of_a_full_dedup(spark, lake, CUTOFF_2),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    assert_view(view(spark, lake), expected_view(spark, VIEW_AFTER_RUN_2))
 
 
 def test_every_run_is_recorded_in_order(spark: SparkSession, history: History) -> None:

@@ -17,6 +17,7 @@ from weir.schemas import EVENT_COLUMNS, EVENT_CONTENT_COLUMNS
 
 RECEIVED_COPIES = "received_copies"
 DISTINCT_CONTENTS = "distinct_contents"
+CONTENT_FINGERPRINTS = "content_fingerprints"
 _FINGERPRINT = "_content_fingerprint"
 _RANK = "_received_rank"
 
@@ -47,6 +48,30 @@ def content_fingerprint() -> Column:
     return F.xxhash64(*columns, *(column.isNull() for column in columns))
 
 
+def first_received_with_contents(events: DataFrame) -> DataFrame:
+    """One row per event_id: the first received copy, how many copies there were, and the set
+    of their content fingerprints (``content_fingerprints``, a sorted array).
+
+    The batch layer's event index keeps these rows, so that a later run can fold new copies
+    into them (``merge_first_received``) without reading the old copies again.
+    """
+    by_received_order = Window.partitionBy("event_id").orderBy(
+        received_order(), *(F.col(c).asc_nulls_first() for c in EVENT_COLUMNS)
+    )
+    copies = Window.partitionBy("event_id")
+    return (
+        events.withColumn(_FINGERPRINT, content_fingerprint())
+        .select(
+            *EVENT_COLUMNS,
+            F.row_number().over(by_received_order).alias(_RANK),
+            F.count(F.lit(1)).over(copies).alias(RECEIVED_COPIES),
+            F.array_sort(F.collect_set(_FINGERPRINT).over(copies)).alias(CONTENT_FINGERPRINTS),
+        )
+        .where(F.col(_RANK) == 1)
+        .drop(_RANK)
+    )
+
+
 def dedup_first_received(events: DataFrame) -> DataFrame:
     """One row per event_id: the first received copy, plus how many copies and contents there were.
 
@@ -59,17 +84,33 @@ def dedup_first_received(events: DataFrame) -> DataFrame:
     ``min(struct(...))`` aggregate would need a sort-based aggregation with a sorted partial
     step on each side of the shuffle, and a ``countDistinct`` a second aggregation.
     """
+    return (
+        first_received_with_contents(events)
+        .withColumn(DISTINCT_CONTENTS, F.size(CONTENT_FINGERPRINTS).cast("long"))
+        .drop(CONTENT_FINGERPRINTS)
+    )
+
+
+def merge_first_received(rows: DataFrame) -> DataFrame:
+    """Fold rows of ``first_received_with_contents`` shape into one row per event_id.
+
+    For rows computed over disjoint sets of copies (an index built from old records and the
+    rows of new ones), the result is what ``first_received_with_contents`` gives over all the
+    copies together: the winner is the smallest received order of the winners (each is the
+    smallest of its set), copies add up, and the fingerprint sets unite.
+    """
     by_received_order = Window.partitionBy("event_id").orderBy(
         received_order(), *(F.col(c).asc_nulls_first() for c in EVENT_COLUMNS)
     )
-    copies = Window.partitionBy("event_id")
+    per_event = Window.partitionBy("event_id")
     return (
-        events.withColumn(_FINGERPRINT, content_fingerprint())
-        .select(
+        rows.select(
             *EVENT_COLUMNS,
             F.row_number().over(by_received_order).alias(_RANK),
-            F.count(F.lit(1)).over(copies).alias(RECEIVED_COPIES),
-            F.size(F.collect_set(_FINGERPRINT).over(copies)).cast("long").alias(DISTINCT_CONTENTS),
+            F.sum(RECEIVED_COPIES).over(per_event).alias(RECEIVED_COPIES),
+            F.array_sort(
+                F.array_distinct(F.flatten(F.collect_list(CONTENT_FINGERPRINTS).over(per_event)))
+            ).alias(CONTENT_FINGERPRINTS),
         )
         .where(F.col(_RANK) == 1)
         .drop(_RANK)

@@ -47,11 +47,16 @@ from weir.config import ConfigError, WeirConfig
 from weir.contract import (
     aggregate_minutes,
     classify_records,
-    dedup_first_received,
     quarantine_rows,
     valid_events,
 )
-from weir.contract.dedup import DISTINCT_CONTENTS, RECEIVED_COPIES
+from weir.contract.dedup import (
+    CONTENT_FINGERPRINTS,
+    RECEIVED_COPIES,
+    first_received_with_contents,
+    merge_first_received,
+)
+from weir.contract.parse import REASON_COLUMN
 from weir.control import (
     COMPLETE_MODES,
     MODE_FULL,
@@ -66,12 +71,16 @@ from weir.control import (
 from weir.errors import WeirError
 from weir.lake import LakeLayout, date_literals
 from weir.schemas import (
+    BATCH_EVENTS_PARTITION_COLUMNS,
+    BATCH_EVENTS_SCHEMA,
+    EVENT_COLUMNS,
     LAYER_BATCH,
     MINUTE_PARTITION_COLUMNS,
     QUARANTINE_PARTITION_COLUMNS,
     QUARANTINE_SCHEMA,
     RAW_PARTITION_COLUMNS,
     RAW_SCHEMA,
+    SOURCE_COORDINATES,
 )
 from weir.sources.files import FILES, _relative_to, landing_records
 
@@ -237,8 +246,23 @@ def received_before(raw: DataFrame, cutoff: datetime) -> DataFrame:
 
 
 def first_received_events(raw: DataFrame) -> DataFrame:
-    """Raw records -> one valid event per event_id, the first received copy (shared contract)."""
-    return raw.transform(classify_records).transform(valid_events).transform(dedup_first_received)
+    """Raw records -> one valid event per event_id, the first received copy (shared contract),
+    with its copies and content fingerprints (the event index's columns)."""
+    return (
+        raw.transform(classify_records)
+        .transform(valid_events)
+        .transform(first_received_with_contents)
+    )
+
+
+def event_index_rows(winners: DataFrame) -> DataFrame:
+    """BATCH_EVENTS_SCHEMA rows from ``first_received_with_contents`` rows."""
+    return winners.select(
+        *EVENT_COLUMNS,
+        RECEIVED_COPIES,
+        CONTENT_FINGERPRINTS,
+        event_date_of_event().alias("event_date"),
+    )
 
 
 def event_date_of_event() -> Column:
@@ -250,9 +274,9 @@ def event_date_of_event() -> Column:
 def changed_event_dates(new_events: DataFrame, deduped: DataFrame, since: datetime) -> DataFrame:
     """The event dates whose minute rows may differ from a view built from records < ``since``.
 
-    ``deduped`` holds the winners over ALL history (``dedup_first_received``); ``new_events``
-    every valid copy with ``ingest_time >= since``. The view depends on winners only, and the
-    received order begins with ``ingest_time``, so:
+    ``deduped`` holds the winners over ALL history (``first_received_with_contents``);
+    ``new_events`` every valid copy with ``ingest_time >= since``. The view depends on
+    winners only, and the received order begins with ``ingest_time``, so:
 
     * an event_id whose winner was ingested before ``since`` had that same winner before:
       nothing about it changed, whatever twins arrived since (a late retry touches nothing);
@@ -293,11 +317,28 @@ def replace_minutes(
     ``dates`` None overwrites the whole view; otherwise exactly those event_date partitions
     are replaced (``replaceWhere``; Delta rejects a row outside them). Idempotent.
     """
+    _replace_dates(minutes, path, run_id, dates, MINUTE_PARTITION_COLUMNS)
+
+
+def replace_event_index(
+    rows: DataFrame, path: str, run_id: str, dates: Optional[Sequence[date]]
+) -> None:
+    """Write the event index like the view: all of it, or exactly ``dates``, in one commit."""
+    _replace_dates(rows, path, run_id, dates, BATCH_EVENTS_PARTITION_COLUMNS)
+
+
+def _replace_dates(
+    frame: DataFrame,
+    path: str,
+    run_id: str,
+    dates: Optional[Sequence[date]],
+    partition_columns: tuple[str, ...],
+) -> None:
     writer = (
-        minutes.write.format("delta")
+        frame.write.format("delta")
         .mode("overwrite")
         .option("userMetadata", run_id)
-        .partitionBy(*MINUTE_PARTITION_COLUMNS)
+        .partitionBy(*partition_columns)
     )
     if dates is not None:
         writer = writer.option("replaceWhere", dates_predicate(dates))
@@ -602,7 +643,8 @@ def _unchanged_since(
 
 
 def _view_commit(spark: SparkSession, path: str, run_id: str) -> tuple[Optional[int], int]:
-    """(version, rows written) of the view commit tagged with ``run_id``; (None, 0) if none."""
+    """(version, rows written) of the commit tagged with ``run_id`` (of the view, or the
+    event index); (None, 0) if none."""
     if not DeltaTable.isDeltaTable(spark, path):
         return None, 0
     history = DeltaTable.forPath(spark, path).history(20)
@@ -726,17 +768,23 @@ def _execute(
         dates_rebuilt=None if plan.dates is None else list(plan.dates),
     )
     if plan.changes_since is not None and baseline is not None:
+        index_current = _index_matches(spark, lake, baseline)
         unchanged = _unchanged_since(raw, plan.changes_since, records_in, baseline)
         if unchanged is not None:
             log.info("batch: no raw record new since run %s; view untouched", baseline.run_id)
-            return record.update(windows_written=0, **unchanged)
+            index_version = baseline.index_version if index_current else None
+            return record.update(windows_written=0, index_version=index_version, **unchanged)
+        if index_current:
+            done = _incremental_from_index(spark, lake, raw, records_in, baseline, plan, record)
+            if done is not None:
+                return done
 
     deduped = first_received_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         totals = deduped.agg(
             F.count(F.lit(1)).alias("distinct_events"),
             F.coalesce(F.sum(RECEIVED_COPIES), F.lit(0)).alias("valid"),
-            F.count(F.when(F.col(DISTINCT_CONTENTS) > 1, True)).alias("conflicting"),
+            F.count(F.when(F.size(CONTENT_FINGERPRINTS) > 1, True)).alias("conflicting"),
         ).first()
         valid = int(totals["valid"])
         run = record.update(
@@ -753,6 +801,11 @@ def _execute(
             records_in - valid,
             time.monotonic() - step,
         )
+        if plan.mode in COMPLETE_MODES:
+            # The index of every winner, for the next incremental run (a range run reads the
+            # same history but leaves the index as the last complete run wrote it).
+            replace_event_index(event_index_rows(deduped), lake.batch_events, run.run_id, None)
+            run = record.update(index_version=_view_commit(spark, lake.batch_events, run.run_id)[0])
         if plan.changes_since is not None:
             plan = dataclasses.replace(plan, dates=_changed_dates(raw, deduped, plan.changes_since))
             run = record.update(dates_rebuilt=list(plan.dates))
@@ -771,4 +824,210 @@ def _execute(
         view_version,
         time.monotonic() - step,
     )
+    return dataclasses.replace(run, windows_written=written, view_version=view_version)
+
+
+# --- Incremental runs from the event index ------------------------------------------------------
+
+# Delta operations that rewrite files without changing the rows (weir maintain).
+# What identifies a winning copy: its place in the received order (the event's columns only
+# break a tie between two streams' records with equal coordinates and ingest instant).
+_RECEIVED_IDENTITY = ("ingest_time", "source", "source_partition", "source_offset")
+_MAINTENANCE_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END")
+
+
+def _index_matches(spark: SparkSession, lake: LakeLayout, baseline: BatchRun) -> bool:
+    """Whether batch/events holds exactly the winners over the baseline's records: the
+    baseline recorded the index version it left, and every commit since only compacted."""
+    if baseline.index_version is None or not DeltaTable.isDeltaTable(spark, lake.batch_events):
+        return False
+    later = (
+        DeltaTable.forPath(spark, lake.batch_events)
+        .history()
+        .where(F.col("version") > baseline.index_version)
+        .select("operation")
+        .collect()
+    )
+    return all(row["operation"] in _MAINTENANCE_OPERATIONS for row in later)
+
+
+def records_new_since(
+    raw: DataFrame, baseline_raw: DataFrame, since: datetime, baseline_cutoff: datetime
+) -> DataFrame:
+    """The records of ``raw`` (this run's snapshot, ``ingest_time < C``) that the baseline did
+    not read: those ingested at or after its cutoff, and those ingested in [since, cutoff)
+    that are missing from its snapshot ``baseline_raw`` (a micro-batch committed late).
+
+    Every other record of ``raw`` has ``ingest_time < since``, so the baseline read it (see
+    ``_changes_since``). Source coordinates identify a record: the archivers write each once.
+    """
+    received = F.col("ingest_time")
+    new = raw.where((received >= F.lit(since)) & (F.col("ingest_date") >= F.lit(since.date())))
+    if since >= baseline_cutoff:
+        return new
+    window = (received >= F.lit(since)) & (received < F.lit(baseline_cutoff))
+    read_before = baseline_raw.where(window & (F.col("ingest_date") >= F.lit(since.date()))).select(
+        *SOURCE_COORDINATES
+    )
+    return new.where(~window).unionByName(
+        new.where(window).join(read_before, list(SOURCE_COORDINATES), "left_anti")
+    )
+
+
+def _dates(frame: DataFrame, column: str) -> list[date]:
+    return sorted({row[0] for row in frame.select(column).distinct().collect() if row[0]})
+
+
+def _incremental_from_index(
+    spark: SparkSession,
+    lake: LakeLayout,
+    raw: DataFrame,
+    records_in: int,
+    baseline: BatchRun,
+    plan: _Plan,
+    record: _RunRecord,
+) -> Optional[BatchRun]:
+    """An incremental run that reads the new records and the index, not all history.
+
+    The new records' valid copies are deduplicated among themselves, then folded into the
+    index rows of the event_ids they touch (``merge_first_received``): the result is the
+    winners over all records, as a full dedup would give them. The index is rewritten in the
+    dates those rows leave or land on, then the view in the dates whose winners changed.
+    Returns None (the caller scans all history instead) when the counts do not add up, e.g.
+    rows were deleted from RAW since the baseline.
+    """
+    assert plan.changes_since is not None and baseline.raw_version is not None
+    run = record.run
+    baseline_raw = received_before(
+        _snapshot(spark, lake.raw, baseline.raw_version), baseline.cutoff
+    )
+    new = records_new_since(raw, baseline_raw, plan.changes_since, baseline.cutoff)
+    classified = new.transform(classify_records).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counted = classified.agg(
+            F.count(F.lit(1)).alias("records"),
+            F.count(F.when(F.col(REASON_COLUMN).isNull(), True)).alias("valid"),
+        ).first()
+        if baseline.records_in is None or records_in != baseline.records_in + counted["records"]:
+            log.info(
+                "batch: %s records read, but the baseline's %s and %s new do not add up; "
+                "scanning all history",
+                records_in,
+                baseline.records_in,
+                counted["records"],
+            )
+            return None
+        new_winners = (
+            classified.transform(valid_events)
+            .transform(first_received_with_contents)
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        try:
+            return _fold_into_index(
+                spark, lake, new_winners, baseline, counted, records_in, record, run
+            )
+        finally:
+            new_winners.unpersist()
+    finally:
+        classified.unpersist()
+
+
+def _fold_into_index(
+    spark: SparkSession,
+    lake: LakeLayout,
+    new_winners: DataFrame,
+    baseline: BatchRun,
+    counted: Any,
+    records_in: int,
+    record: _RunRecord,
+    run: BatchRun,
+) -> BatchRun:
+    index_version = int(DeltaTable.forPath(spark, lake.batch_events).history(1).first()["version"])
+    index = _snapshot(spark, lake.batch_events, index_version)
+    touched = new_winners.select("event_id")
+    # The old rows of the touched event_ids, from the event_id column of every date: a
+    # conflicting twin can sit on any day. Small: the ids the new records name.
+    old = (
+        index.select(
+            "event_id",
+            F.col("event_date").alias("old_date"),
+            *(F.col(c).alias(f"old_{c}") for c in _RECEIVED_IDENTITY),
+            F.size(CONTENT_FINGERPRINTS).alias("old_contents"),
+        )
+        .join(touched, "event_id", "left_semi")
+        .persist()
+    )
+    try:
+        new_dates = _dates(new_winners.select(event_date_of_event().alias("d")), "d")
+        candidate_dates = sorted(set(_dates(old, "old_date")) | set(new_dates))
+        in_candidates = F.col("event_date").isin(candidate_dates)
+        merged = (
+            index.where(in_candidates)
+            .join(touched, "event_id", "left_semi")
+            .drop("event_date")
+            .unionByName(new_winners)
+            .transform(merge_first_received)
+            .transform(event_index_rows)
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        try:
+            compared = merged.join(old, "event_id", "left")
+            same_winner = F.col("old_date").isNotNull()
+            for name in _RECEIVED_IDENTITY:
+                same_winner = same_winner & (F.col(name) == F.col(f"old_{name}"))
+            changed = compared.where(~same_winner)
+            view_dates = sorted(
+                set(_dates(changed, "event_date")) | set(_dates(changed, "old_date"))
+            )
+            index_dates = sorted(set(view_dates) | set(_dates(old, "old_date")))
+            totals = compared.agg(
+                F.count(F.when(F.col("old_date").isNull(), True)).alias("new_events"),
+                F.count(F.when(F.col("old_contents") > 1, True)).alias("was_conflicting"),
+                F.count(F.when(F.size(CONTENT_FINGERPRINTS) > 1, True)).alias("conflicting"),
+            ).first()
+            valid = baseline.valid + counted["valid"]
+            distinct = baseline.valid - baseline.duplicates + totals["new_events"]
+            run = record.update(
+                records_in=records_in,
+                valid=valid,
+                quarantined=records_in - valid,
+                duplicates=valid - distinct,
+                conflicting_duplicates=baseline.conflicting_duplicates
+                - totals["was_conflicting"]
+                + totals["conflicting"],
+                dates_rebuilt=view_dates,
+            )
+            if index_dates:
+                kept = (
+                    index.where(F.col("event_date").isin(index_dates))
+                    .join(touched, "event_id", "left_anti")
+                    .select(*BATCH_EVENTS_SCHEMA.fieldNames())
+                )
+                replace_event_index(
+                    kept.unionByName(merged.select(*BATCH_EVENTS_SCHEMA.fieldNames())),
+                    lake.batch_events,
+                    run.run_id,
+                    index_dates,
+                )
+        finally:
+            merged.unpersist()
+    finally:
+        old.unpersist()
+    written_index = _view_commit(spark, lake.batch_events, run.run_id)[0] if index_dates else None
+    run = record.update(index_version=written_index or baseline.index_version)
+    log.info(
+        "batch: %s new records folded into the event index (%s dates); view dates %s",
+        counted["records"],
+        len(index_dates),
+        [str(d) for d in view_dates],
+    )
+    if not view_dates:
+        return dataclasses.replace(run, windows_written=0)
+    events = (
+        spark.read.format("delta")
+        .load(lake.batch_events)
+        .where(F.col("event_date").isin(view_dates))
+    )
+    replace_minutes(minute_rows(events, run.started_at), lake.batch, run.run_id, view_dates)
+    view_version, written = _view_commit(spark, lake.batch, run.run_id)
     return dataclasses.replace(run, windows_written=written, view_version=view_version)
