@@ -874,10 +874,6 @@ def records_new_since(
     )
 
 
-def _dates(frame: DataFrame, column: str) -> list[date]:
-    return sorted({row[0] for row in frame.select(column).distinct().collect() if row[0]})
-
-
 def _incremental_from_index(
     spark: SparkSession,
     lake: LakeLayout,
@@ -958,9 +954,14 @@ def _fold_into_index(
         .persist()
     )
     try:
-        new_dates = _dates(new_winners.select(event_date_of_event().alias("d")), "d")
-        candidate_dates = sorted(set(_dates(old, "old_date")) | set(new_dates))
-        in_candidates = F.col("event_date").isin(candidate_dates)
+        # One job for both date sets (each collect is a job, and on 2 cores a job's fixed
+        # cost is most of what a day's worth of ids costs).
+        dates = (
+            old.agg(F.collect_set("old_date").alias("old"))
+            .crossJoin(new_winners.agg(F.collect_set(event_date_of_event()).alias("new")))
+            .first()
+        )
+        in_candidates = F.col("event_date").isin(sorted(set(dates["old"]) | set(dates["new"])))
         merged = (
             index.where(in_candidates)
             .join(touched, "event_id", "left_semi")
@@ -975,16 +976,16 @@ def _fold_into_index(
             same_winner = F.col("old_date").isNotNull()
             for name in _RECEIVED_IDENTITY:
                 same_winner = same_winner & (F.col(name) == F.col(f"old_{name}"))
-            changed = compared.where(~same_winner)
-            view_dates = sorted(
-                set(_dates(changed, "event_date")) | set(_dates(changed, "old_date"))
-            )
-            index_dates = sorted(set(view_dates) | set(_dates(old, "old_date")))
+            changed = ~same_winner
             totals = compared.agg(
+                F.collect_set(F.when(changed, F.col("event_date"))).alias("landed"),
+                F.collect_set(F.when(changed, F.col("old_date"))).alias("left"),
                 F.count(F.when(F.col("old_date").isNull(), True)).alias("new_events"),
                 F.count(F.when(F.col("old_contents") > 1, True)).alias("was_conflicting"),
                 F.count(F.when(F.size(CONTENT_FINGERPRINTS) > 1, True)).alias("conflicting"),
             ).first()
+            view_dates = sorted(set(totals["landed"]) | set(totals["left"]))
+            index_dates = sorted(set(view_dates) | set(dates["old"]))
             valid = baseline.valid + counted["valid"]
             distinct = baseline.valid - baseline.duplicates + totals["new_events"]
             run = record.update(
