@@ -16,8 +16,9 @@ Measured in one run, on that table (docs/batch.md, "Benchmark"):
 * ``rebuild_unchanged``: then the same incremental run again: nothing new, the fixed cost of
   a run (``_control``, the Delta log, two scans of the raw table).
 
-Every measurement's ``events`` is the records it reads (an incremental run reads the whole
-history, docs/batch.md), so events/s compare runs reading the same table.
+Every measurement's ``events`` is the records of the table it rebuilds from (an incremental
+run parses only the new day, folded into the event index: docs/batch.md), so events/s
+compare runs over the same table.
 """
 
 from __future__ import annotations
