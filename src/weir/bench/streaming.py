@@ -45,6 +45,7 @@ from weir.bench.harness import (
     kafka_bench_config,
     load_average,
     new_topic,
+    simulate_in_own_process,
 )
 from weir.config import WeirConfig
 from weir.errors import WeirError
@@ -240,7 +241,7 @@ def measure_freshness(
 ) -> dict[str, float]:
     """p50/p99/max latency (s) of records produced at ``rate`` for ``seconds``, after warm-up."""
     from weir.layers.streaming import raw_query_name, run_stream, speed_query_name
-    from weir.simulate.run import SimulateOptions, run_simulation
+    from weir.simulate.run import SimulateOptions
 
     lake = LakeLayout.from_config(config)
     stop = threading.Event()
@@ -255,7 +256,7 @@ def measure_freshness(
     thread = threading.Thread(target=stream, name="bench-stream", daemon=True)
     thread.start()
     try:
-        sent = run_simulation(
+        sent = simulate_in_own_process(
             config,
             SimulateOptions(devices=rate, rate=rate, duration_s=seconds, sink="kafka", seed=3),
         )

@@ -60,6 +60,7 @@ from weir.bench.harness import (
     kafka_bench_config,
     load_average,
     new_topic,
+    simulate_in_own_process,
 )
 from weir.config import WeirConfig
 from weir.errors import WeirError
@@ -225,7 +226,7 @@ def measure(
     from weir.layers.merge_loop import follow_merges
     from weir.layers.streaming import run_stream
     from weir.simulate.faults import FaultMix
-    from weir.simulate.run import SimulateOptions, run_simulation
+    from weir.simulate.run import SimulateOptions
 
     lake = LakeLayout.from_config(config)
     stop_stream, stop_merges, merged = threading.Event(), threading.Event(), threading.Event()
@@ -268,7 +269,7 @@ def measure(
     try:
         _wait_for_stream(spark, failure, stop_stream, time.monotonic() + STREAM_START_TIMEOUT_S)
         merge_thread.start()
-        sent = run_simulation(
+        sent = simulate_in_own_process(
             config,
             SimulateOptions(
                 devices=DEVICES,
