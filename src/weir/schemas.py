@@ -130,11 +130,13 @@ LAYER_SPEED = "speed"
 # how many copies there were and the set of their content fingerprints. An incremental run
 # folds its new records into the rows of the event_ids they touch instead of re-reading all
 # history (weir.contract.dedup.merge_first_received).
+RECEIVED_COPIES = "received_copies"  # also a column of weir.contract.dedup's output
+CONTENT_FINGERPRINTS = "content_fingerprints"
 BATCH_EVENTS_SCHEMA = StructType(
     [
         *EVENT_SCHEMA.fields,
-        StructField("received_copies", LongType(), False),
-        StructField("content_fingerprints", ArrayType(LongType(), False), False),
+        StructField(RECEIVED_COPIES, LongType(), False),
+        StructField(CONTENT_FINGERPRINTS, ArrayType(LongType(), False), False),
         StructField("event_date", DateType(), False),  # partition column: the winner's date
     ]
 )

@@ -133,8 +133,6 @@ def new_topic(stack: WeirConfig, name: str) -> str:
 
 
 def environment(**extra: object) -> dict:
-    import os
-
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),

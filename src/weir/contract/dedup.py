@@ -13,11 +13,14 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from weir.schemas import EVENT_COLUMNS, EVENT_CONTENT_COLUMNS
+from weir.schemas import (
+    CONTENT_FINGERPRINTS,
+    EVENT_COLUMNS,
+    EVENT_CONTENT_COLUMNS,
+    RECEIVED_COPIES,
+)
 
-RECEIVED_COPIES = "received_copies"
 DISTINCT_CONTENTS = "distinct_contents"
-CONTENT_FINGERPRINTS = "content_fingerprints"
 _FINGERPRINT = "_content_fingerprint"
 _RANK = "_received_rank"
 
@@ -48,6 +51,13 @@ def content_fingerprint() -> Column:
     return F.xxhash64(*columns, *(column.isNull() for column in columns))
 
 
+def _in_received_order() -> Window:
+    """Each event_id's rows, first received first; the event's columns break a tie."""
+    return Window.partitionBy("event_id").orderBy(
+        received_order(), *(F.col(c).asc_nulls_first() for c in EVENT_COLUMNS)
+    )
+
+
 def first_received_with_contents(events: DataFrame) -> DataFrame:
     """One row per event_id: the first received copy, how many copies there were, and the set
     of their content fingerprints (``content_fingerprints``, a sorted array).
@@ -55,15 +65,12 @@ def first_received_with_contents(events: DataFrame) -> DataFrame:
     The batch layer's event index keeps these rows, so that a later run can fold new copies
     into them (``merge_first_received``) without reading the old copies again.
     """
-    by_received_order = Window.partitionBy("event_id").orderBy(
-        received_order(), *(F.col(c).asc_nulls_first() for c in EVENT_COLUMNS)
-    )
     copies = Window.partitionBy("event_id")
     return (
         events.withColumn(_FINGERPRINT, content_fingerprint())
         .select(
             *EVENT_COLUMNS,
-            F.row_number().over(by_received_order).alias(_RANK),
+            F.row_number().over(_in_received_order()).alias(_RANK),
             F.count(F.lit(1)).over(copies).alias(RECEIVED_COPIES),
             F.array_sort(F.collect_set(_FINGERPRINT).over(copies)).alias(CONTENT_FINGERPRINTS),
         )
@@ -99,14 +106,11 @@ def merge_first_received(rows: DataFrame) -> DataFrame:
     copies together: the winner is the smallest received order of the winners (each is the
     smallest of its set), copies add up, and the fingerprint sets unite.
     """
-    by_received_order = Window.partitionBy("event_id").orderBy(
-        received_order(), *(F.col(c).asc_nulls_first() for c in EVENT_COLUMNS)
-    )
     per_event = Window.partitionBy("event_id")
     return (
         rows.select(
             *EVENT_COLUMNS,
-            F.row_number().over(by_received_order).alias(_RANK),
+            F.row_number().over(_in_received_order()).alias(_RANK),
             F.sum(RECEIVED_COPIES).over(per_event).alias(RECEIVED_COPIES),
             F.array_sort(
                 F.array_distinct(F.flatten(F.collect_list(CONTENT_FINGERPRINTS).over(per_event)))

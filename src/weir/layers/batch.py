@@ -70,6 +70,7 @@ from weir.control import (
 )
 from weir.errors import WeirError
 from weir.lake import LakeLayout, date_literals
+from weir.layers.checkpoints import latest_table_version
 from weir.schemas import (
     BATCH_EVENTS_PARTITION_COLUMNS,
     BATCH_EVENTS_SCHEMA,
@@ -642,9 +643,9 @@ def _unchanged_since(
     return {name: getattr(baseline, name) for name in _COUNT_FIELDS} | {"records_in": records_in}
 
 
-def _view_commit(spark: SparkSession, path: str, run_id: str) -> tuple[Optional[int], int]:
-    """(version, rows written) of the commit tagged with ``run_id`` (of the view, or the
-    event index); (None, 0) if none."""
+def _run_commit(spark: SparkSession, path: str, run_id: str) -> tuple[Optional[int], int]:
+    """(version, rows written) of the commit tagged with ``run_id`` in the view or the event
+    index; (None, 0) if none."""
     if not DeltaTable.isDeltaTable(spark, path):
         return None, 0
     history = DeltaTable.forPath(spark, path).history(20)
@@ -805,7 +806,7 @@ def _execute(
             # The index of every winner, for the next incremental run (a range run reads the
             # same history but leaves the index as the last complete run wrote it).
             replace_event_index(event_index_rows(deduped), lake.batch_events, run.run_id, None)
-            run = record.update(index_version=_view_commit(spark, lake.batch_events, run.run_id)[0])
+            run = record.update(index_version=_run_commit(spark, lake.batch_events, run.run_id)[0])
         if plan.changes_since is not None:
             plan = dataclasses.replace(plan, dates=_changed_dates(raw, deduped, plan.changes_since))
             run = record.update(dates_rebuilt=list(plan.dates))
@@ -816,7 +817,7 @@ def _execute(
         replace_minutes(minutes, lake.batch, run.run_id, plan.dates)
     finally:
         deduped.unpersist()
-    view_version, written = _view_commit(spark, lake.batch, run.run_id)
+    view_version, written = _run_commit(spark, lake.batch, run.run_id)
     log.info(
         "batch: %s windows written (%s dates) in view version %s, %.1fs",
         written,
@@ -829,10 +830,10 @@ def _execute(
 
 # --- Incremental runs from the event index ------------------------------------------------------
 
-# Delta operations that rewrite files without changing the rows (weir maintain).
 # What identifies a winning copy: its place in the received order (the event's columns only
 # break a tie between two streams' records with equal coordinates and ingest instant).
 _RECEIVED_IDENTITY = ("ingest_time", "source", "source_partition", "source_offset")
+# Delta operations that rewrite files without changing the rows (weir maintain).
 _MAINTENANCE_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END")
 
 
@@ -893,7 +894,6 @@ def _incremental_from_index(
     rows were deleted from RAW since the baseline.
     """
     assert plan.changes_since is not None and baseline.raw_version is not None
-    run = record.run
     baseline_raw = received_before(
         _snapshot(spark, lake.raw, baseline.raw_version), baseline.cutoff
     )
@@ -919,9 +919,7 @@ def _incremental_from_index(
             .persist(StorageLevel.MEMORY_AND_DISK)
         )
         try:
-            return _fold_into_index(
-                spark, lake, new_winners, baseline, counted, records_in, record, run
-            )
+            return _fold_into_index(spark, lake, new_winners, baseline, counted, records_in, record)
         finally:
             new_winners.unpersist()
     finally:
@@ -936,9 +934,10 @@ def _fold_into_index(
     counted: Any,
     records_in: int,
     record: _RunRecord,
-    run: BatchRun,
 ) -> BatchRun:
-    index_version = int(DeltaTable.forPath(spark, lake.batch_events).history(1).first()["version"])
+    """The fold, the index and view rewrites and the counts of ``_incremental_from_index``."""
+    index_version = latest_table_version(spark, lake.batch_events)
+    assert index_version is not None  # _index_matches found the table
     index = _snapshot(spark, lake.batch_events, index_version)
     touched = new_winners.select("event_id")
     # The old rows of the touched event_ids, from the event_id column of every date: a
@@ -1014,7 +1013,7 @@ def _fold_into_index(
             merged.unpersist()
     finally:
         old.unpersist()
-    written_index = _view_commit(spark, lake.batch_events, run.run_id)[0] if index_dates else None
+    written_index = _run_commit(spark, lake.batch_events, run.run_id)[0] if index_dates else None
     run = record.update(index_version=written_index or baseline.index_version)
     log.info(
         "batch: %s new records folded into the event index (%s dates); view dates %s",
@@ -1030,5 +1029,5 @@ def _fold_into_index(
         .where(F.col("event_date").isin(view_dates))
     )
     replace_minutes(minute_rows(events, run.started_at), lake.batch, run.run_id, view_dates)
-    view_version, written = _view_commit(spark, lake.batch, run.run_id)
+    view_version, written = _run_commit(spark, lake.batch, run.run_id)
     return dataclasses.replace(run, windows_written=written, view_version=view_version)
