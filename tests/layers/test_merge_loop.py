@@ -230,6 +230,24 @@ def test_the_loop_publishes_what_the_stream_upserts_between_merges(
     assert [r.rows_written for r in runs] == [len(SPEED_ROWS), 2, 0]
 
 
+def test_each_merge_of_the_loop_starts_from_the_run_the_previous_one_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    baselines: list[Optional[MergeRun]] = []
+
+    def run_merge(spark: object, config: object, baseline: Optional[MergeRun]) -> MergeRun:
+        baselines.append(baseline)
+        return MergeRun(run_id=f"merge-{len(baselines)}", status=RUN_SUCCEEDED, started_at=STARTED)
+
+    monkeypatch.setattr(merge_loop, "run_merge", run_merge)
+    merge = merge_loop.chained_merges()
+    first, second, third = (merge(None, None) for _ in range(3))
+
+    # The first reads its baseline from _control/merge_runs (None asks run_merge to).
+    assert baselines == [None, first, second]
+    assert third.run_id == "merge-3"
+
+
 def broken_lake(spark: SparkSession, lake: LakeLayout) -> None:
     """A SPEED table that is not a minute view: every merge fails reading it."""
     spark.createDataFrame([(1,)], "x int").write.format("delta").save(lake.speed)

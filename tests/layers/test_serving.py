@@ -421,6 +421,58 @@ def test_merge_rerun_with_the_same_inputs_makes_no_commit(
     assert [run.status for run in merge_runs(spark, lake)] == [RUN_SUCCEEDED, RUN_SUCCEEDED]
 
 
+def test_the_diff_upserts_new_and_changed_windows_and_deletes_vanished_ones(
+    spark: SparkSession,
+) -> None:
+    current = [
+        minute("veh-1", "10:00", 4, LAYER_SPEED),  # unchanged
+        minute("veh-1", "10:01", 5, LAYER_SPEED),  # count changes
+        minute("veh-2", "10:00", 6, LAYER_SPEED, temp=None),  # null stays null: unchanged
+        minute("veh-2", "10:01", 6, LAYER_SPEED, temp=None),  # null becomes a value
+        minute("veh-3", "10:00", 7, LAYER_SPEED),  # no longer wanted
+    ]
+    wanted = [
+        current[0],
+        minute("veh-1", "10:01", 9, LAYER_SPEED),
+        current[2],
+        minute("veh-2", "10:01", 6, LAYER_SPEED, temp=21.5),
+        minute("veh-4", "10:00", 1, LAYER_SPEED),  # new
+    ]
+
+    changes = serving.serving_changes(frame(spark, wanted), frame(spark, current))
+
+    upserts = changes.where(~F.col("_weir_delete")).drop("_weir_delete")
+    assert_df_equality(
+        upserts,
+        frame(spark, wanted[1:2] + wanted[3:]),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    key = [*MINUTE_KEY, "event_date"]
+    deletes = changes.where(F.col("_weir_delete")).select(*key)
+    assert_df_equality(deletes, frame(spark, current[4:]).select(*key), ignore_nullable=True)
+
+
+def test_a_merge_from_an_older_baseline_still_publishes_the_rule(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    # A merger that missed the latest merge (two loops, a stale caller) passes an older run:
+    # its scope is wider, its result the same.
+    write_view(spark, lake.speed, SPEED_ROWS)
+    oldest = run_merge(spark, config)
+    upsert(spark, lake.speed, [minute("veh-1", "10:01", 8, LAYER_SPEED)])
+    run_merge(spark, config)
+    newest = [minute("veh-1", "10:01", 9, LAYER_SPEED), minute("veh-3", "10:05", 1, LAYER_SPEED)]
+    upsert(spark, lake.speed, newest)
+
+    late = run_merge(spark, config, baseline=oldest)
+
+    assert (late.scope, late.previous_run_id) == (SCOPE_INCREMENTAL, oldest.run_id)
+    wanted = {(r[0], r[1]): r for r in SPEED_ROWS} | {(r[0], r[1]): r for r in newest}
+    assert_unified(spark, lake, list(wanted.values()))
+    assert run_merge(spark, config).scope == SCOPE_NONE
+
+
 def test_merge_before_any_batch_run_serves_speed_only_and_creates_the_table(
     spark: SparkSession, config: WeirConfig, lake: LakeLayout
 ) -> None:

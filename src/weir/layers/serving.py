@@ -27,6 +27,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Optional
@@ -388,12 +389,32 @@ def serving_changes(wanted: DataFrame, current: DataFrame) -> DataFrame:
     """Rows to upsert (wanted, not present exactly) and keys to delete (present, not wanted).
 
     Output: MINUTE_SCHEMA plus a boolean ``_weir_delete``; a delete row carries only the key
-    and ``event_date``. Both inputs must be restricted to the same scope.
+    and ``event_date``. Both inputs must be restricted to the same scope, one row per key.
+
+    One full outer join on the window key, values compared null-safely: a single shuffle of
+    each side, where two set differences (rows, then keys) cost two.
     """
-    upserts = wanted.subtract(current).withColumn(_DELETE, F.lit(False))
     key = [*MINUTE_KEY, PARTITION_COLUMN]
-    deletes = current.select(*key).subtract(wanted.select(*key)).withColumn(_DELETE, F.lit(True))
-    return upserts.unionByName(deletes, allowMissingColumns=True)
+    values = [c for c in MINUTE_SCHEMA.fieldNames() if c not in key]
+    present = "_weir_present"
+    joined = (
+        wanted.withColumn(present, F.lit(True))
+        .alias("w")
+        .join(current.withColumn(present, F.lit(True)).alias("c"), on=key, how="full_outer")
+    )
+    in_wanted = F.col(f"w.{present}").isNotNull()
+    in_current = F.col(f"c.{present}").isNotNull()
+    same = F.lit(True)
+    for column in values:
+        same = same & F.col(f"w.{column}").eqNullSafe(F.col(f"c.{column}"))
+    delete = in_current & ~in_wanted
+    return joined.where(delete | (in_wanted & ~(in_current & same))).select(
+        *(
+            F.col(c) if c in key else F.col(f"w.{c}")  # all null on a delete row
+            for c in MINUTE_SCHEMA.fieldNames()
+        ),
+        delete.alias(_DELETE),
+    )
 
 
 def apply_changes(
@@ -549,12 +570,17 @@ def _merge_once(
 ) -> MergeRun:
     """One attempt: pin the inputs, work out the scope, diff, commit at most once."""
     step = time.monotonic()
-    batch_run = latest_batch_run(spark, lake, COMPLETE_MODES)
-    horizon = None if batch_run is None else batch_run.horizon
-    batch_version = table_version(spark, lake.batch)
-    speed_version = table_version(spark, lake.speed)
     ensure_serving_table(spark, lake.serving)
-    serving_version = table_version(spark, lake.serving)
+    # Independent small reads, each mostly Delta and Py4J round trips: side by side, they cost
+    # the slowest one instead of the sum (a merge's fixed cost is freshness lost, docs/serving.md).
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="weir-merge-pin") as pool:
+        batch_run_read = pool.submit(latest_batch_run, spark, lake, COMPLETE_MODES)
+        versions = pool.map(
+            lambda path: table_version(spark, path), (lake.batch, lake.speed, lake.serving)
+        )
+        batch_version, speed_version, serving_version = versions
+        batch_run = batch_run_read.result()
+    horizon = None if batch_run is None else batch_run.horizon
     run = dataclasses.replace(
         run,
         previous_run_id=None if previous is None else previous.run_id,
@@ -567,13 +593,16 @@ def _merge_once(
     if previous is None:
         scope = merge_scope(None, horizon, None, None, None, first_merge=True)
     else:
-        scope = merge_scope(
-            previous.horizon,
-            horizon,
-            changed_dates(spark, lake.batch, previous.batch_version, batch_version),
-            changed_dates(spark, lake.speed, previous.speed_version, speed_version),
-            changed_dates(spark, lake.serving, previous.serving_version, serving_version),
+        spans = (
+            (lake.batch, previous.batch_version, batch_version),
+            (lake.speed, previous.speed_version, speed_version),
+            (lake.serving, previous.serving_version, serving_version),
         )
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="weir-merge-log") as pool:
+            batch_dates, speed_dates, serving_dates = pool.map(
+                lambda span: changed_dates(spark, *span), spans
+            )
+        scope = merge_scope(previous.horizon, horizon, batch_dates, speed_dates, serving_dates)
     log.info(
         "merge %s: H=%s batch v%s speed v%s serving v%s; scope: %s (%.1fs)",
         run.run_id,
@@ -644,6 +673,7 @@ def run_merge(
     clock: Callable[[], datetime] = _utc_now,
     sleep: Callable[[float], None] = time.sleep,
     attempts: int = MERGE_ATTEMPTS,
+    baseline: Optional[MergeRun] = None,
 ) -> MergeRun:
     """Publish the unified table: BATCH (window_end <= H) ∪ SPEED (window_end > H).
 
@@ -652,6 +682,11 @@ def run_merge(
     at pinned versions. A conflicting commit on the unified table (``weir maintain``, a second
     merge) is retried up to ``attempts`` times with growing back-off. The run is recorded in
     ``_control/merge_runs``; a failure raises :class:`WeirError` after recording it.
+
+    ``baseline``: the previous successful merge when the caller already holds it (the merge
+    loop passes the run it made last), saving a read of ``_control/merge_runs``; None reads
+    it. A baseline older than the latest merge is still correct, only wider: the changes since
+    it include the later merge's commit, which the scope then covers as a foreign change.
     """
     lake = LakeLayout.from_config(config)
     started = clock()
@@ -665,7 +700,8 @@ def run_merge(
         while True:
             attempt += 1
             try:
-                done = _merge_once(spark, lake, run, latest_merge_run(spark, lake))
+                previous = baseline if baseline is not None else latest_merge_run(spark, lake)
+                done = _merge_once(spark, lake, run, previous)
                 break
             except (*CONFLICTS, ServingMovedError) as error:
                 if attempt >= attempts:
