@@ -170,3 +170,12 @@ def test_live_delta_write_and_read(spark: SparkSession, tmp_path: Path) -> None:
     # The SQL extension is live: Delta's own commands and path identifiers work.
     history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").select("operation").collect()
     assert [r["operation"] for r in history] == ["WRITE"]
+
+
+@pytest.mark.parametrize("env", ["local", "emr"])
+def test_the_codegen_cache_outlasts_a_streaming_drivers_cycle_of_plans(
+    env: str, request: Any
+) -> None:
+    # Spark's default (100) evicted and recompiled ~12 classes/s under a running stream.
+    settings = request.getfixturevalue(f"{env}_settings")
+    assert int(settings["spark.sql.codegen.cache.maxEntries"]) >= 1000

@@ -29,6 +29,9 @@ def local_jars(jars_dir: str) -> list[str]:
     return jars
 
 
+CODEGEN_CACHE_ENTRIES = 2000
+
+
 def spark_settings(config: WeirConfig) -> dict[str, str]:
     """Every Spark setting a Weir session gets, derived from config only (pure; tested)."""
     settings: dict[str, str] = {
@@ -54,6 +57,11 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
         # Readers outside Spark (Athena, the deltalake package) expect plain Parquet timestamps.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # A streaming driver cycles through more generated classes per trigger (two queries,
+        # Delta's commit and snapshot plans, the merge) than Spark's 100-entry codegen cache
+        # holds: it evicted and recompiled ~12 classes/s (Janino on the driver, then the JIT),
+        # doubling every micro-batch on 2 cores (docs/streaming.md, "Local settings").
+        "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
         "spark.app.name": config.spark.app_name,
     }
     if config.spark.master:
