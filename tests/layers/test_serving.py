@@ -27,6 +27,7 @@ from weir.control import MODE_FULL, MODE_RANGE, RUN_SUCCEEDED, BatchRun, record_
 from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, WeirError
 from weir.lake import LakeLayout, local_path
 from weir.layers import serving
+from weir.layers.checkpoints import latest_table_version
 from weir.layers.serving import (
     SCOPE_FULL,
     SCOPE_INCREMENTAL,
@@ -37,7 +38,6 @@ from weir.layers.serving import (
     merge_scope,
     run_merge,
     serving_rule,
-    table_version,
 )
 from weir.schemas import (
     LAYER_BATCH,
@@ -288,19 +288,19 @@ def test_changed_dates_reads_data_changes_between_two_versions(
         lake.batch,
         [minute("a", "02-27T08:00", 1, LAYER_BATCH), minute("a", "02-28T08:00", 1, LAYER_BATCH)],
     )
-    first = table_version(spark, lake.batch)
+    first = latest_table_version(spark, lake.batch)
     replace_dates(spark, lake.batch, D2, [minute("a", "02-28T08:00", 2, LAYER_BATCH)])
-    second = table_version(spark, lake.batch)
+    second = latest_table_version(spark, lake.batch)
     assert changed_dates(spark, lake.batch, first, second) == {D2}
     assert changed_dates(spark, lake.batch, second, second) == frozenset()
     frame(spark, [minute("b", "02-27T09:00", 1, LAYER_BATCH)]).write.format("delta").mode(
         "append"
     ).save(lake.batch)
-    third = table_version(spark, lake.batch)
+    third = latest_table_version(spark, lake.batch)
     assert changed_dates(spark, lake.batch, first, third) == {D1, D2}
     # Compaction rewrites D1's two files into one but changes no data (dataChange=false).
     DeltaTable.forPath(spark, lake.batch).optimize().executeCompaction()
-    compacted = table_version(spark, lake.batch)
+    compacted = latest_table_version(spark, lake.batch)
     assert compacted == third + 1
     assert changed_dates(spark, lake.batch, third, compacted) == frozenset()
     # Unknowable: a new table, a re-created one, a commit file gone from the log.
@@ -639,7 +639,7 @@ def test_merge_beside_a_writer_upserting_speed_reads_the_version_it_pinned(
     run = run_merge(spark, config)
     monkeypatch.undo()
 
-    assert table_version(spark, lake.speed) == run.speed_version + 1  # the writer went on
+    assert latest_table_version(spark, lake.speed) == run.speed_version + 1  # the writer went on
     assert_unified(spark, lake, UNIFIED_1)  # ...unseen: the merge read its pinned version
     caught_up = run_merge(spark, config)  # the next merge catches up
     assert (caught_up.scope, caught_up.partitions_replaced) == (SCOPE_INCREMENTAL, [D3])

@@ -59,6 +59,7 @@ from weir.config import WeirConfig
 from weir.control import COMPLETE_MODES, latest_batch_run, portable_columns, utc_values
 from weir.errors import WeirError
 from weir.lake import LakeLayout, date_literals
+from weir.layers.checkpoints import latest_table_version
 from weir.schemas import (
     LAYER_BATCH,
     LAYER_SPEED,
@@ -296,13 +297,6 @@ _LOG_SCHEMA = StructType(
         StructField("metaData", StructType([StructField("id", StringType())])),
     ]
 )
-
-
-def table_version(spark: SparkSession, path: str) -> Optional[int]:
-    """The latest Delta version of the table at ``path``; None when there is no table."""
-    if not DeltaTable.isDeltaTable(spark, path):
-        return None
-    return int(DeltaTable.forPath(spark, path).history(1).first()["version"])
 
 
 def changed_dates(
@@ -576,7 +570,7 @@ def _merge_once(
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="weir-merge-pin") as pool:
         batch_run_read = pool.submit(latest_batch_run, spark, lake, COMPLETE_MODES)
         versions = pool.map(
-            lambda path: table_version(spark, path), (lake.batch, lake.speed, lake.serving)
+            lambda path: latest_table_version(spark, path), (lake.batch, lake.speed, lake.serving)
         )
         batch_version, speed_version, serving_version = versions
         batch_run = batch_run_read.result()
@@ -639,7 +633,9 @@ def _merge_once(
         )
         if not dates:
             return dataclasses.replace(run, rows_written=0, rows_deleted=0)
-        _check_unmoved(spark, lake.serving, serving_version, table_version(spark, lake.serving))
+        _check_unmoved(
+            spark, lake.serving, serving_version, latest_table_version(spark, lake.serving)
+        )
         apply_changes(spark, lake.serving, changes, dates, run.run_id)
     finally:
         changes.unpersist()
@@ -762,5 +758,4 @@ __all__ = [
     "run_merge",
     "serving_changes",
     "serving_rule",
-    "table_version",
 ]
