@@ -250,3 +250,15 @@ def test_a_private_server_stops_when_its_parent_dies(tmp_path: Path) -> None:
     starter.kill()  # no clean-up code runs: only the kernel's parent-death signal
     starter.wait()
     wait_until(lambda: not pid_alive(server_pid), timeout=10, what="orphan stopped")
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage tool would read `--cluster-id -Ab...` as a missing value (one id in 64)."""
+    import uuid
+
+    from weir.infra import kafka
+
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(draws))
+
+    assert kafka.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"

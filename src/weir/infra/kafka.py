@@ -95,8 +95,16 @@ def find_java() -> str:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's).
+
+    Never one that starts with '-' (one in 64 would): the storage tool's argument parser
+    reads `--cluster-id -Xy...` as a missing value and a new option. Kafka's own
+    Uuid.randomUuid() draws again for the same reason.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def admin_client(bootstrap_servers: str):
