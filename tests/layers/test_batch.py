@@ -617,6 +617,30 @@ def test_an_incremental_run_rewrites_only_the_index_dates_its_new_records_touch(
     assert history.retry_only.index_version > history.full.index_version
 
 
+def file_statistics(table: str) -> list[dict]:
+    """The statistics of every file the table's commits added, from its Delta log."""
+    stats = []
+    for commit in sorted(Path(local_path(table), "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            added = json.loads(line).get("add")
+            if added is not None:
+                stats.append(json.loads(added["stats"]))
+    return stats
+
+
+def test_the_event_index_keeps_no_column_statistics_and_the_view_keeps_them(
+    spark: SparkSession, history: History
+) -> None:
+    """Nothing reads the index by column statistics (they cost 10-15% of its write); the
+    view's readers filter on device and window, so its files keep them."""
+    index = DeltaTable.forPath(spark, history.lake.batch_events).detail().first()
+    assert index["properties"]["delta.dataSkippingNumIndexedCols"] == "0"
+    index_stats = file_statistics(history.lake.batch_events)
+    assert index_stats and all(set(stats) == {"numRecords"} for stats in index_stats)
+    view_stats = file_statistics(history.lake.batch)
+    assert view_stats and all("device_id" in stats["minValues"] for stats in view_stats)
+
+
 def test_an_index_changed_behind_the_last_run_is_not_trusted(
     spark: SparkSession, weir_config: WeirConfig, tmp_path: Path
 ) -> None:

@@ -31,9 +31,10 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 
@@ -74,6 +75,7 @@ from weir.layers.checkpoints import latest_table_version
 from weir.schemas import (
     BATCH_EVENTS_PARTITION_COLUMNS,
     BATCH_EVENTS_SCHEMA,
+    BATCH_EVENTS_TABLE_PROPERTIES,
     EVENT_COLUMNS,
     LAYER_BATCH,
     MINUTE_PARTITION_COLUMNS,
@@ -301,7 +303,10 @@ def minute_rows(
 ) -> DataFrame:
     """The batch view's rows (MINUTE_SCHEMA), for the given event dates only or for all."""
     if dates is not None:
-        deduped = deduped.where(event_date_of_event().isin(list(dates)))
+        # Rows of the event index carry event_date, its partition column: filtering on it
+        # lets Delta skip the other dates' files.
+        date_of = F.col("event_date") if "event_date" in deduped.columns else event_date_of_event()
+        deduped = deduped.where(date_of.isin(list(dates)))
     return aggregate_minutes(deduped, LAYER_BATCH, computed_at)
 
 
@@ -325,7 +330,9 @@ def replace_event_index(
     rows: DataFrame, path: str, run_id: str, dates: Optional[Sequence[date]]
 ) -> None:
     """Write the event index like the view: all of it, or exactly ``dates``, in one commit."""
-    _replace_dates(rows, path, run_id, dates, BATCH_EVENTS_PARTITION_COLUMNS)
+    _replace_dates(
+        rows, path, run_id, dates, BATCH_EVENTS_PARTITION_COLUMNS, BATCH_EVENTS_TABLE_PROPERTIES
+    )
 
 
 def _replace_dates(
@@ -334,10 +341,14 @@ def _replace_dates(
     run_id: str,
     dates: Optional[Sequence[date]],
     partition_columns: tuple[str, ...],
+    table_properties: Mapping[str, str] = MappingProxyType({}),
 ) -> None:
+    # Delta applies `delta.*` writer options as table properties when the write creates the
+    # table, and leaves an existing table's properties as they are.
     writer = (
         frame.write.format("delta")
         .mode("overwrite")
+        .options(**table_properties)
         .option("userMetadata", run_id)
         .partitionBy(*partition_columns)
     )
@@ -780,43 +791,69 @@ def _execute(
             if done is not None:
                 return done
 
-    deduped = first_received_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
+    if plan.mode in COMPLETE_MODES:
+        # The index of every winner, for the next incremental run, written straight from the
+        # dedup; the rest of the run reads it back. Cheaper than caching the winners (an
+        # in-memory copy of all history, spilling to disk at scale) and reading the cache
+        # twice: the index is columnar, partitioned by date, and read column-pruned.
+        replace_event_index(
+            event_index_rows(first_received_events(raw)), lake.batch_events, run.run_id, None
+        )
+        index_version = _run_commit(spark, lake.batch_events, run.run_id)[0]
+        assert index_version is not None  # an overwrite of the whole table always commits
+        run = record.update(index_version=index_version)
+        winners = _snapshot(spark, lake.batch_events, index_version)
+        return _view_from_winners(spark, lake, raw, records_in, winners, plan, record, step)
+    # A range run reads the same history but leaves the index as the last complete run
+    # wrote it: its winners are computed once and read twice (counts, then minutes).
+    winners = first_received_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        totals = deduped.agg(
-            F.count(F.lit(1)).alias("distinct_events"),
-            F.coalesce(F.sum(RECEIVED_COPIES), F.lit(0)).alias("valid"),
-            F.count(F.when(F.size(CONTENT_FINGERPRINTS) > 1, True)).alias("conflicting"),
-        ).first()
-        valid = int(totals["valid"])
-        run = record.update(
-            records_in=records_in,
-            valid=valid,
-            quarantined=records_in - valid,
-            duplicates=valid - int(totals["distinct_events"]),
-            conflicting_duplicates=int(totals["conflicting"]),
-        )
-        log.info(
-            "batch: %s valid (%s distinct events), %s quarantined, %.1fs",
-            valid,
-            totals["distinct_events"],
-            records_in - valid,
-            time.monotonic() - step,
-        )
-        if plan.mode in COMPLETE_MODES:
-            # The index of every winner, for the next incremental run (a range run reads the
-            # same history but leaves the index as the last complete run wrote it).
-            replace_event_index(event_index_rows(deduped), lake.batch_events, run.run_id, None)
-            run = record.update(index_version=_run_commit(spark, lake.batch_events, run.run_id)[0])
-        if plan.changes_since is not None:
-            plan = dataclasses.replace(plan, dates=_changed_dates(raw, deduped, plan.changes_since))
-            run = record.update(dates_rebuilt=list(plan.dates))
-        if plan.dates is not None and not plan.dates:
-            log.info("batch: nothing changed since run %s; view untouched", plan.baseline_run_id)
-            return dataclasses.replace(run, windows_written=0)
-        minutes = minute_rows(deduped, run.started_at, plan.dates)
-        replace_minutes(minutes, lake.batch, run.run_id, plan.dates)
+        return _view_from_winners(spark, lake, raw, records_in, winners, plan, record, step)
     finally:
-        deduped.unpersist()
+        winners.unpersist()
+
+
+def _view_from_winners(
+    spark: SparkSession,
+    lake: LakeLayout,
+    raw: DataFrame,
+    records_in: int,
+    winners: DataFrame,
+    plan: _Plan,
+    record: _RunRecord,
+    step: float,
+) -> BatchRun:
+    """The counts of a run that read all history, and its view rewrite, from the winners
+    (``first_received_with_contents`` rows, or the event index just written from them)."""
+    totals = winners.agg(
+        F.count(F.lit(1)).alias("distinct_events"),
+        F.coalesce(F.sum(RECEIVED_COPIES), F.lit(0)).alias("valid"),
+        F.count(F.when(F.size(CONTENT_FINGERPRINTS) > 1, True)).alias("conflicting"),
+    ).first()
+    valid = int(totals["valid"])
+    run = record.update(
+        records_in=records_in,
+        valid=valid,
+        quarantined=records_in - valid,
+        duplicates=valid - int(totals["distinct_events"]),
+        conflicting_duplicates=int(totals["conflicting"]),
+    )
+    log.info(
+        "batch: %s valid (%s distinct events), %s quarantined, %.1fs",
+        valid,
+        totals["distinct_events"],
+        records_in - valid,
+        time.monotonic() - step,
+    )
+    if plan.changes_since is not None:
+        plan = dataclasses.replace(plan, dates=_changed_dates(raw, winners, plan.changes_since))
+        run = record.update(dates_rebuilt=list(plan.dates))
+    if plan.dates is not None and not plan.dates:
+        log.info("batch: nothing changed since run %s; view untouched", plan.baseline_run_id)
+        return dataclasses.replace(run, windows_written=0)
+    replace_minutes(
+        minute_rows(winners, run.started_at, plan.dates), lake.batch, run.run_id, plan.dates
+    )
     view_version, written = _run_commit(spark, lake.batch, run.run_id)
     log.info(
         "batch: %s windows written (%s dates) in view version %s, %.1fs",
