@@ -9,7 +9,7 @@ later) and 1% are invalid (malformed JSON or out of range). Cached per size unde
 Measured in one run, on that table (docs/batch.md, "Benchmark"):
 
 * ``parse_floor``: every payload through the contract's typed ``from_json`` into Spark's
-  no-op sink, the least any rebuild must do;
+  no-op sink, the least any rebuild must do (measured last, in a JVM as warm as theirs);
 * ``rebuild_full``: ``rebuild_batch --full`` over all 31 days, view written, run recorded;
 * ``rebuild_history``: a full run over the first 30 days (the incremental run's baseline);
 * ``rebuild_incremental``: then an incremental run over 31 days (one new day);
