@@ -801,7 +801,7 @@ def _execute(
         )
         index_version = _run_commit(spark, lake.batch_events, run.run_id)[0]
         assert index_version is not None  # an overwrite of the whole table always commits
-        run = record.update(index_version=index_version)
+        record.update(index_version=index_version)
         winners = _snapshot(spark, lake.batch_events, index_version)
         return _view_from_winners(spark, lake, raw, records_in, winners, plan, record, step)
     # A range run reads the same history but leaves the index as the last complete run
