@@ -299,15 +299,14 @@ def changed_event_dates(new_events: DataFrame, deduped: DataFrame, since: dateti
 
 
 def minute_rows(
-    deduped: DataFrame, computed_at: datetime, dates: Optional[Sequence[date]] = None
+    winners: DataFrame, computed_at: datetime, dates: Optional[Sequence[date]] = None
 ) -> DataFrame:
-    """The batch view's rows (MINUTE_SCHEMA), for the given event dates only or for all."""
+    """The batch view's rows (MINUTE_SCHEMA) from event index rows (``event_index_rows``),
+    for the given event dates only or for all. Read from the index table, the date filter
+    is on its partition column, so Delta skips the other dates' files."""
     if dates is not None:
-        # Rows of the event index carry event_date, its partition column: filtering on it
-        # lets Delta skip the other dates' files.
-        date_of = F.col("event_date") if "event_date" in deduped.columns else event_date_of_event()
-        deduped = deduped.where(date_of.isin(list(dates)))
-    return aggregate_minutes(deduped, LAYER_BATCH, computed_at)
+        winners = winners.where(F.col("event_date").isin(list(dates)))
+    return aggregate_minutes(winners, LAYER_BATCH, computed_at)
 
 
 def dates_predicate(dates: Sequence[date]) -> str:
@@ -805,8 +804,8 @@ def _execute(
         winners = _snapshot(spark, lake.batch_events, index_version)
         return _view_from_winners(spark, lake, raw, records_in, winners, plan, record, step)
     # A range run reads the same history but leaves the index as the last complete run
-    # wrote it: its winners are computed once and read twice (counts, then minutes).
-    winners = first_received_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
+    # wrote it: its winners, in the index's shape, are computed once and read twice.
+    winners = event_index_rows(first_received_events(raw)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return _view_from_winners(spark, lake, raw, records_in, winners, plan, record, step)
     finally:
@@ -823,8 +822,8 @@ def _view_from_winners(
     record: _RunRecord,
     step: float,
 ) -> BatchRun:
-    """The counts of a run that read all history, and its view rewrite, from the winners
-    (``first_received_with_contents`` rows, or the event index just written from them)."""
+    """The counts of a run that read all history, and its view rewrite, from its winners as
+    event index rows (the index version just written, or a range run's own)."""
     totals = winners.agg(
         F.count(F.lit(1)).alias("distinct_events"),
         F.coalesce(F.sum(RECEIVED_COPIES), F.lit(0)).alias("valid"),
