@@ -49,12 +49,14 @@ def test_results_file_has_every_measurement_and_check(figures: dict) -> None:
         "rebuild_history",
         "rebuild_incremental",
         "rebuild_unchanged",
+        "contract_bound",
     ]
     assert all(m["seconds"] > 0 for m in figures["measurements"])
     assert len(figures["checks"]) == 3
     assert all(isinstance(check["met"], bool) for check in figures["checks"])
     assert figures["environment"]["events"] == EVENTS
     assert len(figures["environment"]["load_average_before"]) == 3
+    assert figures["environment"]["contract_bound_ratio"] > 0
 
 
 def test_generated_table_has_the_documented_mix(spark: SparkSession) -> None:
