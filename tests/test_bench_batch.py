@@ -7,6 +7,7 @@ measurement and check is there, and that the generated table has the mix it clai
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -49,10 +50,11 @@ def test_results_file_has_every_measurement_and_check(figures: dict) -> None:
         "rebuild_history",
         "rebuild_incremental",
         "rebuild_unchanged",
+        "rebuild_incremental_short_history",
         "contract_bound",
     ]
     assert all(m["seconds"] > 0 for m in figures["measurements"])
-    assert len(figures["checks"]) == 3
+    assert len(figures["checks"]) == 4
     assert all(isinstance(check["met"], bool) for check in figures["checks"])
     assert figures["environment"]["events"] == EVENTS
     assert len(figures["environment"]["load_average_before"]) == 3
@@ -73,3 +75,26 @@ def test_generated_table_has_the_documented_mix(spark: SparkSession) -> None:
     # 2% retries; a malformed record's event_id is unknown (null), so not counted either
     assert counts["events"] == EVENTS - EVENTS // 50 - EVENTS // 200
     assert (counts["last_day"] - counts["first_day"]).days == batch.DAYS - 1
+
+
+def test_the_short_history_lake_has_the_same_new_day_after_one_day_of_history(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lake = batch.prepared_lake(spark, EVENTS, tmp_path)
+    short = batch.prepared_short_history_lake(spark, lake, EVENTS, tmp_path)
+    long_raw = spark.read.format("delta").load(lake.raw)
+    short_raw = spark.read.format("delta").load(short.raw)
+    new_day = F.col("ingest_time") >= F.lit(batch.HISTORY_CUTOFF)
+
+    assert long_raw.where(new_day).exceptAll(short_raw.where(new_day)).isEmpty()
+    assert short_raw.where(new_day).exceptAll(long_raw.where(new_day)).isEmpty()
+    history = short_raw.where(~new_day).agg(F.min("ingest_time").alias("first")).first()
+    assert history["first"] >= batch.HISTORY_CUTOFF.replace(tzinfo=None) - timedelta(
+        days=batch.SHORT_HISTORY_DAYS
+    )
+    assert (
+        short_raw.where(~new_day).count()
+        == long_raw.where(F.col("ingest_time") >= F.lit(batch.HISTORY_CUTOFF - timedelta(days=1)))
+        .where(~new_day)
+        .count()
+    )

@@ -15,6 +15,9 @@ Measured in one run, on that table (docs/batch.md, "Benchmark"):
 * ``rebuild_incremental``: then an incremental run over 31 days (one new day);
 * ``rebuild_unchanged``: then the same incremental run again: nothing new, the fixed cost of
   a run (``_control``, the Delta log, two scans of the raw table);
+* ``rebuild_incremental_short_history``: the same new day after a history of
+  ``SHORT_HISTORY_DAYS`` (the last of the 30, a second lake): with the new day fixed, an
+  incremental run whose cost followed the history would take ~30 x longer on the long one;
 * ``contract_bound``: the contract's work on every record with nothing written (classify,
   valid events, first-received dedup, per-minute aggregate into the no-op sink): less than
   any full rebuild can do, so its ratio to the floor bounds what a rebuild can reach here.
@@ -64,6 +67,11 @@ INVALID_EVERY, MALFORMED_RESIDUE, OUT_OF_RANGE_RESIDUE = 200, 13, 113
 # The incremental check: a run costs its fixed part plus at most twice its share of a full
 # rebuild (the new day's fraction of the records). docs/batch.md says why.
 INCREMENTAL_SLACK = 2.0
+# "Proportional to the new day, not the history": the same new day after 1 day and after 30
+# days of history; the long history may cost at most this factor more (run-to-run noise here
+# is +-20 %).
+SHORT_HISTORY_DAYS = 1
+HISTORY_INDEPENDENCE = 1.25
 _GENERATED_MARKER = "_GENERATED"
 
 log = logging.getLogger(__name__)
@@ -154,6 +162,45 @@ def prepared_lake(spark: SparkSession, events: int, data_dir: Path = DATA_DIR) -
     return lake
 
 
+def prepared_short_history_lake(
+    spark: SparkSession, lake: LakeLayout, events: int, data_dir: Path = DATA_DIR
+) -> LakeLayout:
+    """A second lake with the same new day after only the last SHORT_HISTORY_DAYS of the
+    history (the same records, two commits), made once per size; derived tables removed."""
+    folder = (data_dir / f"batch-{events}-history-{SHORT_HISTORY_DAYS}d").resolve()
+    short = LakeLayout(root=f"file://{folder}")
+    if not (folder / _GENERATED_MARKER).exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        first = HISTORY_CUTOFF - timedelta(days=SHORT_HISTORY_DAYS)
+        raw = (
+            spark.read.format("delta")
+            .load(lake.raw)
+            .where(F.col("ingest_date") >= F.lit(first.date()))
+            .where(F.col("ingest_time") >= F.lit(first))
+        )
+        new_day = F.col("ingest_time") >= F.lit(HISTORY_CUTOFF)
+        _append(raw.where(~new_day), short.raw)
+        _append(raw.where(new_day), short.raw)
+        (folder / _GENERATED_MARKER).write_text(f"from {events} records, the last days\n")
+    for derived in ("batch", "_control"):
+        shutil.rmtree(folder / derived, ignore_errors=True)
+    return short
+
+
+def history_independence_check(long: Measurement, short: Measurement) -> dict:
+    """The new day after 30 days of history costs at most HISTORY_INDEPENDENCE x the same
+    day after SHORT_HISTORY_DAYS."""
+    ratio = long.seconds / short.seconds
+    return {
+        "check": (
+            f"rebuild_incremental (30-day history) <= {HISTORY_INDEPENDENCE:g} x "
+            f"rebuild_incremental_short_history ({SHORT_HISTORY_DAYS}-day)"
+        ),
+        "value": round(ratio, 3),
+        "met": ratio <= HISTORY_INDEPENDENCE,
+    }
+
+
 # --- The runs -----------------------------------------------------------------------------------
 
 
@@ -236,12 +283,16 @@ def run(
 
     load_before = os.getloadavg()
     lake = prepared_lake(spark, events, data_dir)
-    config = _bench_config(config or load_config(), lake)
+    short_lake = prepared_short_history_lake(spark, lake, events, data_dir)
+    base = config or load_config()
+    config = _bench_config(base, lake)
+    short_config = _bench_config(base, short_lake)
     counts = raw_counts(spark, lake)
+    short_counts = raw_counts(spark, short_lake)
 
-    def rebuild(cutoff: datetime, mode: str) -> float:
+    def rebuild(cutoff: datetime, mode: str, on: WeirConfig = config) -> float:
         request = RebuildRequest(cutoff=cutoff, mode=mode)
-        return timed("run", 0, lambda: rebuild_batch(spark, config, request)).seconds
+        return timed("run", 0, lambda: rebuild_batch(spark, on, request)).seconds
 
     seconds: dict[str, list[float]] = {}
     for _ in range(repeat):
@@ -252,6 +303,10 @@ def run(
         )
         seconds.setdefault("rebuild_unchanged", []).append(rebuild(FINAL_CUTOFF, MODE_INCREMENTAL))
         seconds.setdefault("rebuild_full", []).append(rebuild(FINAL_CUTOFF, MODE_FULL))
+        rebuild(HISTORY_CUTOFF, MODE_FULL, short_config)  # the short history's baseline
+        seconds.setdefault("rebuild_incremental_short_history", []).append(
+            rebuild(FINAL_CUTOFF, MODE_INCREMENTAL, short_config)
+        )
     # The floor after the rebuilds, in a warm JVM like theirs: measured first, it also paid
     # the JIT's warm-up (a cold floor took 2-3x a warm one here), flattering the ratio.
     floor = timed("parse_floor", counts.total, lambda: parse_floor(spark, lake), repeat)
@@ -260,11 +315,17 @@ def run(
     full = _best("rebuild_full", counts.total, seconds["rebuild_full"])
     incremental = _best("rebuild_incremental", counts.total, seconds["rebuild_incremental"])
     unchanged = _best("rebuild_unchanged", counts.total, seconds["rebuild_unchanged"])
+    short = _best(
+        "rebuild_incremental_short_history",
+        short_counts.total,
+        seconds["rebuild_incremental_short_history"],
+    )
     result = SuiteResult(
         suite=SUITE,
         environment=environment(
             events=counts.total,
             new_day_events=counts.new_day,
+            short_history_events=short_counts.total,
             days=DAYS,
             devices=DEVICES,
             repeat=repeat,
@@ -284,6 +345,7 @@ def run(
         _best("rebuild_history", history, seconds["rebuild_history"]),
         incremental,
         unchanged,
+        short,
         bound,
     ]
     # rebuild <= 2 x the floor's time  <=>  rebuild's rate >= 0.5 x the floor's
@@ -293,4 +355,5 @@ def run(
     result.checks.append(
         incremental_check(incremental, unchanged, full, counts.new_day / counts.total)
     )
+    result.checks.append(history_independence_check(incremental, short))
     return result

@@ -66,6 +66,9 @@ FRESHNESS_RATE = 5000  # events/s
 FRESHNESS_SECONDS = 60
 FRESHNESS_WARMUP_SECONDS = 15  # the first batches pay for JIT and state-store set-up
 DRAIN_TIMEOUT_SECONDS = 300
+# A micro-batch's worth at the freshness rate with a 1 s trigger; the median of a few.
+APPEND_ROWS = FRESHNESS_RATE
+APPENDS = 7
 _OFFSETS = MapType(StringType(), MapType(StringType(), LongType()))
 
 
@@ -123,6 +126,35 @@ def archive_classify_bound(spark: SparkSession, config: WeirConfig, raw_path: st
         records.transform(classify_records).write.format("noop").mode("overwrite").save()
     finally:
         records.unpersist()
+
+
+def idempotent_append_seconds(
+    spark: SparkSession, config: WeirConfig, raw_path: str, rows: int, appends: int
+) -> float:
+    """Median seconds of one idempotent Delta append of ``rows`` RAW rows (the topic's first),
+    as the raw archiver commits a micro-batch: the fixed cost of a commit on this machine.
+
+    A record is visible in SPEED after at least two such commits (RAW, then SPEED), so this
+    bounds the freshness a steady stream can reach here.
+    """
+    from weir.layers.raw import append_once
+    from weir.schemas import RAW_PARTITION_COLUMNS
+    from weir.sources.kafka import kafka_records
+    from weir.sources.records import with_ingest_time
+
+    batch = (
+        _whole_topic(spark, config)
+        .limit(rows)
+        .transform(kafka_records)
+        .transform(with_ingest_time)
+        .localCheckpoint()
+    )
+    seconds = []
+    for version in range(appends):
+        started = time.perf_counter()
+        append_once(batch, raw_path, RAW_PARTITION_COLUMNS, "bench-append", version)
+        seconds.append(time.perf_counter() - started)
+    return sorted(seconds)[len(seconds) // 2]
 
 
 def parse_ceiling(spark: SparkSession, config: WeirConfig) -> None:
@@ -394,6 +426,13 @@ def run(
                 Measurement(CANDIDATE, produced, min(candidates)),
                 Measurement(BOUND, produced, min(bounds)),
             ]
+            append_seconds = idempotent_append_seconds(
+                spark,
+                kafka_bench_config(stack, state / "unused", topic, 1),
+                str(state / "appends"),
+                APPEND_ROWS,
+                APPENDS,
+            )
             freshness = None
             if freshness_seconds:
                 live_topic = new_topic(stack, f"bench-fresh-{int(time.time())}")
@@ -415,6 +454,8 @@ def run(
         master=spark.sparkContext.master,
         partitions=config.sources.kafka.partitions,
         freshness=freshness,
+        idempotent_append_rows=APPEND_ROWS,
+        idempotent_append_median_s=round(append_seconds, 3),
         load_average=load_average(),
         # What the least work reaches (see archive_classify_bound): the candidate's ratio and
         # rate cannot exceed these here.
