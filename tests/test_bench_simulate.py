@@ -22,10 +22,15 @@ def test_simulate_suite_measures_the_tool_and_the_simulator_on_the_same_broker(
     result = simulate.run(None, events=3000, repeat=1, config=local_infra, running_stack=True)
     written = json.loads(result.write(tmp_path).read_text())
 
-    assert [m["name"] for m in written["measurements"]] == [simulate.CEILING, simulate.CANDIDATE]
+    assert [m["name"] for m in written["measurements"]] == [
+        simulate.CEILING,
+        simulate.CANDIDATE,
+        simulate.PYTHON_CLIENT,
+    ]
     assert all(m["events"] == 3000 and m["seconds"] > 0 for m in written["measurements"])
     assert [c["check"] for c in written["checks"]] == [
         "weir-simulate / kafka-producer-perf-test >= 0.5",
         "weir-simulate >= 200,000 events/s",
     ]
     assert written["environment"]["mean_payload_bytes"] > 100
+    assert written["environment"]["simulator_share_of_python_client"] > 0

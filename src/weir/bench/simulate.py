@@ -7,6 +7,11 @@ count, with the same producer settings (acks=all, idempotence, lz4, linger and b
 records drawn from a file of the simulator's own payloads (``--payload-file``), so the ceiling
 is Kafka's Java producer pushing these bytes, and the candidate is the whole simulator — fleet
 model, fault injection, JSON, ledger — pushing them through librdkafka.
+
+Beside them, ``python-client``: the same payloads, ready-made, sent from Python through
+confluent-kafka with the simulator's settings and a delivery report per record, nothing
+generated and no ledger — what the simulator's transport alone reaches, so the gap between it
+and the simulator is the simulator's own work.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import time
 import uuid
 from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
@@ -37,6 +43,9 @@ from weir.errors import WeirError
 SUITE = "simulate"
 CEILING = "kafka-producer-perf-test"
 CANDIDATE = "weir-simulate"
+PYTHON_CLIENT = "python-client"
+# Records per produce_batch call and partition (the simulator hands over a tick at a time).
+_CLIENT_CHUNK = 2500
 DEVICES = 1000
 INTERVAL_S = 1.0
 SAMPLE_PAYLOADS = 20_000
@@ -124,6 +133,53 @@ def producer_perf_test(
     return Measurement(name=CEILING, events=sent, seconds=sent / rate)
 
 
+def python_client(config: WeirConfig, events: int, payloads: list[bytes]) -> Measurement:
+    """``events`` of ``payloads`` (cycled) sent through confluent-kafka from Python, with the
+    simulator's producer settings, partitions in turn, a delivery report kept per record."""
+    from confluent_kafka import Producer
+
+    from weir.simulate.sinks import KAFKA_PRODUCER_SETTINGS
+
+    reports: list = []
+    keep = reports.append
+    producer = Producer(
+        {
+            **KAFKA_PRODUCER_SETTINGS,
+            "bootstrap.servers": config.sources.kafka.bootstrap_servers,
+            "on_delivery": lambda error, message: keep(error),
+        }
+    )
+    topic, partitions = config.sources.kafka.topic, config.sources.kafka.partitions
+    room = int(KAFKA_PRODUCER_SETTINGS["queue.buffering.max.messages"]) // 2
+    chunks = [
+        [{"value": payloads[(first + i) % len(payloads)]} for i in range(_CLIENT_CHUNK)]
+        for first in range(0, len(payloads), _CLIENT_CHUNK)
+    ]
+    started = time.perf_counter()
+    sent = 0
+    while sent < events:
+        for partition in range(partitions):
+            chunk = chunks[(sent // _CLIENT_CHUNK) % len(chunks)][: events - sent]
+            if not chunk:
+                break
+            queued = 0
+            while queued < len(chunk):
+                queued += producer.produce_batch(topic, chunk[queued:], partition=partition)
+                if queued < len(chunk):
+                    producer.poll(0.05)  # the local queue is full: serve reports
+            sent += len(chunk)
+        producer.poll(0)
+        while sent - len(reports) > room:
+            producer.poll(0.05)
+    unsent = producer.flush(120)
+    failed = sum(error is not None for error in reports)
+    if unsent or len(reports) != events or failed:
+        raise WeirError(
+            f"{PYTHON_CLIENT}: {len(reports) - failed} of {events} records acknowledged"
+        )
+    return Measurement(PYTHON_CLIENT, events, time.perf_counter() - started)
+
+
 def run(
     spark: Optional[SparkSession],
     *,
@@ -153,7 +209,8 @@ def run(
             java, jars = find_java(), default_jars_dir()
             # Taken in turns (tool, simulator, tool, …): on a shared machine whose load comes
             # and goes, both then meet much the same conditions.
-            tools, runs = [], []
+            payloads = [line for line in payload_file.read_bytes().split(b"\n") if line]
+            tools, runs, clients = [], [], []
             for _ in range(repeat):
                 tools.append(
                     producer_perf_test(_new_topic(stack), events, payload_file, java, jars)
@@ -162,13 +219,19 @@ def run(
                 if sent.status != "completed":
                     raise WeirError(f"simulator run {sent.run_id} ended {sent.status}")
                 runs.append(Measurement(CANDIDATE, sent.acknowledged, sent.seconds))
+                clients.append(python_client(_new_topic(stack), events, payloads))
             ceiling = min(tools, key=lambda m: m.seconds)
             candidate = min(runs, key=lambda m: m.seconds)
-    result.measurements = [ceiling, candidate]
+            client = min(clients, key=lambda m: m.seconds)
+    result.measurements = [ceiling, candidate, client]
     result.environment = environment(
         devices=DEVICES,
         partitions=config.sources.kafka.partitions,
         mean_payload_bytes=round(mean_bytes, 1),
+        # How much of the Python client's rate the whole simulator keeps.
+        simulator_share_of_python_client=round(
+            candidate.events_per_second / client.events_per_second, 3
+        ),
         load_average=load_average(),
     )
     result.evaluate([Target(CANDIDATE, CEILING, min_ratio=0.5, min_rate=200_000)])
