@@ -35,7 +35,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -144,47 +144,52 @@ def _append(rows: DataFrame, path: str) -> None:
     rows.write.format("delta").mode("append").partitionBy(*RAW_PARTITION_COLUMNS).save(path)
 
 
-def prepared_lake(spark: SparkSession, events: int, data_dir: Path = DATA_DIR) -> LakeLayout:
-    """A lake whose RAW table holds the generated records in two commits (history, new day),
-    made once per size; its batch view and ``_control`` are removed, so every run starts
-    without a baseline."""
-    folder = (data_dir / f"batch-{events}").resolve()
+def _prepared(folder: Path, raw: Callable[[], DataFrame], marker: str) -> LakeLayout:
+    """The lake at ``folder``: unless made before, its RAW table is ``raw()`` in two commits
+    (history, then the new day); its batch view and ``_control`` are removed, so every run
+    starts without a baseline."""
     lake = LakeLayout(root=f"file://{folder}")
     if not (folder / _GENERATED_MARKER).exists():
         shutil.rmtree(folder, ignore_errors=True)
-        raw = generate_raw(spark, events)
+        rows = raw()
         new_day = F.col("ingest_time") >= F.lit(HISTORY_CUTOFF)
-        _append(raw.where(~new_day), lake.raw)
-        _append(raw.where(new_day), lake.raw)
-        (folder / _GENERATED_MARKER).write_text(f"{events} records, {DAYS} days\n")
+        _append(rows.where(~new_day), lake.raw)
+        _append(rows.where(new_day), lake.raw)
+        (folder / _GENERATED_MARKER).write_text(marker)
     for derived in ("batch", "_control"):
         shutil.rmtree(folder / derived, ignore_errors=True)
     return lake
+
+
+def prepared_lake(spark: SparkSession, events: int, data_dir: Path = DATA_DIR) -> LakeLayout:
+    """A lake of the generated records, made once per size (see ``_prepared``)."""
+    return _prepared(
+        (data_dir / f"batch-{events}").resolve(),
+        lambda: generate_raw(spark, events),
+        f"{events} records, {DAYS} days\n",
+    )
 
 
 def prepared_short_history_lake(
     spark: SparkSession, lake: LakeLayout, events: int, data_dir: Path = DATA_DIR
 ) -> LakeLayout:
     """A second lake with the same new day after only the last SHORT_HISTORY_DAYS of the
-    history (the same records, two commits), made once per size; derived tables removed."""
-    folder = (data_dir / f"batch-{events}-history-{SHORT_HISTORY_DAYS}d").resolve()
-    short = LakeLayout(root=f"file://{folder}")
-    if not (folder / _GENERATED_MARKER).exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        first = HISTORY_CUTOFF - timedelta(days=SHORT_HISTORY_DAYS)
-        raw = (
+    history: the same records, read from ``lake``, made once per size."""
+    first = HISTORY_CUTOFF - timedelta(days=SHORT_HISTORY_DAYS)
+
+    def last_days() -> DataFrame:
+        return (
             spark.read.format("delta")
             .load(lake.raw)
             .where(F.col("ingest_date") >= F.lit(first.date()))
             .where(F.col("ingest_time") >= F.lit(first))
         )
-        new_day = F.col("ingest_time") >= F.lit(HISTORY_CUTOFF)
-        _append(raw.where(~new_day), short.raw)
-        _append(raw.where(new_day), short.raw)
-        (folder / _GENERATED_MARKER).write_text(f"from {events} records, the last days\n")
-    for derived in ("batch", "_control"):
-        shutil.rmtree(folder / derived, ignore_errors=True)
-    return short
+
+    return _prepared(
+        (data_dir / f"batch-{events}-history-{SHORT_HISTORY_DAYS}d").resolve(),
+        last_days,
+        f"from {events} records, the last {SHORT_HISTORY_DAYS} day(s) of history\n",
+    )
 
 
 def history_independence_check(long: Measurement, short: Measurement) -> dict:
