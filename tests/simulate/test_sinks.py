@@ -519,8 +519,15 @@ def test_kafka_holds_exactly_the_records_the_ledger_lists(kafka_config: WeirConf
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "rate",
+    [
+        "3000",  # records made in the sending process
+        "0",  # at full speed: made by a child process (weir.simulate.ahead)
+    ],
+)
 def test_ctrl_c_leaves_a_ledger_equal_to_what_the_broker_holds(
-    kafka_config: WeirConfig, tmp_path: Path
+    kafka_config: WeirConfig, tmp_path: Path, rate: str
 ) -> None:
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -540,7 +547,7 @@ def test_ctrl_c_leaves_a_ledger_equal_to_what_the_broker_holds(
             "--sink",
             "kafka",
             "--rate",
-            "3000",
+            rate,
             "--devices",
             "100",
             "--seed",

@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 from weir.config import ConfigError, WeirConfig
 from weir.contract.rules import FUTURE_TOLERANCE_MINUTES
 from weir.simulate import ledger as L
+from weir.simulate.ahead import GeneratorProcess
 from weir.simulate.faults import DEFAULT_PRESET, FaultMix
 from weir.simulate.sinks import (
     FILES,
@@ -48,6 +49,10 @@ DEFAULT_BACKFILL_ROLL_SECONDS = 900.0  # and its longest
 # Time allowed to deliver what is in flight when a run ends or is stopped.
 FLUSH_TIMEOUT_S = 90.0
 _PACE_SLICES_PER_SECOND = 50
+# A child process starts in about half a second and pays from about this many records at
+# full speed (or this rate) on: below, the records are made in the sending process.
+GENERATE_AHEAD_MIN_RECORDS = 200_000
+GENERATE_AHEAD_MIN_RATE = 50_000
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class SimulateOptions:
     faults: FaultMix = field(default_factory=lambda: FaultMix.preset(DEFAULT_PRESET))
     backfill_days: Optional[float] = None
     roll_seconds: Optional[float] = None  # files sink: seconds of the run's clock per file
+    # Make the records in a process of their own (weir.simulate.ahead); None: when the run
+    # is large and fast enough for it to pay (generates_ahead).
+    generate_ahead: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,18 @@ class Plan:
     wall_limit_s: Optional[float]  # --duration at --rate 0
     live: bool  # keep within AHEAD_LIMIT_US of the wall clock
     roll_seconds: float
+    generate_ahead: Optional[bool] = None  # SimulateOptions.generate_ahead
+
+    @property
+    def generates_ahead(self) -> bool:
+        """Whether the records are made by a child process (weir.simulate.ahead): a run at
+        full speed (or a high rate) expected to send enough records for it to pay."""
+        if self.generate_ahead is not None:
+            return self.generate_ahead
+        if self.rate and self.rate < GENERATE_AHEAD_MIN_RATE:
+            return False
+        expected = self.expected_records
+        return expected is None or expected >= GENERATE_AHEAD_MIN_RECORDS
 
     @property
     def expected_records(self) -> Optional[int]:
@@ -174,7 +194,17 @@ def plan_run(config: WeirConfig, options: SimulateOptions, now: datetime) -> Pla
     )
     if roll <= 0:
         raise ConfigError("--roll-seconds", "must be positive")
-    return Plan(spec, sink, rate, count, end_us, wall_limit_s, live=not backfill, roll_seconds=roll)
+    return Plan(
+        spec,
+        sink,
+        rate,
+        count,
+        end_us,
+        wall_limit_s,
+        live=not backfill,
+        roll_seconds=roll,
+        generate_ahead=options.generate_ahead,
+    )
 
 
 @dataclass(frozen=True)
@@ -306,7 +336,12 @@ def run_simulation(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        _pump(plan, stream, sink, stop, started, progress, task, sent)
+        if plan.generates_ahead:
+            with GeneratorProcess(spec) as generator:
+                batches = generator.batches(idle=sink.poll, stop=stop)
+                _pump(plan, batches, sink, stop, started, progress, task, sent)
+        else:
+            _pump(plan, stream.timed_batches(), sink, stop, started, progress, task, sent)
     except BaseException:
         crashed = True
         raise
@@ -352,21 +387,22 @@ def _with_seed(options: SimulateOptions, seed: int) -> SimulateOptions:
     return replace(options, seed=seed)
 
 
-def _pump(plan, stream, sink, stop, started, progress, task, counter: list) -> None:
-    """The loop: ticks into the sink, paced, guarded, stoppable; counts into ``counter[0]``."""
+def _pump(plan, batches, sink, stop, started, progress, task, counter: list) -> None:
+    """The loop: ``(tick time, batch)`` pairs into the sink, paced, guarded, stoppable;
+    counts into ``counter[0]``."""
     rate, count, interval_us = plan.rate, plan.count, plan.spec.interval_us
     step = max(1, int(rate / _PACE_SLICES_PER_SECOND)) if rate else None
     sent = 0
     shown = started
     if count == 0:
         return
-    for tick, records in stream.ticks():
-        if plan.end_us is not None and tick.time_us >= plan.end_us:
+    for time_us, records in batches:
+        if plan.end_us is not None and time_us >= plan.end_us:
             break
         if count is not None and count - sent < len(records):
             records = records[: count - sent]
         if plan.live:
-            _keep_behind_wall_clock(tick.time_us + interval_us, sink, stop)
+            _keep_behind_wall_clock(time_us + interval_us, sink, stop)
         slice_size = step or len(records)
         for first in range(0, len(records), slice_size):
             if rate:
@@ -374,7 +410,7 @@ def _pump(plan, stream, sink, stop, started, progress, task, counter: list) -> N
             if stop.is_set():
                 return
             part = records if slice_size >= len(records) else records[first : first + slice_size]
-            sink.send(part, tick.time_us)
+            sink.send(part, time_us)
             sent += len(part)
             counter[0] = sent
         if progress is not None:

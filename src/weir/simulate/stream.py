@@ -81,6 +81,7 @@ class Batch:
         reasons: list,
         groups: list,
         variants: list,
+        crc32s: Optional[list] = None,
     ) -> None:
         self.first = first
         self.devices = devices
@@ -92,7 +93,7 @@ class Batch:
         self.reasons = reasons
         self.groups = groups
         self.variants = variants
-        self._crc32s: Optional[list] = None
+        self._crc32s = crc32s
 
     def crc32s(self) -> list[int]:
         """``zlib.crc32`` of every payload (computed once: best while the payloads are still
@@ -240,6 +241,11 @@ class RecordStream:
         while True:
             tick = self.fleet.step()
             yield tick, self._records(tick)
+
+    def timed_batches(self) -> Iterator[tuple[int, Batch]]:
+        """:meth:`ticks` as ``(tick time, batch)``: what a sender needs of a tick."""
+        for tick, batch in self.ticks():
+            yield tick.time_us, batch
 
     def _records(self, tick: Tick) -> Batch:
         """Every device's record in device order, then this tick's copies (retries come soon).

@@ -1,0 +1,204 @@
+"""Making the records in a process of their own, ahead of the sender.
+
+At full speed one simulator thread has two jobs: make the records (fleet, faults, JSON, about
+3 µs a record) and send them (client, delivery reports, ledger, about 4 µs). A Python thread
+cannot use the machine's other core, so a large run makes its records in a child process that
+runs ahead of the sender by a bounded number of ticks (:data:`AHEAD_TICKS`); the parent only
+sends and keeps the ledger. The child runs the same :class:`RecordStream` over the same spec,
+so the records are the same bytes, in the same order, as in one process.
+
+The child is ``python -m weir.simulate.ahead`` (not multiprocessing: its spawn re-imports the
+caller's main script, which breaks any script without a ``__main__`` guard). The spec goes in
+on its stdin; its stdout carries length-prefixed pickles: the device ids once, then every
+tick's batch, compactly (device indexes as an integer array, the rest as lists). It runs in a
+session of its own, so a terminal's Ctrl-C reaches only the parent (which stops taking
+batches, flushes and closes the ledger), and ends when the parent closes it or is gone (its
+next write fails).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import queue
+import select
+import struct
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
+
+import numpy as np
+
+from weir.errors import WeirError
+from weir.simulate.stream import Batch, RecordStream, StreamSpec
+
+AHEAD_TICKS = 32
+# How long the parent waits for a batch before serving its sink (delivery reports) again.
+_WAIT_S = 0.005
+_READ_BYTES = 1 << 20
+_HEADER = struct.Struct("<Q")
+_F_SETPIPE_SZ = 1031  # Linux: a larger pipe lets the child run further ahead
+_PIPE_BYTES = 1 << 20
+_DEVICE_IDS, _BATCH, _FAILED = "device_ids", "batch", "failed"
+
+
+def encode(time_us: int, batch: Batch) -> tuple:
+    """A tick's batch as it crosses the pipe (keys travel as device indexes)."""
+    return (
+        _BATCH,
+        time_us,
+        batch.first,
+        np.array(batch.devices, dtype=np.int32),
+        batch.payloads,
+        batch.event_ids,
+        batch.event_times,
+        batch.faults,
+        batch.reasons,
+        batch.groups,
+        batch.variants,
+        batch.crc32s(),
+    )
+
+
+def decode(message: tuple, device_ids: list[str]) -> tuple[int, Batch]:
+    """``(tick time, batch)`` from :func:`encode`'s tuple."""
+    _, time_us, first, devices, payloads, *columns, crc32s = message
+    devices = devices.tolist()
+    keys = list(map(device_ids.__getitem__, devices))
+    return time_us, Batch(first, devices, keys, payloads, *columns, crc32s=crc32s)
+
+
+def _frame(message: tuple) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data)) + data
+
+
+class GeneratorProcess:
+    """The records of ``spec``, made by a child process; use as a context manager."""
+
+    def __init__(self, spec: StreamSpec, ahead: int = AHEAD_TICKS) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "weir.simulate.ahead", str(ahead)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._fd = self._process.stdout.fileno()
+        try:
+            import fcntl
+
+            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, _PIPE_BYTES)
+        except (ImportError, OSError):
+            pass  # a smaller pipe only means less run-ahead
+        self._process.stdin.write(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+        self._process.stdin.close()
+        self._buffer = bytearray()
+        self._device_ids: Optional[list[str]] = None
+
+    def __enter__(self) -> GeneratorProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _message(self) -> Optional[tuple]:
+        """The next whole message in the buffer, if one is there."""
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
+            return None
+        (size,) = _HEADER.unpack_from(buffer)
+        end = _HEADER.size + size
+        if len(buffer) < end:
+            return None
+        message = pickle.loads(memoryview(buffer)[_HEADER.size : end])
+        del buffer[:end]
+        return message
+
+    def _next(self, idle: Callable[[], None], stop: threading.Event) -> Optional[tuple]:
+        """The child's next message; None once ``stop`` is set. Serves ``idle`` meanwhile."""
+        while not stop.is_set():
+            message = self._message()
+            if message is not None:
+                if message[0] == _FAILED:
+                    raise WeirError(f"the simulator's generator process failed:\n{message[1]}")
+                return message
+            readable, _, _ = select.select([self._fd], [], [], _WAIT_S)
+            if not readable:
+                idle()
+                continue
+            data = os.read(self._fd, _READ_BYTES)
+            if not data:
+                code = self._process.wait(timeout=10)
+                raise WeirError(
+                    f"the simulator's generator process ended unexpectedly (exit code {code})"
+                )
+            self._buffer += data
+        return None
+
+    def batches(
+        self, idle: Callable[[], None], stop: threading.Event
+    ) -> Iterator[tuple[int, Batch]]:
+        """``(tick time, batch)`` in stream order, until ``stop`` is set (endless otherwise).
+
+        ``idle`` is called whenever the next batch is not there yet (the sink serves its
+        delivery reports meanwhile)."""
+        if self._device_ids is None:
+            first = self._next(idle, stop)
+            if first is None:
+                return
+            self._device_ids = first[1]
+        device_ids = self._device_ids
+        while (message := self._next(idle, stop)) is not None:
+            yield decode(message, device_ids)
+
+    def close(self) -> None:
+        """Stop the child (it holds nothing worth keeping: the records are a function of the
+        spec) and release the pipe."""
+        if self._process.poll() is None:
+            self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover (SIGTERM is not ignored)
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self._process.stdout.close()
+
+
+def _child(ahead: int) -> None:
+    """``python -m weir.simulate.ahead``: the spec from stdin, frames to stdout until the
+    parent closes the pipe (or terminates the process)."""
+    out = sys.stdout.buffer.raw if hasattr(sys.stdout.buffer, "raw") else sys.stdout.buffer
+    frames: queue.Queue = queue.Queue(maxsize=ahead)
+
+    def write_frames() -> None:
+        # The writer lets go of the GIL while the pipe is full; the generator goes on.
+        try:
+            while (frame := frames.get()) is not None:
+                view = memoryview(frame)
+                while view:
+                    view = view[os.write(out.fileno(), view) :]
+        except OSError:
+            os._exit(0)  # the parent is gone: nobody will read
+
+    writer = threading.Thread(target=write_frames, name="frames", daemon=True)
+    writer.start()
+    try:
+        spec = pickle.loads(sys.stdin.buffer.read())
+        stream = RecordStream(spec)
+        frames.put(_frame((_DEVICE_IDS, list(stream.fleet.device_ids))))
+        gc.disable()  # nothing here forms a cycle (as in the parent's loop)
+        for tick, batch in stream.ticks():
+            frames.put(_frame(encode(tick.time_us, batch)))
+    except BaseException:  # whatever it was, the parent must hear of it
+        frames.put(_frame((_FAILED, traceback.format_exc())))
+        frames.put(None)
+        writer.join(timeout=10)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    _child(int(sys.argv[1]) if len(sys.argv) > 1 else AHEAD_TICKS)
