@@ -3,6 +3,7 @@ through it keeps every promise a run in one process keeps."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 from dataclasses import replace
 from datetime import timedelta
@@ -14,7 +15,7 @@ from simulate.conftest import START, crc, landed_lines, ledger_coordinates, spec
 from weir.config import WeirConfig
 from weir.errors import WeirError
 from weir.simulate import ledger as L
-from weir.simulate.ahead import GeneratorProcess
+from weir.simulate.ahead import GeneratorProcess, decode, encode
 from weir.simulate.faults import FaultMix
 from weir.simulate.run import (
     GENERATE_AHEAD_MIN_RATE,
@@ -23,7 +24,7 @@ from weir.simulate.run import (
     plan_run,
     run_simulation,
 )
-from weir.simulate.stream import RecordStream
+from weir.simulate.stream import Batch, RecordStream
 
 
 def never_idle() -> None:
@@ -113,3 +114,24 @@ def test_records_are_made_apart_when_the_run_is_large_and_fast_enough(
 ) -> None:
     plan = plan_run(sim_config, SimulateOptions(devices=100, **options), START)
     assert plan.generates_ahead is apart
+
+
+@pytest.mark.parametrize("payloads", [[b'{"a":1}', b'{"b":2}'], [b'{"a":1}', b'{"b":\n2}'], []])
+def test_a_batch_crosses_the_pipe_whole_whatever_its_payloads_hold(payloads: list) -> None:
+    size = len(payloads)
+    batch = Batch(
+        7,
+        list(range(size)),
+        [f"dev-{i}" for i in range(size)],
+        payloads,
+        [f"id-{i}" for i in range(size)],
+        [1_000_000 * i for i in range(size)],
+        ["none"] * size,
+        [None] * size,
+        [False] * size,
+        list(range(7, 7 + size)),
+    )
+    message = pickle.loads(pickle.dumps(encode(123, batch)))
+    time_us, crossed = decode(message, [f"dev-{i}" for i in range(size)])
+    assert time_us == 123 and crossed.first == 7
+    assert list(crossed) == list(batch) and crossed.crc32s() == batch.crc32s()

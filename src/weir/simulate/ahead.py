@@ -47,13 +47,19 @@ _DEVICE_IDS, _BATCH, _FAILED = "device_ids", "batch", "failed"
 
 
 def encode(time_us: int, batch: Batch) -> tuple:
-    """A tick's batch as it crosses the pipe (keys travel as device indexes)."""
+    """A tick's batch as it crosses the pipe: keys as device indexes, and the payloads as one
+    newline-joined text when none holds a newline (the parent splits it in one call; a list
+    of bytes costs an object each way), else as a list."""
+    payloads = batch.payloads
+    joined = b"\n".join(payloads)
+    if joined.count(b"\n") != len(payloads) - 1 or not payloads:
+        joined = payloads  # some payload holds a newline (a malformed record can)
     return (
         _BATCH,
         time_us,
         batch.first,
         np.array(batch.devices, dtype=np.int32),
-        batch.payloads,
+        joined,
         batch.event_ids,
         batch.event_times,
         batch.faults,
@@ -67,6 +73,8 @@ def encode(time_us: int, batch: Batch) -> tuple:
 def decode(message: tuple, device_ids: list[str]) -> tuple[int, Batch]:
     """``(tick time, batch)`` from :func:`encode`'s tuple."""
     _, time_us, first, devices, payloads, *columns, crc32s = message
+    if isinstance(payloads, bytes):
+        payloads = payloads.split(b"\n")
     devices = devices.tolist()
     keys = list(map(device_ids.__getitem__, devices))
     return time_us, Batch(first, devices, keys, payloads, *columns, crc32s=crc32s)
@@ -97,6 +105,7 @@ class GeneratorProcess:
         self._process.stdin.write(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
         self._process.stdin.close()
         self._buffer = bytearray()
+        self._position = 0  # where the next message starts in the buffer
         self._device_ids: Optional[list[str]] = None
 
     def __enter__(self) -> GeneratorProcess:
@@ -107,16 +116,24 @@ class GeneratorProcess:
 
     def _message(self) -> Optional[tuple]:
         """The next whole message in the buffer, if one is there."""
-        buffer = self._buffer
-        if len(buffer) < _HEADER.size:
+        buffer, start = self._buffer, self._position
+        if len(buffer) - start < _HEADER.size:
             return None
-        (size,) = _HEADER.unpack_from(buffer)
-        end = _HEADER.size + size
+        (size,) = _HEADER.unpack_from(buffer, start)
+        end = start + _HEADER.size + size
         if len(buffer) < end:
             return None
-        message = pickle.loads(memoryview(buffer)[_HEADER.size : end])
-        del buffer[:end]
+        message = pickle.loads(memoryview(buffer)[start + _HEADER.size : end])
+        self._position = end
         return message
+
+    def _fill(self, data: bytes) -> None:
+        """Append what was read, first dropping what was consumed (one move per read, not
+        one per message)."""
+        if self._position:
+            del self._buffer[: self._position]
+            self._position = 0
+        self._buffer += data
 
     def _next(self, idle: Callable[[], None], stop: threading.Event) -> Optional[tuple]:
         """The child's next message; None once ``stop`` is set. Serves ``idle`` meanwhile."""
@@ -136,7 +153,7 @@ class GeneratorProcess:
                 raise WeirError(
                     f"the simulator's generator process ended unexpectedly (exit code {code})"
                 )
-            self._buffer += data
+            self._fill(data)
         return None
 
     def batches(
