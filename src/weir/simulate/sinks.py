@@ -74,9 +74,12 @@ class Sink(Protocol):
 # librdkafka settings for throughput with safety: large lz4 batches, idempotent delivery (no
 # duplicates or reordering from the producer's own retries: the only duplicates are the ones
 # the simulator means), and a bounded delivery timeout after which a record is reported failed.
+# A linger of 100 ms rather than 20 fills larger batches at high rates: fewer requests for
+# librdkafka and the broker to handle (2M records at full speed, taking turns on one broker:
+# 157-169k/s against 153-158k/s); at everyday rates it only delays a record by that much.
 KAFKA_PRODUCER_SETTINGS: dict[str, Any] = {
     "client.id": "weir-simulate",
-    "linger.ms": 20,
+    "linger.ms": 100,
     "batch.size": 1_000_000,
     "batch.num.messages": 10_000,
     "compression.type": "lz4",
