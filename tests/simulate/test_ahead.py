@@ -135,3 +135,13 @@ def test_a_batch_crosses_the_pipe_whole_whatever_its_payloads_hold(payloads: lis
     time_us, crossed = decode(message, [f"dev-{i}" for i in range(size)])
     assert time_us == 123 and crossed.first == 7
     assert list(crossed) == list(batch) and crossed.crc32s() == batch.crc32s()
+
+
+def test_a_child_that_dies_is_reported_once_what_it_sent_is_used_up() -> None:
+    with GeneratorProcess(spec(devices=10), ahead=2) as generator:
+        batches = generator.batches(never_idle, threading.Event())
+        next(batches)
+        generator._process.kill()
+        with pytest.raises(WeirError, match="ended unexpectedly"):
+            for _ in range(100_000):  # what was in the pipe, then the end
+                next(batches)
