@@ -196,7 +196,7 @@ def run(
     """
     from weir.infra import private_stack
     from weir.infra.kafka import default_jars_dir, find_java
-    from weir.simulate.run import run_simulation
+    from weir.simulate.run import plan_run, run_simulation
 
     result = SuiteResult(suite=SUITE)
     now = datetime.now(timezone.utc)
@@ -224,8 +224,11 @@ def run(
             candidate = min(runs, key=lambda m: m.seconds)
             client = min(clients, key=lambda m: m.seconds)
     result.measurements = [ceiling, candidate, client]
+    plan = plan_run(config, simulate_options(events, now), now)
     result.environment = environment(
         devices=DEVICES,
+        # Whether the simulator made its records in a child process (weir.simulate.ahead).
+        records_made_ahead=plan.generates_ahead,
         partitions=config.sources.kafka.partitions,
         mean_payload_bytes=round(mean_bytes, 1),
         # How much of the Python client's rate the whole simulator keeps.
