@@ -52,7 +52,7 @@ def encode(time_us: int, batch: Batch) -> tuple:
     of bytes costs an object each way), else as a list."""
     payloads = batch.payloads
     joined = b"\n".join(payloads)
-    if joined.count(b"\n") != len(payloads) - 1 or not payloads:
+    if joined.count(b"\n") != len(payloads) - 1:
         joined = payloads  # some payload holds a newline (a malformed record can)
     return (
         _BATCH,
@@ -60,12 +60,7 @@ def encode(time_us: int, batch: Batch) -> tuple:
         batch.first,
         np.array(batch.devices, dtype=np.int32),
         joined,
-        batch.event_ids,
-        batch.event_times,
-        batch.faults,
-        batch.reasons,
-        batch.groups,
-        batch.variants,
+        *batch.record_columns(),
         batch.crc32s(),
     )
 
@@ -195,7 +190,7 @@ class GeneratorProcess:
 def _child(ahead: int) -> None:
     """``python -m weir.simulate.ahead``: the spec from stdin, frames to stdout until the
     parent closes the pipe (or terminates the process)."""
-    out = sys.stdout.buffer.raw if hasattr(sys.stdout.buffer, "raw") else sys.stdout.buffer
+    out = sys.stdout.fileno()
     frames: queue.Queue = queue.Queue(maxsize=ahead)
 
     def write_frames() -> None:
@@ -205,7 +200,7 @@ def _child(ahead: int) -> None:
                 for part in (_HEADER.pack(len(frame)), frame):
                     view = memoryview(part)
                     while view:
-                        view = view[os.write(out.fileno(), view) :]
+                        view = view[os.write(out, view) :]
         except OSError:
             os._exit(0)  # the parent is gone: nobody will read
 

@@ -183,12 +183,7 @@ class Ledger:
             batch.seqs,
             batch.keys,
             batch.crc32s(),
-            batch.event_ids,
-            batch.event_times,
-            batch.faults,
-            batch.reasons,
-            batch.groups,
-            batch.variants,
+            *batch.record_columns(),
             partitions,
             offsets,
         )

@@ -95,6 +95,12 @@ class Batch:
         self.variants = variants
         self._crc32s = crc32s
 
+    def record_columns(self) -> tuple[list, ...]:
+        """What each record is, after who sent it and its bytes: event_ids, event_times,
+        faults, reasons, groups, variants (the ledger keeps them; a batch made ahead carries
+        them across the pipe)."""
+        return tuple(getattr(self, name) for name in self._COLUMNS[3:])
+
     def crc32s(self) -> list[int]:
         """``zlib.crc32`` of every payload (computed once: best while the payloads are still
         in the CPU's caches, i.e. soon after the batch was made)."""
