@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from weir.config import WeirConfig
+from weir.infra.process import wait_until
 from weir.lake import LakeLayout, local_path
 from weir.simulate.faults import FaultMix
 from weir.simulate.stream import StreamSpec
@@ -136,3 +138,56 @@ def simulate_infra(
 
     with private_stack(weir_config, tmp_path_factory.mktemp("simulate-infra")) as config:
         yield config
+
+
+# --- Kafka on the local broker -------------------------------------------------------------------
+@pytest.fixture
+def kafka_config(simulate_infra: WeirConfig, tmp_path: Path) -> WeirConfig:
+    """A fresh 3-partition topic of this test's own on the session's local broker."""
+    from weir.infra.kafka import create_topic
+
+    topic = f"telemetry-{uuid.uuid4().hex[:8]}"
+    create_topic(simulate_infra.sources.kafka.bootstrap_servers, topic, 3, timeout=30)
+    return with_overrides(
+        simulate_infra,
+        kafka={"topic": topic, "partitions": 3},
+        lake={"root": f"file://{tmp_path}/lake", "landing": None},
+        infra={"state_dir": str(tmp_path / "state")},
+    )
+
+
+def read_topic(config: WeirConfig) -> dict[tuple[str, str], tuple[str, int]]:
+    """(partition, offset) -> (key, crc32 of value) of every record in the topic."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    kafka = config.sources.kafka
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(kafka.topic, timeout=10).topics[kafka.topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(kafka.topic, p, 0) for p in partitions])
+        records = {}
+
+        def drained() -> bool:
+            for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                if message.error() is None:
+                    key = (str(message.partition()), str(message.offset()))
+                    records[key] = (message.key().decode(), crc(message.value()))
+            return all(
+                sum(1 for part, _ in records if part == str(p)) >= end for p, end in ends.items()
+            )
+
+        wait_until(drained, timeout=60, what=f"all of topic {kafka.topic} read back")
+        return records
+    finally:
+        consumer.close()

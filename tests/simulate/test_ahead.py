@@ -18,8 +18,10 @@ from weir.simulate import ledger as L
 from weir.simulate.ahead import GeneratorProcess, decode, encode
 from weir.simulate.faults import FaultMix
 from weir.simulate.run import (
-    GENERATE_AHEAD_MIN_RATE,
-    GENERATE_AHEAD_MIN_RECORDS,
+    GENERATOR,
+    HELPER_MIN_RATE,
+    HELPER_MIN_RECORDS,
+    KAFKA_SENDER,
     SimulateOptions,
     plan_run,
     run_simulation,
@@ -78,11 +80,11 @@ def test_a_run_through_the_child_lands_the_same_bytes_and_ledger_as_one_in_one_p
     sim_config: WeirConfig, tmp_path
 ) -> None:
     now = START + timedelta(minutes=5)
-    apart = run_simulation(sim_config, files_options(generate_ahead=True), now=now)
+    apart = run_simulation(sim_config, files_options(helper_process=True), now=now)
     lines_apart = landed_lines(sim_config)
     for path in list(tmp_path.rglob("*.jsonl")):
         path.unlink()
-    here = run_simulation(sim_config, files_options(generate_ahead=False), now=now)
+    here = run_simulation(sim_config, files_options(helper_process=False), now=now)
     lines_here = landed_lines(sim_config)
     assert apart.status == here.status == L.COMPLETED
     assert apart.acknowledged == here.acknowledged == 3000
@@ -100,20 +102,21 @@ def test_a_run_through_the_child_lands_the_same_bytes_and_ledger_as_one_in_one_p
 @pytest.mark.parametrize(
     ("options", "apart"),
     [
-        (dict(rate=0, count=GENERATE_AHEAD_MIN_RECORDS), True),  # large, at full speed
-        (dict(rate=0, count=GENERATE_AHEAD_MIN_RECORDS - 1), False),  # too small to pay
+        (dict(rate=0, count=HELPER_MIN_RECORDS), True),  # large, at full speed
+        (dict(rate=0, count=HELPER_MIN_RECORDS - 1), False),  # too small to pay
         (dict(rate=0, duration_s=60), True),  # full speed for a while
-        (dict(rate=GENERATE_AHEAD_MIN_RATE, duration_s=60), True),
+        (dict(rate=HELPER_MIN_RATE, duration_s=60), True),
         (dict(rate=1000), False),  # a live fleet at an everyday rate
-        (dict(rate=1000, generate_ahead=True), True),  # asked for
-        (dict(rate=0, count=10**7, generate_ahead=False), False),
+        (dict(rate=1000, helper_process=True), True),  # asked for
+        (dict(rate=0, count=10**7, helper_process=False), False),
     ],
 )
-def test_records_are_made_apart_when_the_run_is_large_and_fast_enough(
-    sim_config: WeirConfig, options: dict, apart: bool
+@pytest.mark.parametrize(("sink", "helper"), [("kafka", KAFKA_SENDER), ("files", GENERATOR)])
+def test_a_helper_process_shares_the_work_when_the_run_is_large_and_fast_enough(
+    sim_config: WeirConfig, options: dict, apart: bool, sink: str, helper: str
 ) -> None:
-    plan = plan_run(sim_config, SimulateOptions(devices=100, **options), START)
-    assert plan.generates_ahead is apart
+    plan = plan_run(sim_config, SimulateOptions(devices=100, sink=sink, **options), START)
+    assert plan.helper == (helper if apart else None)
 
 
 @pytest.mark.parametrize("payloads", [[b'{"a":1}', b'{"b":2}'], [b'{"a":1}', b'{"b":\n2}'], []])

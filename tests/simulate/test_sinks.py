@@ -24,6 +24,7 @@ from simulate.conftest import (
     landing_folder,
     ledger_coordinates,
     read_json,
+    read_topic,
     spec,
     with_overrides,
 )
@@ -355,58 +356,6 @@ def stream_records_for_kinesis():
 
 
 # --- Kafka on the local broker -------------------------------------------------------------------
-@pytest.fixture
-def kafka_config(simulate_infra: WeirConfig, tmp_path: Path) -> WeirConfig:
-    """A fresh 3-partition topic of this test's own on the session's local broker."""
-    from weir.infra.kafka import create_topic
-
-    topic = f"telemetry-{uuid.uuid4().hex[:8]}"
-    create_topic(simulate_infra.sources.kafka.bootstrap_servers, topic, 3, timeout=30)
-    return with_overrides(
-        simulate_infra,
-        kafka={"topic": topic, "partitions": 3},
-        lake={"root": f"file://{tmp_path}/lake", "landing": None},
-        infra={"state_dir": str(tmp_path / "state")},
-    )
-
-
-def read_topic(config: WeirConfig) -> dict[tuple[str, str], tuple[str, int]]:
-    """(partition, offset) -> (key, crc32 of value) of every record in the topic."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    kafka = config.sources.kafka
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "group.id": f"check-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        partitions = consumer.list_topics(kafka.topic, timeout=10).topics[kafka.topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)[1]
-            for p in partitions
-        }
-        consumer.assign([TopicPartition(kafka.topic, p, 0) for p in partitions])
-        records = {}
-
-        def drained() -> bool:
-            for message in consumer.consume(num_messages=10_000, timeout=0.5):
-                if message.error() is None:
-                    key = (str(message.partition()), str(message.offset()))
-                    records[key] = (message.key().decode(), crc(message.value()))
-            return all(
-                sum(1 for part, _ in records if part == str(p)) >= end for p, end in ends.items()
-            )
-
-        wait_until(drained, timeout=60, what=f"all of topic {kafka.topic} read back")
-        return records
-    finally:
-        consumer.close()
-
-
 class FakeProducer:
     """The surface of confluent_kafka.Producer the Kafka sink uses, for one topic of two
     partitions: produce_batch refuses the payloads in ``refuse`` outright and, once, reports a
@@ -523,7 +472,7 @@ def test_kafka_holds_exactly_the_records_the_ledger_lists(kafka_config: WeirConf
     "rate",
     [
         "3000",  # records made in the sending process
-        "0",  # at full speed: made by a child process (weir.simulate.ahead)
+        "0",  # at full speed: the producer in a process of its own (weir.simulate.transport)
     ],
 )
 def test_ctrl_c_leaves_a_ledger_equal_to_what_the_broker_holds(

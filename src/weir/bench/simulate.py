@@ -227,8 +227,8 @@ def run(
     plan = plan_run(config, simulate_options(events, now), now)
     result.environment = environment(
         devices=DEVICES,
-        # Whether the simulator made its records in a child process (weir.simulate.ahead).
-        records_made_ahead=plan.generates_ahead,
+        # The helper process the simulator split its work with (weir.simulate.run.Plan.helper).
+        helper_process=plan.helper,
         partitions=config.sources.kafka.partitions,
         mean_payload_bytes=round(mean_bytes, 1),
         # How much of the Python client's rate the whole simulator keeps.

@@ -21,9 +21,6 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import queue
-import select
-import struct
 import subprocess
 import sys
 import threading
@@ -34,32 +31,31 @@ from typing import Any, Optional
 import numpy as np
 
 from weir.errors import WeirError
+from weir.simulate.frames import (
+    FrameReader,
+    FrameWriter,
+    PipeClosedError,
+    enlarge_pipe,
+    join_lines,
+    split_lines,
+)
 from weir.simulate.stream import Batch, RecordStream, StreamSpec
 
 AHEAD_TICKS = 32
 # How long the parent waits for a batch before serving its sink (delivery reports) again.
 _WAIT_S = 0.005
-_READ_BYTES = 1 << 20
-_HEADER = struct.Struct("<Q")
-_F_SETPIPE_SZ = 1031  # Linux: a larger pipe lets the child run further ahead
-_PIPE_BYTES = 1 << 20
 _DEVICE_IDS, _BATCH, _FAILED = "device_ids", "batch", "failed"
 
 
 def encode(time_us: int, batch: Batch) -> tuple:
-    """A tick's batch as it crosses the pipe: keys as device indexes, and the payloads as one
-    newline-joined text when none holds a newline (the parent splits it in one call; a list
-    of bytes costs an object each way), else as a list."""
-    payloads = batch.payloads
-    joined = b"\n".join(payloads)
-    if joined.count(b"\n") != len(payloads) - 1:
-        joined = payloads  # some payload holds a newline (a malformed record can)
+    """A tick's batch as it crosses the pipe: keys as device indexes, the payloads joined
+    (:func:`~weir.simulate.frames.join_lines`), the other columns as lists."""
     return (
         _BATCH,
         time_us,
         batch.first,
         np.array(batch.devices, dtype=np.int32),
-        joined,
+        join_lines(batch.payloads),
         *batch.record_columns(),
         batch.crc32s(),
     )
@@ -68,17 +64,9 @@ def encode(time_us: int, batch: Batch) -> tuple:
 def decode(message: tuple, device_ids: list[str]) -> tuple[int, Batch]:
     """``(tick time, batch)`` from :func:`encode`'s tuple."""
     _, time_us, first, devices, payloads, *columns, crc32s = message
-    if isinstance(payloads, bytes):
-        payloads = payloads.split(b"\n")
     devices = devices.tolist()
     keys = list(map(device_ids.__getitem__, devices))
-    return time_us, Batch(first, devices, keys, payloads, *columns, crc32s=crc32s)
-
-
-def _frame(message: tuple) -> bytes:
-    """A message as the pipe carries it, less its length header (written on its own: no copy
-    of a quarter-megabyte frame just to put eight bytes in front of it)."""
-    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return time_us, Batch(first, devices, keys, split_lines(payloads), *columns, crc32s=crc32s)
 
 
 class GeneratorProcess:
@@ -91,13 +79,8 @@ class GeneratorProcess:
             stdout=subprocess.PIPE,
             start_new_session=True,
         )
-        self._fd = self._process.stdout.fileno()
-        try:
-            import fcntl
-
-            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, _PIPE_BYTES)
-        except (ImportError, OSError):
-            pass  # a smaller pipe only means less run-ahead
+        fd = self._process.stdout.fileno()
+        enlarge_pipe(fd)
         try:
             self._process.stdin.write(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
             self._process.stdin.close()
@@ -106,8 +89,7 @@ class GeneratorProcess:
             raise WeirError(
                 f"the simulator's generator process did not start (exit code {code})"
             ) from None
-        self._buffer = bytearray()
-        self._position = 0  # where the next message starts in the buffer
+        self._reader = FrameReader(fd)
         self._device_ids: Optional[list[str]] = None
 
     def __enter__(self) -> GeneratorProcess:
@@ -116,47 +98,18 @@ class GeneratorProcess:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _message(self) -> Optional[tuple]:
-        """The next whole message in the buffer, if one is there."""
-        buffer, start = self._buffer, self._position
-        if len(buffer) - start < _HEADER.size:
-            return None
-        (size,) = _HEADER.unpack_from(buffer, start)
-        end = start + _HEADER.size + size
-        if len(buffer) < end:
-            return None
-        message = pickle.loads(memoryview(buffer)[start + _HEADER.size : end])
-        self._position = end
-        return message
-
-    def _fill(self, data: bytes) -> None:
-        """Append what was read, first dropping what was consumed (one move per read, not
-        one per message)."""
-        if self._position:
-            del self._buffer[: self._position]
-            self._position = 0
-        self._buffer += data
-
     def _next(self, idle: Callable[[], None], stop: threading.Event) -> Optional[tuple]:
         """The child's next message; None once ``stop`` is set. Serves ``idle`` meanwhile."""
-        while not stop.is_set():
-            message = self._message()
-            if message is not None:
-                if message[0] == _FAILED:
-                    raise WeirError(f"the simulator's generator process failed:\n{message[1]}")
-                return message
-            readable, _, _ = select.select([self._fd], [], [], _WAIT_S)
-            if not readable:
-                idle()
-                continue
-            data = os.read(self._fd, _READ_BYTES)
-            if not data:
-                code = self._process.wait(timeout=10)
-                raise WeirError(
-                    f"the simulator's generator process ended unexpectedly (exit code {code})"
-                )
-            self._fill(data)
-        return None
+        try:
+            message = self._reader.next(idle, _WAIT_S, stop)
+        except PipeClosedError:
+            code = self._process.wait(timeout=10)
+            raise WeirError(
+                f"the simulator's generator process ended unexpectedly (exit code {code})"
+            ) from None
+        if message is not None and message[0] == _FAILED:
+            raise WeirError(f"the simulator's generator process failed:\n{message[1]}")
+        return message
 
     def batches(
         self, idle: Callable[[], None], stop: threading.Event
@@ -190,33 +143,19 @@ class GeneratorProcess:
 def _child(ahead: int) -> None:
     """``python -m weir.simulate.ahead``: the spec from stdin, frames to stdout until the
     parent closes the pipe (or terminates the process)."""
-    out = sys.stdout.fileno()
-    frames: queue.Queue = queue.Queue(maxsize=ahead)
-
-    def write_frames() -> None:
-        # The writer lets go of the GIL while the pipe is full; the generator goes on.
-        try:
-            while (frame := frames.get()) is not None:
-                for part in (_HEADER.pack(len(frame)), frame):
-                    view = memoryview(part)
-                    while view:
-                        view = view[os.write(out, view) :]
-        except OSError:
-            os._exit(0)  # the parent is gone: nobody will read
-
-    writer = threading.Thread(target=write_frames, name="frames", daemon=True)
-    writer.start()
+    # Up to ``ahead`` batches wait for the pipe; then the generator waits for the parent.
+    # Once the parent is gone nobody will read: end at once.
+    frames = FrameWriter(sys.stdout.fileno(), on_closed=lambda: os._exit(0), max_queued=ahead)
     try:
         spec = pickle.loads(sys.stdin.buffer.read())
         stream = RecordStream(spec)
-        frames.put(_frame((_DEVICE_IDS, list(stream.fleet.device_ids))))
+        frames.put((_DEVICE_IDS, list(stream.fleet.device_ids)))
         gc.disable()  # nothing here forms a cycle (as in the parent's loop)
         for tick, batch in stream.ticks():
-            frames.put(_frame(encode(tick.time_us, batch)))
+            frames.put(encode(tick.time_us, batch))
     except BaseException:  # whatever it was, the parent must hear of it
-        frames.put(_frame((_FAILED, traceback.format_exc())))
-        frames.put(None)
-        writer.join(timeout=10)
+        frames.put((_FAILED, traceback.format_exc()))
+        frames.close()
         sys.exit(1)
 
 

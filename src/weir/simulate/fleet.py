@@ -183,6 +183,23 @@ class Tick:
         return list(zip(*self.columns))
 
 
+def _vehicle_flags(setup: np.random.Generator, devices: int) -> np.ndarray:
+    return setup.random(devices) < VEHICLE_SHARE  # the setup generator's first draw
+
+
+def _device_ids(is_vehicle: np.ndarray) -> list[str]:
+    width = max(5, len(str(len(is_vehicle) - 1)))
+    return [
+        f"{'veh' if vehicle else 'sen'}-{index:0{width}d}"
+        for index, vehicle in enumerate(is_vehicle.tolist())
+    ]
+
+
+def fleet_device_ids(devices: int, seed: int) -> list[str]:
+    """The device ids of ``Fleet(devices, seed, ...)``, without building the fleet."""
+    return _device_ids(_vehicle_flags(np.random.default_rng([seed, 1]), devices))
+
+
 class Fleet:
     """``devices`` devices reporting every ``interval_us`` from ``start_us``; see the module doc."""
 
@@ -197,12 +214,8 @@ class Fleet:
         setup = np.random.default_rng([seed, 1])
         self._rng = np.random.default_rng([seed, 2])
 
-        self.is_vehicle = setup.random(n) < VEHICLE_SHARE
-        width = max(5, len(str(n - 1)))
-        self.device_ids: list[str] = [
-            f"{'veh' if vehicle else 'sen'}-{index:0{width}d}"
-            for index, vehicle in enumerate(self.is_vehicle.tolist())
-        ]
+        self.is_vehicle = _vehicle_flags(setup, n)
+        self.device_ids: list[str] = _device_ids(self.is_vehicle)
         self.vehicle_flags: list[bool] = self.is_vehicle.tolist()
         self._quoted_ids = [f'"{device_id}"' for device_id in self.device_ids]
         self.templates: list[str] = [

@@ -85,7 +85,7 @@ _PENDING = (
     "offset",
 )
 _DICTIONARY_COLUMNS = ["key", "fault", "fate", "reason", "partition"]
-_NUMERIC_ARGS = (0, 9, 10)  # acknowledged_batch's columns that may be integer arrays
+_NUMERIC_ARGS = (0, 2, 9, 10)  # acknowledged_batch's columns that may be integer arrays
 
 
 def ledger_root(state_dir: str) -> Path:
@@ -155,7 +155,7 @@ class Ledger:
         self._append(
             seqs,
             keys,
-            map(zlib.crc32, payloads),
+            list(map(zlib.crc32, payloads)),
             event_ids,
             times,
             faults,
@@ -198,14 +198,14 @@ class Ledger:
         self._append(*columns)
 
     def _append(self, seqs, keys, crc32s, *rest) -> None:
-        """One more run of acknowledged rows: positions (seq, partition, offset) are kept as
-        chunks (numpy arrays where they are integers: Arrow takes them whole), the rest as
-        lists."""
+        """One more run of acknowledged rows: seqs and CRCs are kept as chunks of numpy
+        arrays (Arrow takes them whole), partitions and offsets as chunks too (arrays where
+        they are integers), the rest as lists."""
         columns = self._columns
         chunk = _numbers(seqs)
         columns["seq"].append(chunk)
         columns["key"].extend(keys)
-        columns["payload_crc32"].extend(crc32s)
+        columns["payload_crc32"].append(_numbers(crc32s))
         for name, values in zip(_PENDING[3:], rest):
             if name in ("partition", "offset"):
                 columns[name].append(_numbers(values) if _numeric(values) else list(values))
@@ -290,7 +290,7 @@ class Ledger:
                 pa.array(duplicate_of, pa.int64()),
                 _texts(c["partition"]),
                 _texts(c["offset"]),
-                pa.array(c["payload_crc32"], pa.int64()),
+                pa.array(np.concatenate(c["payload_crc32"]), pa.int64()),
             ],
             schema=LEDGER_SCHEMA,
         )

@@ -39,6 +39,7 @@ from weir.simulate.sinks import (
     Sink,
 )
 from weir.simulate.stream import RecordStream, StreamSpec
+from weir.simulate.transport import KafkaSenderProcess
 
 # Live runs stay this close to the wall clock (the contract's future tolerance, less a margin).
 AHEAD_LIMIT_US = (FUTURE_TOLERANCE_MINUTES * 60 - 30) * 1_000_000
@@ -49,10 +50,13 @@ DEFAULT_BACKFILL_ROLL_SECONDS = 900.0  # and its longest
 # Time allowed to deliver what is in flight when a run ends or is stopped.
 FLUSH_TIMEOUT_S = 90.0
 _PACE_SLICES_PER_SECOND = 50
-# A child process starts in about half a second and pays from about this many records at
-# full speed (or this rate) on: below, the records are made in the sending process.
-GENERATE_AHEAD_MIN_RECORDS = 200_000
-GENERATE_AHEAD_MIN_RATE = 50_000
+# A helper process starts in about half a second and pays from about this many records at
+# full speed (or this rate) on: below, one process does everything.
+HELPER_MIN_RECORDS = 200_000
+HELPER_MIN_RATE = 50_000
+# Which helper: Kafka's producer runs in one (weir.simulate.transport); for the other sinks
+# the records are made in one (weir.simulate.ahead).
+KAFKA_SENDER, GENERATOR = "kafka-sender", "generator"
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,9 @@ class SimulateOptions:
     faults: FaultMix = field(default_factory=lambda: FaultMix.preset(DEFAULT_PRESET))
     backfill_days: Optional[float] = None
     roll_seconds: Optional[float] = None  # files sink: seconds of the run's clock per file
-    # Make the records in a process of their own (weir.simulate.ahead); None: when the run
-    # is large and fast enough for it to pay (generates_ahead).
-    generate_ahead: Optional[bool] = None
+    # Split the work with a helper process (Plan.helper); None: when the run is large and
+    # fast enough for it to pay.
+    helper_process: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -87,18 +91,24 @@ class Plan:
     wall_limit_s: Optional[float]  # --duration at --rate 0
     live: bool  # keep within AHEAD_LIMIT_US of the wall clock
     roll_seconds: float
-    generate_ahead: Optional[bool] = None  # SimulateOptions.generate_ahead
+    helper_process: Optional[bool] = None  # SimulateOptions.helper_process
 
     @property
-    def generates_ahead(self) -> bool:
-        """Whether the records are made by a child process (weir.simulate.ahead): a run at
-        full speed (or a high rate) expected to send enough records for it to pay."""
-        if self.generate_ahead is not None:
-            return self.generate_ahead
-        if self.rate and self.rate < GENERATE_AHEAD_MIN_RATE:
-            return False
-        expected = self.expected_records
-        return expected is None or expected >= GENERATE_AHEAD_MIN_RECORDS
+    def helper(self) -> Optional[str]:
+        """The helper process a run at full speed (or a high rate), expected to send enough
+        records for it to pay, splits its work with: :data:`KAFKA_SENDER` runs the producer
+        (weir.simulate.transport), :data:`GENERATOR` makes the records (weir.simulate.ahead).
+        None: one process does everything."""
+        if self.helper_process is None:
+            expected = self.expected_records
+            pays = not (self.rate and self.rate < HELPER_MIN_RATE) and (
+                expected is None or expected >= HELPER_MIN_RECORDS
+            )
+        else:
+            pays = self.helper_process
+        if not pays:
+            return None
+        return KAFKA_SENDER if self.sink == KAFKA else GENERATOR
 
     @property
     def expected_records(self) -> Optional[int]:
@@ -203,7 +213,7 @@ def plan_run(config: WeirConfig, options: SimulateOptions, now: datetime) -> Pla
         wall_limit_s,
         live=not backfill,
         roll_seconds=roll,
-        generate_ahead=options.generate_ahead,
+        helper_process=options.helper_process,
     )
 
 
@@ -231,6 +241,8 @@ SinkFactory = Callable[[WeirConfig, Plan, L.Ledger, str], Sink]
 
 def make_sink(config: WeirConfig, plan: Plan, ledger: Any, nonce: str) -> Sink:
     if plan.sink == KAFKA:
+        if plan.helper == KAFKA_SENDER:
+            return KafkaSenderProcess(config, ledger, plan.spec)
         return KafkaSink(config, ledger)
     if plan.sink == KINESIS:
         return KinesisSink(config, ledger)
@@ -336,7 +348,7 @@ def run_simulation(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        if plan.generates_ahead:
+        if plan.helper == GENERATOR:
             with GeneratorProcess(spec) as generator:
                 batches = generator.batches(idle=sink.poll, stop=stop)
                 _pump(plan, batches, sink, stop, started, progress, task, sent)

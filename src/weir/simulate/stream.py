@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -95,11 +95,20 @@ class Batch:
         self.variants = variants
         self._crc32s = crc32s
 
-    def record_columns(self) -> tuple[list, ...]:
+    @classmethod
+    def record_column_names(cls) -> tuple[str, ...]:
         """What each record is, after who sent it and its bytes: event_ids, event_times,
         faults, reasons, groups, variants (the ledger keeps them; a batch made ahead carries
         them across the pipe)."""
-        return tuple(getattr(self, name) for name in self._COLUMNS[3:])
+        return cls._COLUMNS[3:]
+
+    def record_columns(self) -> tuple[list, ...]:
+        """The :meth:`record_column_names` columns."""
+        return tuple(getattr(self, name) for name in self.record_column_names())
+
+    def set_crc32s(self, crc32s: Any) -> None:
+        """The CRC32s, computed elsewhere (by a process that had the payloads at hand)."""
+        self._crc32s = crc32s
 
     def crc32s(self) -> list[int]:
         """``zlib.crc32`` of every payload (computed once: best while the payloads are still
@@ -119,6 +128,20 @@ class Batch:
         if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
             raise ValueError("a batch holds consecutive records")
         return cls(seqs[0], *columns)
+
+    @classmethod
+    def joined(cls, batches: list[Batch]) -> Batch:
+        """One batch of consecutive batches, in order."""
+        if len(batches) == 1:
+            return batches[0]
+        for before, after in zip(batches, batches[1:]):
+            if before.first + len(before) != after.first:
+                raise ValueError("only consecutive batches join")
+        columns = [[] for _ in cls._COLUMNS]
+        for batch in batches:
+            for column, name in zip(columns, cls._COLUMNS):
+                column += getattr(batch, name)
+        return cls(batches[0].first, *columns)
 
     @property
     def seqs(self) -> range:

@@ -1,0 +1,153 @@
+"""Messages between the simulator and its helper processes: length-prefixed pickles on a pipe.
+
+A frame is an 8-byte little-endian length, then a pickle. Both ends are ours (the helper is
+``python -m`` a module of this package, started by the same interpreter), so pickle is safe
+here and the cheapest way to move numpy arrays and one large ``bytes`` across.
+
+:class:`FrameReader` reads whatever the pipe holds in one call and takes whole messages out of
+a buffer; while nothing is there it serves an ``idle`` callback (a sink's delivery reports), so
+waiting never stalls the other work of the process. :class:`FrameWriter` writes from a thread
+of its own: with an unbounded queue the process that owns it never blocks on a full pipe, so
+two processes writing to each other cannot deadlock; a bounded one holds a producer back.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import select
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any, Optional
+
+_HEADER = struct.Struct("<Q")
+_READ_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031  # Linux: a larger pipe holds more messages in flight
+PIPE_BYTES = 1 << 20
+
+
+class PipeClosedError(Exception):
+    """The other end closed the pipe (or its process ended)."""
+
+
+def enlarge_pipe(fd: int) -> None:
+    """Ask for a 1 MiB pipe (Linux); elsewhere a smaller one only means less in flight."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, OSError):
+        pass
+
+
+def frame(message: Any) -> bytes:
+    """A message as the pipe carries it, less its length header."""
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def join_lines(payloads: list[bytes]) -> Any:
+    """Payloads as they cross a pipe: one newline-joined text when none holds a newline (the
+    other side splits it in one call; a list of bytes costs an object each way), else the
+    list itself (a malformed record can hold a newline)."""
+    joined = b"\n".join(payloads)
+    return joined if joined.count(b"\n") == len(payloads) - 1 else payloads
+
+
+def split_lines(payloads: Any) -> list[bytes]:
+    """The payloads :func:`join_lines` was given."""
+    return payloads.split(b"\n") if isinstance(payloads, bytes) else payloads
+
+
+def write_frame(fd: int, body: bytes) -> None:
+    """Write one frame, blocking while the pipe is full. The header goes on its own: no copy
+    of a quarter-megabyte body just to put eight bytes in front of it."""
+    for part in (_HEADER.pack(len(body)), body):
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+class FrameReader:
+    """Whole messages from a pipe's read end."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = bytearray()
+        self._position = 0  # where the next message starts in the buffer
+
+    def message(self) -> Optional[Any]:
+        """The next whole message already read, if there is one."""
+        buffer, start = self._buffer, self._position
+        if len(buffer) - start < _HEADER.size:
+            return None
+        (size,) = _HEADER.unpack_from(buffer, start)
+        end = start + _HEADER.size + size
+        if len(buffer) < end:
+            return None
+        message = pickle.loads(memoryview(buffer)[start + _HEADER.size : end])
+        self._position = end
+        return message
+
+    def read(self, timeout_s: Optional[float]) -> bool:
+        """Read what the pipe holds, waiting up to ``timeout_s`` (None: until something comes);
+        False if nothing came. Raises :class:`PipeClosedError` at the end of the stream."""
+        if timeout_s is not None:
+            readable, _, _ = select.select([self.fd], [], [], timeout_s)
+            if not readable:
+                return False
+        data = os.read(self.fd, _READ_BYTES)
+        if not data:
+            raise PipeClosedError()
+        # Drop what was consumed first: one move per read, not one per message.
+        if self._position:
+            del self._buffer[: self._position]
+            self._position = 0
+        self._buffer += data
+        return True
+
+    def next(
+        self,
+        idle: Callable[[], None],
+        wait_s: float,
+        stop: Optional[threading.Event] = None,
+    ) -> Optional[Any]:
+        """The next message, serving ``idle`` every ``wait_s`` while none is there; None once
+        ``stop`` is set."""
+        while stop is None or not stop.is_set():
+            message = self.message()
+            if message is not None:
+                return message
+            if not self.read(wait_s):
+                idle()
+        return None
+
+
+class FrameWriter:
+    """Frames written by a thread of its own, in the order put."""
+
+    def __init__(self, fd: int, on_closed: Callable[[], None], max_queued: int = 0) -> None:
+        """``on_closed``: called on the writer thread if the reader is gone; ``max_queued``:
+        frames waiting at most before :meth:`put` blocks (0: never blocks)."""
+        self.fd = fd
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._on_closed = on_closed
+        self._thread = threading.Thread(target=self._write, name="frames", daemon=True)
+        self._thread.start()
+
+    def put(self, message: Any) -> None:
+        self._queue.put(frame(message))
+
+    def _write(self) -> None:
+        # Blocked on a full pipe, this thread lets go of the GIL; the process goes on.
+        try:
+            while (body := self._queue.get()) is not None:
+                write_frame(self.fd, body)
+        except OSError:
+            self._on_closed()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what was put, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=timeout_s)
