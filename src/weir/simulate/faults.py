@@ -319,10 +319,15 @@ class FaultInjector:
 
     def _missing_optional(self, fields, event_id, event_time_us, clock_us) -> Injected:
         optional = [k for k, _ in fields if k not in REQUIRED_FIELDS]
-        for key in self.rng.sample(optional, self.rng.randint(1, len(optional))):
-            # Absent or JSON null: both mean null (DESIGN.md §3).
-            _set(fields, key, None if self.rng.random() < 0.7 else "null")
-        return self._done(fields, event_id, event_time_us)
+        chosen = self.rng.sample(optional, self.rng.randint(1, len(optional)))
+        # Absent (None) or JSON null: both mean null (DESIGN.md §3). Drawn in sample order.
+        new = {key: None if self.rng.random() < 0.7 else "null" for key in chosen}
+        members = [
+            f'"{key}":{new.get(key, text)}'
+            for key, text in fields
+            if key not in new or new[key] is not None
+        ]
+        return Injected(("{" + ",".join(members) + "}").encode(), event_id, event_time_us, None)
 
     def _epoch_millis(self, fields, event_id, event_time_us, clock_us) -> Injected:
         millis = event_time_us // 1000

@@ -134,29 +134,41 @@ _SLOTS = 9
 _SLOT = re.compile("%s")
 
 
-class _CoordinateTexts:
-    """%.6f texts of a coordinate array, re-formatted only where the value moved.
+# "%.6f" of a coordinate in micro-degrees, from tables: "[-]D." by sign and whole degrees,
+# then two three-digit groups (an array addition each, no float formatting).
+_WHOLE_DEGREES = 181
+_DEGREE_HEADS = np.array(
+    [f"{d}." for d in range(_WHOLE_DEGREES)] + [f"-{d}." for d in range(_WHOLE_DEGREES)],
+    dtype=object,
+)
 
-    Parked vehicles and sensors keep their position, so most ticks format a fraction of them.
+
+def _coordinate_texts(micro: np.ndarray) -> np.ndarray:
+    """``"%.6f" % (m / 1e6)`` for each micro-degree value ``m`` (|m| < 181e6)."""
+    size = np.abs(micro)
+    whole, fraction = np.divmod(size, 1_000_000)
+    head = whole + np.where(micro < 0, _WHOLE_DEGREES, 0)
+    high, low = np.divmod(fraction, 1000)
+    return _DEGREE_HEADS[head] + _MILLIS[high] + _MILLIS[low]
+
+
+class _CoordinateTexts:
+    """%.6f texts of a coordinate array, re-made only where the value moved.
+
+    Parked vehicles and sensors keep their position, so most ticks make a fraction of them.
     """
 
     def __init__(self, values: np.ndarray) -> None:
         self.micro = np.rint(values * 1e6).astype(np.int64)
-        self.texts = [f"{v:.6f}" for v in (self.micro / 1e6).tolist()]
+        self.texts = _coordinate_texts(self.micro)
 
     def update(self, values: np.ndarray) -> list:
         micro = np.rint(values * 1e6).astype(np.int64)
         moved = np.flatnonzero(micro != self.micro)
         if len(moved):
-            texts = self.texts
-            # One %-format over all moved values (a call per value costs more than the value).
-            new = (",".join(["%.6f"] * len(moved)) % tuple((micro[moved] / 1e6).tolist())).split(
-                ","
-            )
-            for index, text in zip(moved.tolist(), new):
-                texts[index] = text
+            self.texts[moved] = _coordinate_texts(micro[moved])
             self.micro = micro
-        return self.texts
+        return self.texts.tolist()
 
 
 def second_prefix(second: int) -> str:
