@@ -12,9 +12,10 @@ between two processes along the narrowest seam there is:
   matching to records.
 
 Across the seam go only what each side lacks: to the child, a batch's payloads (one
-newline-joined text) and device indexes; back, per settled batch, its partitions and offsets
-(two integer arrays) and the failures, which this process hands to its ledger with the records
-it kept. The record columns the ledger needs never cross the pipe.
+newline-joined text) and device indexes; back, per settled batch, the payloads' CRC32s (made
+there, where the payloads are at hand), partitions and offsets (integer arrays), then its
+failures, all of which this process hands to its ledger with the records it kept. The record
+columns the ledger needs never cross the pipe.
 
 :class:`KafkaSenderProcess` is a sink like the others (``send``, ``poll``, ``flush``,
 ``close``), so a run, its pacing and its Ctrl-C handling do not change: the child runs in a
@@ -202,6 +203,11 @@ class KafkaSenderProcess:
         except OSError:  # the child is gone (a broken pipe)
             self._gone = True
             raise WeirError(f"{_PROCESS} {self._ended()}") from None
+        except BaseException:
+            # Interrupted (a second Ctrl-C) maybe halfway through a frame: the pipe can
+            # carry nothing more, so the run ends the child instead of talking to it.
+            self._gone = True
+            raise
 
     def _read(self, timeout_s: Optional[float]) -> bool:
         try:
