@@ -200,3 +200,19 @@ def test_every_streamed_record_gets_the_reason_its_ledger_entry_will_say(corpus_
     ]
     assert not wrong, "\n".join(map(repr, wrong[:20]))
     assert {r.fault for r in stream} == set(F.FAULT_KINDS) | {F.NONE}
+
+
+def test_the_fault_draws_are_the_standard_librarys_for_the_same_seed() -> None:
+    ours, theirs = F.FaultRandom("weir-simulate:5:faults"), random.Random("weir-simulate:5:faults")
+    population = ("a", "b", "c", "d", "e", "f", "g")
+    for round_ in range(3000):
+        n = 1 + round_ % 7
+        assert ours.randint(-3, n) == theirs.randint(-3, n)
+        assert ours.randrange(n * 1_000_003) == theirs.randrange(n * 1_000_003)
+        assert ours.randrange(2, 40, 3) == theirs.randrange(2, 40, 3)
+        assert ours.choice(population[:n]) == theirs.choice(population[:n])
+        assert ours.sample(population[:n], min(n, 1 + round_ % 5)) == theirs.sample(
+            population[:n], min(n, 1 + round_ % 5)
+        )
+        assert ours.sample(range(40), 8) == theirs.sample(range(40), 8)  # the library's own
+        assert ours.random() == theirs.random()

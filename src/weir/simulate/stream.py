@@ -18,7 +18,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-import random
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,7 +214,7 @@ class RecordStream:
         self.spec = spec
         self.tag = spec.tag
         self.fleet = Fleet(spec.devices, spec.seed, spec.start_us, spec.interval_us)
-        self._rng = random.Random(f"weir-simulate:{spec.seed}:faults")
+        self._rng = F.FaultRandom(f"weir-simulate:{spec.seed}:faults")
         self._injector = F.FaultInjector(self._rng, spec.allowed_lateness_us, spec.interval_us)
 
         mix = spec.faults
