@@ -85,7 +85,6 @@ class KafkaSenderProcess:
     def __init__(self, config: WeirConfig, ledger: Any, spec: StreamSpec) -> None:
         kafka = config.sources.kafka
         kafka_client_settings(config)  # bad settings fail here, before a process starts
-        self.topic = kafka.topic
         self.target = f"{kafka.bootstrap_servers}/{kafka.topic}"
         self.ledger = ledger
         self.sent = 0
@@ -151,8 +150,8 @@ class KafkaSenderProcess:
         self.sent += len(batch)
 
     def poll(self) -> None:
-        """Hand over what was kept back, take what the child has settled so far into the
-        ledger; never waits for the child."""
+        """Hand over what was kept back (waiting only while the pipe is full), and take what
+        the child has settled so far into the ledger."""
         self._raise_failure()
         self._hand_over()
         self._take_settlements()
