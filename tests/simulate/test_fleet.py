@@ -7,11 +7,18 @@ import re
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from simulate.conftest import START_US, spec
 from weir.contract.rules import DEVICE_ID_PATTERN, METRIC_BOUNDS, REQUIRED_FIELDS
 from weir.simulate.faults import serialize
-from weir.simulate.fleet import DRIVING, SENSOR_STATUSES, VEHICLE_STATUSES, Fleet
+from weir.simulate.fleet import (
+    DRIVING,
+    SENSOR_STATUSES,
+    VEHICLE_STATUSES,
+    Fleet,
+    fleet_device_ids,
+)
 from weir.simulate.stream import Batch, RecordStream, stream_records
 
 DAY_US = 86_400 * 1_000_000
@@ -164,3 +171,12 @@ def test_a_batch_slices_and_iterates_as_the_records_it_holds() -> None:
     assert list(Batch.of(records[3:9])) == records[3:9]
     assert batch.crc32s() == [zlib.crc32(r.payload) for r in records]
     assert batch[10:20].crc32s() == batch.crc32s()[10:20]
+    assert list(Batch.joined([batch[:7], batch[7:20], batch[20:]])) == records
+    with pytest.raises(ValueError, match="consecutive"):
+        Batch.joined([batch[:7], batch[8:20]])
+
+
+def test_the_device_ids_are_known_without_building_the_fleet() -> None:
+    for devices, seed in ((1, 0), (300, 9), (123_456, 4)):
+        fleet = Fleet(devices=devices, seed=seed, start_us=START_US, interval_us=1_000_000)
+        assert fleet_device_ids(devices, seed) == fleet.device_ids
