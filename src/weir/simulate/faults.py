@@ -236,7 +236,8 @@ class Injected:
 
 
 class FaultRandom(random.Random):
-    """``random.Random`` whose integer draws take one Python call instead of three.
+    """``random.Random`` whose integer draws take fewer Python calls (two for ``randint``
+    instead of three).
 
     The same values as the standard library's for the same seed: ``randint``, ``randrange``
     (one argument), ``choice`` and ``sample`` (small populations) run its algorithm, a
@@ -252,12 +253,7 @@ class FaultRandom(random.Random):
         return drawn
 
     def randint(self, a: int, b: int) -> int:
-        n = b - a + 1
-        bits = n.bit_length()
-        drawn = self.getrandbits(bits)
-        while drawn >= n:
-            drawn = self.getrandbits(bits)
-        return a + drawn
+        return a + self._below(b - a + 1)
 
     def randrange(self, start: int, stop: Optional[int] = None, step: int = 1) -> int:
         if stop is None and step == 1 and start > 0:
