@@ -46,6 +46,8 @@ QUARANTINE = "quarantine"
 DUPLICATE = "duplicate"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
 FATES = (VALID, QUARANTINE, DUPLICATE, CONFLICTING_DUPLICATE)
+_FATE_CODES = {fate: code for code, fate in enumerate(FATES)}
+_FATE_TEXTS = pa.array(FATES, pa.string())
 
 RUNNING, COMPLETED, INTERRUPTED, FAILED = "running", "completed", "interrupted", "failed"
 
@@ -269,15 +271,20 @@ class Ledger:
             return
         c, self._columns = self._columns, {name: [] for name in _PENDING}
         rows, self._pending = self._pending, 0
-        reasons, groups = c["reason"], c["group"]
-        fates = [VALID if reason is None else QUARANTINE for reason in reasons]
-        duplicate_of: list = [None] * rows
+        reasons = pa.array(c["reason"], pa.string())
+        # Fates as codes into FATES (valid, else quarantine where a reason is given), and the
+        # winners' seqs: arrays, not a Python object per row.
+        fates = reasons.is_valid().to_numpy(zero_copy_only=False).astype(np.int8)
+        duplicate_of = np.zeros(rows, dtype=np.int64)
+        copies = np.zeros(rows, dtype=bool)
         event_ids, variants = c["event_id"], c["variant"]
         seqs = np.concatenate(c["seq"])
-        for index in compress(range(rows), groups):
+        for index in compress(range(rows), c["group"]):
             lost = self._resolve_copy(event_ids[index], int(seqs[index]), variants[index])
             if lost is not None:
-                fates[index], duplicate_of[index] = lost
+                fates[index] = _FATE_CODES[lost[0]]
+                duplicate_of[index] = lost[1]
+                copies[index] = True
         table = pa.Table.from_arrays(
             [
                 pa.array(seqs, pa.int64()),
@@ -285,9 +292,9 @@ class Ledger:
                 pa.array(c["key"], pa.string()),
                 pa.array(c["event_time"], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
                 pa.array(c["fault"], pa.string()),
-                pa.array(fates, pa.string()),
-                pa.array(reasons, pa.string()),
-                pa.array(duplicate_of, pa.int64()),
+                pa.DictionaryArray.from_arrays(fates, _FATE_TEXTS).cast(pa.string()),
+                reasons,
+                pa.array(duplicate_of, pa.int64(), mask=~copies),
                 _texts(c["partition"]),
                 _texts(c["offset"]),
                 pa.array(np.concatenate(c["payload_crc32"]), pa.int64()),
