@@ -301,21 +301,22 @@ class RecordStream:
             kinds, cuts, injector = self._kinds, self._cuts, self._injector
             retime = self._retime
             faulty = np.flatnonzero(draws < self._fault_cut)
-            columns = tick.columns
+            columns, clock_us = tick.columns, tick.time_us
             for device, draw in zip(faulty.tolist(), draws[faulty].tolist()):
                 kind = kinds[bisect.bisect_right(cuts, draw)]
                 event_id = event_ids[device]
-                row = (event_id, *(column[device] for column in columns))
                 if kind in retime:  # only the event_time member changes: fill the template
-                    text, claimed, reason = retime[kind](event_times[device], tick.time_us)
-                    payloads[device] = fleet.retimed_payload(device, row, text).encode()
+                    text, claimed, reason = retime[kind](event_times[device], clock_us)
+                    payload = fleet.retimed_payload(device, event_id, text, columns)
+                    payloads[device] = payload.encode()
                 else:
+                    row = (event_id, *[column[device] for column in columns])
                     injected = injector.inject(
                         kind,
                         fleet.fields(device, row),
                         event_id,
                         event_times[device],
-                        tick.time_us,
+                        clock_us,
                     )
                     payloads[device] = injected.payload
                     event_ids[device] = injected.event_id
