@@ -9,6 +9,8 @@ a buffer; while nothing is there it serves an ``idle`` callback (a sink's delive
 waiting never stalls the other work of the process. :class:`FrameWriter` writes from a thread
 of its own: with an unbounded queue the process that owns it never blocks on a full pipe, so
 two processes writing to each other cannot deadlock; a bounded one holds a producer back.
+:class:`QueuedFrameWriter` does the same with a bound in bytes, for a process that hands a
+reader large batches and must not wait whenever the reader is briefly busy.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import queue
 import select
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -156,3 +159,75 @@ class FrameWriter:
         """Write what was put, then stop."""
         self._queue.put(None)
         self._thread.join(timeout=timeout_s)
+
+
+class QueuedFrameWriter:
+    """Frames written by a thread of its own, up to ``max_bytes`` of them waiting.
+
+    The process that puts them goes on while the reader works through a burst of its own (a
+    Kafka producer's delivery reports come a request at a time), and waits in :meth:`put`
+    only once that much is queued: the back-pressure. One frame is always taken, however
+    large. Frames go out whole, in the order put, so an interrupted :meth:`put` never leaves
+    half a frame in the pipe. The fd stays open: whoever owns it closes it once
+    :meth:`stop` returned True (nothing more will be written to it).
+    """
+
+    def __init__(self, fd: int, max_bytes: int) -> None:
+        self.fd = fd
+        self.max_bytes = max_bytes
+        self._frames: deque[bytes] = deque()
+        self._queued = 0  # bytes in _frames
+        self._state = threading.Condition()
+        self._ending = False
+        self.error: Optional[OSError] = None  # why writing stopped (the reader is gone)
+        self._thread = threading.Thread(target=self._write, name="frames-out", daemon=True)
+        self._thread.start()
+
+    def put(self, message: Any) -> None:
+        """Queue a message, waiting while ``max_bytes`` are queued; raises
+        :class:`PipeClosedError` once a write has failed (nothing more gets through)."""
+        body = frame(message)
+        with self._state:
+            while self._queued and self._queued + len(body) > self.max_bytes and self.error is None:
+                self._state.wait()
+            if self.error is not None:
+                raise PipeClosedError(str(self.error))
+            self._frames.append(body)
+            self._queued += len(body)
+            self._state.notify_all()
+
+    def _write(self) -> None:
+        try:
+            while True:
+                with self._state:
+                    while not self._frames and not self._ending:
+                        self._state.wait()
+                    if not self._frames:
+                        return
+                    body = self._frames[0]
+                write_frame(self.fd, body)  # (the GIL is let go while the pipe is full)
+                with self._state:
+                    self._frames.popleft()
+                    self._queued -= len(body)
+                    self._state.notify_all()
+        except OSError as error:
+            with self._state:
+                self.error = error
+                self._frames.clear()
+                self._queued = 0
+                self._state.notify_all()
+
+    def stop(self, drop: bool = False, timeout_s: float = 10.0) -> bool:
+        """End the thread once what was put is written (``drop``: once the frame being
+        written is); True when it has ended within ``timeout_s`` (a reader that stopped
+        reading keeps it in a write until that reader is gone)."""
+        with self._state:
+            self._ending = True
+            if drop and self._frames:
+                current = self._frames.popleft()  # the one being written, if any, stays
+                self._frames.clear()
+                self._frames.append(current)
+                self._queued = len(current)
+            self._state.notify_all()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
