@@ -419,6 +419,47 @@ class FakeProducer:
         return 0
 
 
+class RecordingProducer(FakeProducer):
+    """A FakeProducer that keeps (partition, key, value) of every message produced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[int, bytes, bytes]] = []
+
+    def produce_batch(self, topic: str, messages: list, partition: int) -> int:
+        self.sent.extend((partition, m["key"], m["value"]) for m in messages)
+        return super().produce_batch(topic, messages, partition)
+
+
+def test_kafka_sink_routes_a_fleets_batches_by_device_index_as_it_does_by_key(
+    weir_config: WeirConfig, tmp_path: Path
+) -> None:
+    from weir.simulate.fleet import fleet_device_ids
+    from weir.simulate.stream import Batch
+
+    the_spec = spec(seed=6, devices=40, mix="heavy")
+    records = stream_records(the_spec, 300)  # copies included: a copy keeps its device
+    produced, ledgers = [], []
+    for name, device_ids in (("by-key", None), ("by-index", fleet_device_ids(40, 6))):
+        producer = RecordingProducer()
+        ledger = L.Ledger(tmp_path / name, {"run_id": name})
+        sink = S.KafkaSink(weir_config, ledger, producer=producer, device_ids=device_ids)
+        producer.reports = sink._reports
+        batch = Batch.of(records)
+        if device_ids is not None:  # keys the sink must not route by
+            columns = batch.record_columns()
+            batch = Batch(batch.first, batch.devices, ["x"] * len(batch), batch.payloads, *columns)
+        sink.send(batch, 0)
+        produced.append(producer.sent)
+        assert sink.flush(1) == 0
+        sink.close()
+        ledger.close(L.COMPLETED)
+        ledgers.append(L.read_ledger(ledger.folder).select(["seq", "partition", "offset"]))
+    assert produced[0] == produced[1]
+    assert {key for _, key, _ in produced[0]} == {r.key.encode() for r in records}
+    assert ledgers[0].equals(ledgers[1]) and ledgers[0].num_rows == len(records)
+
+
 def test_kafka_sink_matches_reports_to_records_in_bulk_and_reports_refusals_and_failures(
     weir_config: WeirConfig, tmp_path: Path
 ) -> None:

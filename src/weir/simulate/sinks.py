@@ -114,11 +114,12 @@ def kafka_client_settings(config: WeirConfig) -> dict[str, Any]:
 class _InFlight:
     """A batch handed to the producer, and what its delivery reports said so far."""
 
-    __slots__ = ("batch", "errors", "offsets", "partitions", "unsettled")
+    __slots__ = ("batch", "errors", "keys", "offsets", "partitions", "unsettled")
 
-    def __init__(self, batch: Batch, partitions: np.ndarray) -> None:
+    def __init__(self, batch: Batch, partitions: np.ndarray, keys: list[bytes]) -> None:
         self.batch = batch
         self.partitions = partitions
+        self.keys = keys  # as produced
         self.offsets = np.full(len(batch), -1, dtype=np.int64)
         self.errors: dict[int, str] = {}  # index in the batch -> delivery error
         self.unsettled = len(batch)
@@ -153,7 +154,16 @@ class KafkaSink:
 
     name = KAFKA
 
-    def __init__(self, config: WeirConfig, ledger: Acknowledger, producer: Any = None) -> None:
+    def __init__(
+        self,
+        config: WeirConfig,
+        ledger: Acknowledger,
+        producer: Any = None,
+        device_ids: Optional[Sequence[str]] = None,
+    ) -> None:
+        """``device_ids``: a fleet's, when every batch sent carries its devices as indexes into
+        them (the batches of a RecordStream): records are then routed by index, with no
+        lookup by key."""
         from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
         kafka = config.sources.kafka
@@ -188,6 +198,13 @@ class KafkaSink:
             )
         self.partitions = len(topic.partitions)
         self._routes = _Router(self.partitions)
+        self._device_routes: Optional[tuple[list[bytes], np.ndarray]] = None
+        if device_ids is not None:
+            routes = [self._routes[device_id] for device_id in device_ids]
+            self._device_routes = (
+                [key for key, _ in routes],
+                np.array([partition for _, partition in routes], dtype=np.int64),
+            )
         self._batches: deque[_InFlight] = deque()  # in the order sent
         # Per partition: (in-flight batch, its indexes in that partition, how many reported).
         self._queues: list[deque] = [deque() for _ in range(self.partitions)]
@@ -206,10 +223,15 @@ class KafkaSink:
         while self._unsettled + size > self._room:
             self._producer.poll(0.05)  # serve delivery reports until librdkafka has room
             self._hand_over()
-        routes = list(map(self._routes.__getitem__, batch.keys))
-        keys = [route[0] for route in routes]
-        by_partition = np.fromiter(map(itemgetter(1), routes), dtype=np.int64, count=len(routes))
-        in_flight = _InFlight(batch, by_partition)
+        if self._device_routes is None:
+            routes = list(map(self._routes.__getitem__, batch.keys))
+            keys = [route[0] for route in routes]
+            by_partition = np.fromiter(map(itemgetter(1), routes), np.int64, len(routes))
+        else:
+            device_keys, device_partitions = self._device_routes
+            keys = list(map(device_keys.__getitem__, batch.devices))
+            by_partition = device_partitions[batch.devices]
+        in_flight = _InFlight(batch, by_partition, keys)
         self._batches.append(in_flight)
         self._unsettled += size
         batch.crc32s()  # for the ledger, while the payloads are at hand
@@ -319,8 +341,7 @@ class KafkaSink:
                 theirs = positions[taken : taken + count]
                 # The first report of each run must carry its record's key: deliveries out
                 # of order would make the ledger wrong, and they would show systematically.
-                expected = self._routes[in_flight.batch.keys[mine[0]]][0]
-                if reports[theirs[0]].key() != expected:
+                if reports[theirs[0]].key() != in_flight.keys[mine[0]]:
                     raise WeirError(
                         f"Kafka delivery reports out of order on partition {partition}: the "
                         "ledger cannot be trusted (is enable.idempotence on?)"

@@ -327,18 +327,17 @@ class _Settlements:
         self._replies.put((_FAILED, record.seq, error))
 
 
-def _sendable(first: int, devices: np.ndarray, keys: list[str], payloads: Any) -> Batch:
-    """A batch with what a Kafka sink uses of it: keys and payloads, and the payloads' CRC32s
-    for the parent's ledger (made here, where the payloads are at hand). The record columns
-    stay with the parent, which keeps the ledger."""
+def _sendable(first: int, devices: np.ndarray, payloads: Any) -> Batch:
+    """A batch with what a Kafka sink routing by device index uses of it: device indexes and
+    payloads, and the payloads' CRC32s for the parent's ledger (made here, where the payloads
+    are at hand). The keys and record columns stay with the parent, which keeps the ledger."""
     size = len(devices)
-    devices = devices.tolist()
     payloads = split_lines(payloads)
     unknown = [None] * size
     return Batch(
         first,
-        devices,
-        list(map(keys.__getitem__, devices)),
+        devices.tolist(),
+        unknown,
         payloads,
         *[unknown] * len(Batch.record_column_names()),
         crc32s=np.fromiter(map(zlib.crc32, payloads), dtype=np.int64, count=size),
@@ -359,8 +358,7 @@ def _child() -> None:
     replies = FrameWriter(sys.stdout.fileno(), on_closed=lambda: os._exit(0))
     try:
         _, config, devices, seed = reader.next(idle=lambda: None, wait_s=1.0)
-        keys = fleet_device_ids(devices, seed)
-        sink = KafkaSink(config, _Settlements(replies))
+        sink = KafkaSink(config, _Settlements(replies), device_ids=fleet_device_ids(devices, seed))
         replies.put((_READY,))
         gc.disable()  # nothing here forms a cycle (as in the parent's loop)
         while True:
@@ -371,7 +369,7 @@ def _child() -> None:
             kind = message[0]
             if kind == _BATCH:
                 _, clock_us, first, devices, payloads = message
-                sink.send(_sendable(first, devices, keys, payloads), clock_us)
+                sink.send(_sendable(first, devices, payloads), clock_us)
             elif kind == _FLUSH:
                 replies.put((_FLUSHED, sink.flush(message[1])))
             elif kind == _CLOSE:
