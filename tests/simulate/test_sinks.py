@@ -358,8 +358,8 @@ def stream_records_for_kinesis():
 # --- Kafka on the local broker -------------------------------------------------------------------
 class FakeProducer:
     """The surface of confluent_kafka.Producer the Kafka sink uses, for one topic of two
-    partitions: produce_batch refuses the payloads in ``refuse`` outright and, once, reports a
-    full local queue from the ``full_at``-th message on; poll() delivers everything queued
+    partitions: produce refuses the payloads in ``refuse`` outright and, once, reports a
+    full local queue at the ``full_at``-th message; poll() delivers everything queued
     (offsets from 100 per partition) except the payloads in ``fail``, which fail."""
 
     def __init__(self, refuse=(), fail=(), full_at=None) -> None:
@@ -375,23 +375,16 @@ class FakeProducer:
         partitions = {0: None, 1: None}
         return SimpleNamespace(topics={topic: SimpleNamespace(partitions=partitions, error=None)})
 
-    def produce_batch(self, topic: str, messages: list, partition: int) -> int:
-        from confluent_kafka import KafkaError
+    def produce(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
+        from confluent_kafka import KafkaError, KafkaException
 
-        good = 0
-        for index, message in enumerate(messages):
-            if self.full_at is not None and self.produced >= self.full_at:
-                self.full_at = None
-                for rest in messages[index:]:
-                    rest["_error"] = KafkaError(KafkaError._QUEUE_FULL)
-                return good
-            self.produced += 1
-            if message["value"] in self.refuse:
-                message["_error"] = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
-                continue
-            self.queued.append((partition, message))
-            good += 1
-        return good
+        if self.full_at is not None and self.produced >= self.full_at:
+            self.full_at = None
+            raise BufferError("Local: Queue full")
+        self.produced += 1
+        if value in self.refuse:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        self.queued.append((partition, {"value": value, "key": key}))
 
     def poll(self, timeout: float = 0) -> int:
         from confluent_kafka import KafkaError, Message
@@ -426,9 +419,9 @@ class RecordingProducer(FakeProducer):
         super().__init__()
         self.sent: list[tuple[int, bytes, bytes]] = []
 
-    def produce_batch(self, topic: str, messages: list, partition: int) -> int:
-        self.sent.extend((partition, m["key"], m["value"]) for m in messages)
-        return super().produce_batch(topic, messages, partition)
+    def produce(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
+        self.sent.append((partition, key, value))
+        super().produce(topic, value, key, partition)
 
 
 def test_kafka_sink_routes_a_fleets_batches_by_device_index_as_it_does_by_key(
