@@ -35,7 +35,7 @@ def never_idle() -> None:
 
 def test_the_child_makes_the_same_records_in_the_same_order_as_one_process() -> None:
     heavy = spec(seed=7, devices=40, mix="heavy")
-    with GeneratorProcess(heavy, ahead=4) as generator:
+    with GeneratorProcess(heavy, ahead_bytes=1 << 20) as generator:
         made_apart = list(islice(generator.batches(never_idle, threading.Event()), 60))
     made_here = list(islice(RecordStream(heavy).timed_batches(), 60))
     assert [time_us for time_us, _ in made_apart] == [time_us for time_us, _ in made_here]
@@ -141,7 +141,7 @@ def test_a_batch_crosses_the_pipe_whole_whatever_its_payloads_hold(payloads: lis
 
 
 def test_a_child_that_dies_is_reported_once_what_it_sent_is_used_up() -> None:
-    with GeneratorProcess(spec(devices=10), ahead=2) as generator:
+    with GeneratorProcess(spec(devices=10), ahead_bytes=4096) as generator:
         batches = generator.batches(never_idle, threading.Event())
         next(batches)
         generator._process.kill()

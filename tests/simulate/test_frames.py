@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from weir.simulate.frames import FrameReader, PipeClosedError, QueuedFrameWriter
+from weir.simulate.frames import FrameReader, FrameWriter, PipeClosedError
 
 MIB = 1 << 20
 
@@ -36,7 +36,7 @@ def read_messages(read_end: int, count: int) -> list:
     return messages
 
 
-def put_in_thread(writer: QueuedFrameWriter, message: object) -> threading.Thread:
+def put_in_thread(writer: FrameWriter, message: object) -> threading.Thread:
     thread = threading.Thread(target=writer.put, args=(message,), daemon=True)
     thread.start()
     return thread
@@ -44,7 +44,7 @@ def put_in_thread(writer: QueuedFrameWriter, message: object) -> threading.Threa
 
 def test_messages_arrive_whole_and_in_the_order_put(pipe: tuple[int, int]) -> None:
     read_end, write_end = pipe
-    writer = QueuedFrameWriter(write_end, max_bytes=MIB)
+    writer = FrameWriter(write_end, max_bytes=MIB)
     sent = [("batch", number, bytes([number % 256]) * (number * 50_000)) for number in range(12)]
     received: list = []
     reading = threading.Thread(target=lambda: received.extend(read_messages(read_end, 12)))
@@ -58,7 +58,7 @@ def test_messages_arrive_whole_and_in_the_order_put(pipe: tuple[int, int]) -> No
 
 def test_a_put_waits_only_once_the_bound_is_queued(pipe: tuple[int, int]) -> None:
     read_end, write_end = pipe
-    writer = QueuedFrameWriter(write_end, max_bytes=2 * MIB)
+    writer = FrameWriter(write_end, max_bytes=2 * MIB)
     # Nobody reads yet: the pipe fills, and these two wait in the queue, under its bound.
     for _ in range(2):
         writer.put(b"x" * (MIB // 2))
@@ -74,7 +74,7 @@ def test_a_put_waits_only_once_the_bound_is_queued(pipe: tuple[int, int]) -> Non
 
 def test_one_message_larger_than_the_bound_is_still_taken(pipe: tuple[int, int]) -> None:
     read_end, write_end = pipe
-    writer = QueuedFrameWriter(write_end, max_bytes=1024)
+    writer = FrameWriter(write_end, max_bytes=1024)
     writer.put(b"z" * MIB)  # returns: the queue was empty
     assert read_messages(read_end, 1) == [b"z" * MIB]
     assert writer.stop(timeout_s=10)
@@ -82,7 +82,7 @@ def test_one_message_larger_than_the_bound_is_still_taken(pipe: tuple[int, int])
 
 def test_a_reader_that_is_gone_makes_the_next_put_fail(pipe: tuple[int, int]) -> None:
     read_end, write_end = pipe
-    writer = QueuedFrameWriter(write_end, max_bytes=MIB)
+    writer = FrameWriter(write_end, max_bytes=MIB)
     os.close(read_end)
     writer.put(b"lost")  # taken; its write fails on the writer's thread
     with pytest.raises(PipeClosedError):
@@ -97,7 +97,7 @@ def test_stopping_drops_what_waits_once_the_frame_being_written_is_out(
     pipe: tuple[int, int],
 ) -> None:
     read_end, write_end = pipe
-    writer = QueuedFrameWriter(write_end, max_bytes=64 * MIB)
+    writer = FrameWriter(write_end, max_bytes=64 * MIB)
     for number in range(4):
         writer.put((number, b"w" * MIB))  # the first fills the pipe: the writer is stuck in it
     assert not writer.stop(drop=True, timeout_s=0.5)  # held by a reader that does not read
@@ -115,10 +115,19 @@ def test_stopping_drops_what_waits_once_the_frame_being_written_is_out(
 
 def test_a_writer_held_by_a_reader_that_is_gone_ends(pipe: tuple[int, int]) -> None:
     read_end, write_end = pipe
-    writer = QueuedFrameWriter(write_end, max_bytes=64 * MIB)
+    writer = FrameWriter(write_end, max_bytes=64 * MIB)
     for _ in range(2):
         writer.put(b"w" * MIB)
     assert not writer.stop(drop=True, timeout_s=0.5)
     os.close(read_end)  # the write fails: nothing else is tried
     assert writer.stop(drop=True, timeout_s=10)
     assert isinstance(writer.error, OSError)
+
+
+def test_an_unbounded_writer_never_holds_the_writing_side_back(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    writer = FrameWriter(write_end)  # nobody reads until every put has returned
+    for number in range(16):
+        writer.put((number, b"u" * MIB))
+    assert [number for number, _ in read_messages(read_end, 16)] == list(range(16))
+    assert writer.stop(timeout_s=10)

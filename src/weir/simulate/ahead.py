@@ -3,7 +3,7 @@
 At full speed one simulator thread has two jobs: make the records (fleet, faults, JSON, about
 3 µs a record) and send them (client, delivery reports, ledger, about 4 µs). A Python thread
 cannot use the machine's other core, so a large run makes its records in a child process that
-runs ahead of the sender by a bounded number of ticks (:data:`AHEAD_TICKS`); the parent only
+runs ahead of the sender by a bounded amount (:data:`AHEAD_BYTES` of batches); the parent only
 sends and keeps the ledger. The child runs the same :class:`RecordStream` over the same spec,
 so the records are the same bytes, in the same order, as in one process.
 
@@ -41,7 +41,7 @@ from weir.simulate.frames import (
 )
 from weir.simulate.stream import Batch, RecordStream, StreamSpec
 
-AHEAD_TICKS = 32
+AHEAD_BYTES = 16 << 20  # batches waiting for the pipe at most (about 70 ticks of 1000 devices)
 # How long the parent waits for a batch before serving its sink (delivery reports) again.
 _WAIT_S = 0.005
 _DEVICE_IDS, _BATCH, _FAILED = "device_ids", "batch", "failed"
@@ -72,9 +72,9 @@ def decode(message: tuple, device_ids: list[str]) -> tuple[int, Batch]:
 class GeneratorProcess:
     """The records of ``spec``, made by a child process; use as a context manager."""
 
-    def __init__(self, spec: StreamSpec, ahead: int = AHEAD_TICKS) -> None:
+    def __init__(self, spec: StreamSpec, ahead_bytes: int = AHEAD_BYTES) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "weir.simulate.ahead", str(ahead)],
+            [sys.executable, "-m", "weir.simulate.ahead", str(ahead_bytes)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -140,12 +140,12 @@ class GeneratorProcess:
         self._process.stdout.close()
 
 
-def _child(ahead: int) -> None:
+def _child(ahead_bytes: int) -> None:
     """``python -m weir.simulate.ahead``: the spec from stdin, frames to stdout until the
     parent closes the pipe (or terminates the process)."""
-    # Up to ``ahead`` batches wait for the pipe; then the generator waits for the parent.
-    # Once the parent is gone nobody will read: end at once.
-    frames = FrameWriter(sys.stdout.fileno(), on_closed=lambda: os._exit(0), max_queued=ahead)
+    # Up to ``ahead_bytes`` of batches wait for the pipe; then the generator waits for the
+    # parent. Once the parent is gone nobody will read: end at once.
+    frames = FrameWriter(sys.stdout.fileno(), ahead_bytes, on_closed=lambda: os._exit(0))
     try:
         spec = pickle.loads(sys.stdin.buffer.read())
         stream = RecordStream(spec)
@@ -155,9 +155,9 @@ def _child(ahead: int) -> None:
             frames.put(encode(tick.time_us, batch))
     except BaseException:  # whatever it was, the parent must hear of it
         frames.put((_FAILED, traceback.format_exc()))
-        frames.close()
+        frames.stop()
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    _child(int(sys.argv[1]) if len(sys.argv) > 1 else AHEAD_TICKS)
+    _child(int(sys.argv[1]) if len(sys.argv) > 1 else AHEAD_BYTES)

@@ -7,17 +7,13 @@ here and the cheapest way to move numpy arrays and one large ``bytes`` across.
 :class:`FrameReader` reads whatever the pipe holds in one call and takes whole messages out of
 a buffer; while nothing is there it serves an ``idle`` callback (a sink's delivery reports), so
 waiting never stalls the other work of the process. :class:`FrameWriter` writes from a thread
-of its own: with an unbounded queue the process that owns it never blocks on a full pipe, so
-two processes writing to each other cannot deadlock; a bounded one holds a producer back.
-:class:`QueuedFrameWriter` does the same with a bound in bytes, for a process that hands a
-reader large batches and must not wait whenever the reader is briefly busy.
+of its own, with or without a bound in bytes on what waits.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import queue
 import select
 import struct
 import threading
@@ -133,62 +129,46 @@ class FrameReader:
 
 
 class FrameWriter:
-    """Frames written by a thread of its own, in the order put."""
+    """Frames written by a thread of its own, in the order put, up to ``max_bytes`` of them
+    waiting (None: no bound).
 
-    def __init__(self, fd: int, on_closed: Callable[[], None], max_queued: int = 0) -> None:
-        """``on_closed``: called on the writer thread if the reader is gone; ``max_queued``:
-        frames waiting at most before :meth:`put` blocks (0: never blocks)."""
-        self.fd = fd
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
-        self._on_closed = on_closed
-        self._thread = threading.Thread(target=self._write, name="frames", daemon=True)
-        self._thread.start()
-
-    def put(self, message: Any) -> None:
-        self._queue.put(frame(message))
-
-    def _write(self) -> None:
-        # Blocked on a full pipe, this thread lets go of the GIL; the process goes on.
-        try:
-            while (body := self._queue.get()) is not None:
-                write_frame(self.fd, body)
-        except OSError:
-            self._on_closed()
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Write what was put, then stop."""
-        self._queue.put(None)
-        self._thread.join(timeout=timeout_s)
-
-
-class QueuedFrameWriter:
-    """Frames written by a thread of its own, up to ``max_bytes`` of them waiting.
-
-    The process that puts them goes on while the reader works through a burst of its own (a
-    Kafka producer's delivery reports come a request at a time), and waits in :meth:`put`
-    only once that much is queued: the back-pressure. One frame is always taken, however
-    large. Frames go out whole, in the order put, so an interrupted :meth:`put` never leaves
-    half a frame in the pipe. The fd stays open: whoever owns it closes it once
-    :meth:`stop` returned True (nothing more will be written to it).
+    Unbounded, the process that owns it never blocks on a full pipe, so two processes writing
+    to each other cannot deadlock. Bounded, the process that puts frames goes on while the
+    reader works through a burst of its own (a Kafka producer's delivery reports come a
+    request at a time) and waits in :meth:`put` only once that much is queued: the
+    back-pressure. One frame is always taken, however large. Frames go out whole, so an
+    interrupted :meth:`put` never leaves half a frame in the pipe. The fd stays open: whoever
+    owns it closes it once :meth:`stop` returned True (nothing more will be written to it).
     """
 
-    def __init__(self, fd: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        fd: int,
+        max_bytes: Optional[int] = None,
+        on_closed: Optional[Callable[[], None]] = None,
+    ) -> None:
+        """``on_closed``: called on the writer thread if the reader is gone."""
         self.fd = fd
         self.max_bytes = max_bytes
+        self._on_closed = on_closed
         self._frames: deque[bytes] = deque()
         self._queued = 0  # bytes in _frames
         self._state = threading.Condition()
         self._ending = False
         self.error: Optional[OSError] = None  # why writing stopped (the reader is gone)
-        self._thread = threading.Thread(target=self._write, name="frames-out", daemon=True)
+        self._thread = threading.Thread(target=self._write, name="frames", daemon=True)
         self._thread.start()
+
+    def _full(self, size: int) -> bool:
+        limit = self.max_bytes
+        return limit is not None and self._queued > 0 and self._queued + size > limit
 
     def put(self, message: Any) -> None:
         """Queue a message, waiting while ``max_bytes`` are queued; raises
         :class:`PipeClosedError` once a write has failed (nothing more gets through)."""
         body = frame(message)
         with self._state:
-            while self._queued and self._queued + len(body) > self.max_bytes and self.error is None:
+            while self._full(len(body)) and self.error is None:
                 self._state.wait()
             if self.error is not None:
                 raise PipeClosedError(str(self.error))
@@ -211,6 +191,8 @@ class QueuedFrameWriter:
                     self._queued -= len(body)
                     self._state.notify_all()
         except OSError as error:
+            if self._on_closed is not None:
+                self._on_closed()
             with self._state:
                 self.error = error
                 self._frames.clear()

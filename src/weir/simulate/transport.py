@@ -48,7 +48,6 @@ from weir.simulate.frames import (
     FrameReader,
     FrameWriter,
     PipeClosedError,
-    QueuedFrameWriter,
     enlarge_pipe,
     join_lines,
     split_lines,
@@ -110,7 +109,7 @@ class KafkaSenderProcess:
         )
         to_child = self._process.stdin.fileno()
         enlarge_pipe(to_child)
-        self._out = QueuedFrameWriter(to_child, _QUEUED_BYTES)
+        self._out = FrameWriter(to_child, max_bytes=_QUEUED_BYTES)
         self._reader = FrameReader(self._process.stdout.fileno())
         try:
             self._write((_START, config, spec.devices, spec.seed))
@@ -378,9 +377,9 @@ def _child() -> None:
                 break
     except BaseException as error:  # whatever it was, the parent must hear of it
         replies.put((_ERROR, _failure(error)))
-        replies.close()
+        replies.stop()
         sys.exit(1)
-    replies.close()
+    replies.stop()
 
 
 if __name__ == "__main__":
