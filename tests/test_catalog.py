@@ -233,7 +233,7 @@ def test_spark_catalog_sync_registers_tables_a_new_session_in_another_process_re
 def test_glue_sync_creates_athena_delta_tables_and_a_second_sync_changes_nothing(
     spark: SparkSession, local_infra: WeirConfig
 ) -> None:
-    from weir.infra.aws import aws_client
+    from weir.aws import aws_client
 
     database = f"weir_{uuid.uuid4().hex[:8]}"
     config = with_catalog(local_infra, "s3://weir-lake/prod", "glue")

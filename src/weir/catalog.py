@@ -282,7 +282,7 @@ def _sql_text(text: str) -> str:
 
 def sync_glue(config: WeirConfig, database: str, tables: Iterable[CatalogTable]) -> list[str]:
     """A Glue database and one Athena-readable Delta table per declared table (create or update)."""
-    from weir.infra.aws import aws_client
+    from weir.aws import aws_client
 
     glue = aws_client(config, "glue")
     try:

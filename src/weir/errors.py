@@ -1,4 +1,9 @@
-"""Errors a user can meet, each mapped to an exit code by the CLI (DESIGN.md §8)."""
+"""Errors a user can meet, each with its exit code (docs/architecture.md, "Exit codes").
+
+Every entry point (the `weir` CLI and the spark-submit jobs) maps them the same way through
+:func:`weir.entry.run_job`: ``ConfigError`` exits 2, a ``WeirError`` exits with its
+``exit_code`` (1 unless a subclass says otherwise), success 0.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,30 @@ from weir.config import ConfigError
 EXIT_OK = 0
 EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_CONFIG = 2
+EXIT_CHECKS_FAILED = 3
 
 
 class WeirError(Exception):
     """A failure at run time with a reason the user can act on (exit code 1)."""
 
+    exit_code = EXIT_RUNTIME_FAILURE
 
-__all__ = ["EXIT_BAD_CONFIG", "EXIT_OK", "EXIT_RUNTIME_FAILURE", "ConfigError", "WeirError"]
+
+class ChecksFailedError(WeirError):
+    """Data-quality checks ran and a critical one failed: the data is bad, the run was not.
+
+    Exit code 3, so a scheduler can tell bad data from a job that could not run.
+    """
+
+    exit_code = EXIT_CHECKS_FAILED
+
+
+__all__ = [
+    "EXIT_BAD_CONFIG",
+    "EXIT_CHECKS_FAILED",
+    "EXIT_OK",
+    "EXIT_RUNTIME_FAILURE",
+    "ChecksFailedError",
+    "ConfigError",
+    "WeirError",
+]

@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
+from weir.aws import aws_client
 from weir.config import WeirConfig, config_from_mapping
-from weir.infra import AwsEndpoint, aws_client
+from weir.infra import AwsEndpoint
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 import pytest
 from pyspark.sql import SparkSession
 
+from weir.aws import aws_client
 from weir.config import WeirConfig
 from weir.control import MODE_FULL, RUN_SUCCEEDED, batch_runs
-from weir.infra.aws import aws_client
 from weir.lake import LakeLayout
 from weir.layers.batch import RebuildRequest, rebuild_batch
 

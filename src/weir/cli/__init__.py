@@ -1,11 +1,15 @@
-"""The `weir` command line (DESIGN.md §8). Thin: parse arguments, load config, call src/weir.
+"""The `weir` command line (DESIGN §8, docs/architecture.md). Thin: parse arguments, load
+config, call src/weir.
 
-One module per command group under weir/cli/. Exit codes: 0 success; 1 a failure at run
-time, with the reason; 2 bad arguments or configuration, found before anything was written.
+One module per command group under weir/cli/. It runs through :func:`weir.entry.run_job`,
+like the spark-submit jobs, so exit codes mean the same everywhere: 0 success; 1 a failure at
+run time, with the reason; 2 bad arguments or configuration, found before anything was
+written; 3 data-quality checks ran and a critical one failed.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Optional
 
@@ -14,19 +18,17 @@ from rich.markup import escape
 
 from weir.cli import batch, config, demo, infra, layers, ops, simulate  # noqa: F401 (register)
 from weir.cli.app import app, errors
-from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, ConfigError, WeirError
+from weir.entry import run_job
+from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE
 
 
-def main(argv: Optional[list] = None) -> int:
-    """Console entry point: maps errors to DESIGN.md §8 exit codes."""
+def _print_failure(kind: str, reason: str) -> None:
+    errors.print(f"[bold red]{escape(kind)}[/] {escape(reason)}", highlight=False)
+
+
+def _invoke(argv: Optional[list]) -> int:
     try:
         app(args=argv, standalone_mode=False)
-    except ConfigError as error:
-        errors.print(f"[bold red]configuration error[/] {escape(str(error))}", highlight=False)
-        return EXIT_BAD_CONFIG
-    except WeirError as error:
-        errors.print(f"[bold red]failed[/] {escape(str(error))}", highlight=False)
-        return EXIT_RUNTIME_FAILURE
     except typer.Exit as done:
         return done.exit_code
     except typer.Abort:
@@ -38,6 +40,12 @@ def main(argv: Optional[list] = None) -> int:
         error.show()
         return EXIT_BAD_CONFIG
     return EXIT_OK
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Console entry point: maps errors to exit codes (DESIGN §8). Commands that report their
+    steps raise the log level to INFO (:func:`weir.cli.app.verbose`)."""
+    return run_job(lambda: _invoke(argv), report=_print_failure, log_level=logging.WARNING)
 
 
 def run() -> None:

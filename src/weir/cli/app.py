@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 from rich.console import Console
 
 from weir.config import DEFAULT_CONF_PATH, WeirConfig, load_config
+from weir.entry import configure_logging
 from weir.errors import WeirError
 
 app = typer.Typer(
@@ -30,6 +33,11 @@ def conf_option() -> str:
 def load(conf: str) -> WeirConfig:
     """Load and validate the config before anything else runs (ConfigError -> exit 2)."""
     return load_config(conf)
+
+
+def verbose() -> None:
+    """Log the command's steps (INFO): one line per micro-batch, batch step or merge."""
+    configure_logging(logging.INFO)
 
 
 def not_built(command: str, issue: int) -> None:

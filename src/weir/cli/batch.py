@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from weir.cli.app import conf_option, console, group, load
+from weir.cli.app import conf_option, console, group, load, verbose
 
 batch_app = group("batch", "Batch layer: rebuild authoritative views from the raw zone.")
 
@@ -47,7 +46,7 @@ def rebuild(
     from weir.layers.batch import rebuild_batch
     from weir.spark import build_session
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    verbose()
     spark = build_session(config, app_name="weir-batch-rebuild")
     run = rebuild_batch(spark, config, request)
     table = Table("", "", title=f"batch run {run.run_id}: {run.status}", show_header=False)

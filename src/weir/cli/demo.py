@@ -35,7 +35,6 @@ def demo(
     from weir.demo import DemoOptions, run_demo
     from weir.spark import build_session
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("weir.demo").setLevel(logging.INFO)
     options = DemoOptions(
         devices=devices, minutes=minutes, interval_s=interval, seed=seed, keep=keep

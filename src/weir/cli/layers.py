@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich.table import Table
 
-from weir.cli.app import app, conf_option, console, load
+from weir.cli.app import app, conf_option, console, load, verbose
+
+if TYPE_CHECKING:
+    from weir.layers.serving import MergeRun
 
 stream_app = typer.Typer(
     help="The raw archiver and the speed layer of one source (docs/streaming.md).",
@@ -33,19 +37,23 @@ def stream(
     """Run the raw archiver and the speed layer (until SIGTERM / Ctrl-C, or --available-now)."""
     if ctx.invoked_subcommand is not None:
         return  # `weir stream status`: its own options
-    import threading
-
-    from weir.layers.streaming import configure_logging, run_stream
-    from weir.signals import stop_on_signals
+    from weir.entry import run_until_stopped
+    from weir.layers.streaming import run_stream
     from weir.sources import check_source
     from weir.spark import build_session
 
     config = load(conf)
     check_source(config, source)
-    configure_logging()
+    verbose()
     spark = build_session(config, app_name=f"weir-stream-{source}")
-    with stop_on_signals(threading.Event()) as stop:
-        result = run_stream(spark, config, source, available_now, reset_checkpoint, stop)
+    results = []
+    run_until_stopped(
+        lambda stop: results.append(
+            run_stream(spark, config, source, available_now, reset_checkpoint, stop)
+        ),
+        "the current micro-batch",
+    )
+    result = results[0]
     batches = ", ".join(f"{name} up to batch {batch}" for name, batch in result.last_batch.items())
     how = "stopped by signal" if result.stopped_by_signal else "done"
     console.print(f"weir stream --source {source}: {how} ({batches}) in {result.seconds:.1f}s")
@@ -54,8 +62,6 @@ def stream(
 @stream_app.command("status")
 def stream_status(conf: str = conf_option()) -> None:
     """The last recorded micro-batch of each streaming query: batch, rows, watermark, lag."""
-    from rich.table import Table
-
     from weir.lake import LakeLayout
     from weir.layers.progress import stream_status as last_progress
     from weir.spark import build_session
@@ -98,43 +104,36 @@ def merge(
         "--follow",
         help="keep merging every timing.merge_interval_seconds until SIGTERM / Ctrl-C",
     ),
-    every: Optional[int] = typer.Option(
+    every: Optional[str] = typer.Option(
         None,
         "--every",
-        min=1,
-        max=86_400,
-        metavar="SECONDS",
-        help="keep merging every SECONDS (start to start) until SIGTERM / Ctrl-C",
+        metavar="DURATION",
+        help="keep merging every DURATION (120, 90s, 5m; start to start) until SIGTERM / Ctrl-C",
     ),
 ) -> None:
     """Publish the unified telemetry_minute table (BATCH up to the horizon, SPEED beyond)."""
-    import logging
+    import time
 
-    from rich.table import Table
-
+    from weir.layers.merge_loop import merge_interval, run_merges
     from weir.layers.serving import run_merge
     from weir.spark import build_session
 
     config = load(conf)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if follow or every is not None:
-        import threading
-        import time
-
-        from weir.layers.merge_loop import follow_merges
-        from weir.signals import stop_on_signals
-
-        interval = every if every is not None else config.timing.merge_interval_seconds
-        spark = build_session(config, app_name="weir-merge")
+    interval = merge_interval(config, follow, every)  # exit 2 before Spark starts
+    verbose()
+    spark = build_session(config, app_name="weir-merge")
+    if interval is not None:
         started = time.monotonic()
-        with stop_on_signals(threading.Event(), "the current merge") as stop:
-            merges = follow_merges(spark, config, interval, stop)
+        merges = run_merges(spark, config, interval)
         console.print(
             f"weir merge: stopped after {merges} merge(s) every {interval}s "
             f"in {time.monotonic() - started:.1f}s"
         )
         return
-    run = run_merge(build_session(config, app_name="weir-merge"), config)
+    _print_merge(run_merge(spark, config))
+
+
+def _print_merge(run: MergeRun) -> None:
     table = Table("", "", title=f"merge {run.run_id}: {run.status}", show_header=False)
     for name, value in (
         ("horizon H", "none: speed only" if run.horizon is None else run.horizon.isoformat()),

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from weir.cli.app import app, conf_option, console, group, load, not_built
+from weir.cli.app import app, conf_option, console, group, load, not_built, verbose
 from weir.config import ConfigError
 from weir.errors import WeirError
 
@@ -26,13 +26,11 @@ def dq_run(conf: str = conf_option()) -> None:
 @catalog_app.command("sync")
 def catalog_sync(conf: str = conf_option()) -> None:
     """Create or update the catalog tables (Spark metastore locally, Glue on AWS)."""
-    import logging
-
     from weir.catalog import sync_catalog
     from weir.spark import build_session
 
     config = load(conf)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    verbose()
     registered = sync_catalog(build_session(config, app_name="weir-catalog"), config)
     kind = config.catalog.kind
     console.print(f"weir catalog sync ({kind}): {len(registered)} tables registered")

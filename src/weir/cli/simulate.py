@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 from datetime import datetime
@@ -24,18 +23,8 @@ from rich.text import Text
 
 from weir.cli.app import app, conf_option, console, errors, load
 from weir.config import ConfigError
+from weir.entry import parse_duration
 from weir.errors import WeirError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``5m``, ``2h``, ``1d`` -> seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError("--duration", f"{text!r} is not a duration such as 90s, 5m or 2h")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def parse_start(text: str) -> datetime:

@@ -22,7 +22,7 @@ from typing import Optional, Union
 from urllib.parse import urlparse
 
 from weir.config import ConfigError, WeirConfig, config_from_mapping
-from weir.infra.aws import AwsEndpoint, aws_client
+from weir.infra.aws import AwsEndpoint
 from weir.infra.kafka import KafkaBroker
 from weir.infra.process import free_ports
 from weir.infra.status import ComponentStatus, PortInUseError
@@ -226,7 +226,6 @@ __all__ = [
     "KafkaBroker",
     "PortInUseError",
     "StartReport",
-    "aws_client",
     "check_local_endpoints",
     "components",
     "down",

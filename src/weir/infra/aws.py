@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlparse
 
+from weir.aws import aws_client, lake_bucket
 from weir.config import WeirConfig
 from weir.errors import WeirError
 from weir.infra.process import (
@@ -30,41 +30,6 @@ LOCAL_HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 60.0  # typically ~2 s
 STOP_TIMEOUT_SECONDS = 15.0
 STREAM_TIMEOUT_SECONDS = 30.0
-# moto accepts any credentials; these are used only when the config names none.
-LOCAL_CREDENTIALS = ("testing", "testing")
-
-
-def aws_client(
-    config: WeirConfig, service: str, *, endpoint_url: Optional[str] = None, **options: Any
-):
-    """A boto3 client for ``service`` at the configured endpoint, region and credentials.
-
-    ``aws.endpoint_url`` (one endpoint for every service) unless ``endpoint_url`` is given;
-    with no endpoint at all, boto3's default AWS endpoints and credential chain apply.
-    ``options`` go to :class:`botocore.config.Config` (timeouts, retries).
-    """
-    import boto3
-    from botocore.config import Config
-
-    endpoint = endpoint_url or config.aws.endpoint_url
-    key, secret = config.aws.access_key_id, config.aws.secret_access_key
-    if endpoint is not None and key is None:
-        key, secret = LOCAL_CREDENTIALS
-    region = config.sources.kinesis.region if service == "kinesis" else config.aws.region
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=endpoint,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=Config(**options) if options else None,
-    )
-
-
-def lake_bucket(config: WeirConfig) -> Optional[str]:
-    """The bucket of ``lake.root`` when it is on S3 (s3:// or s3a://), else None."""
-    root = urlparse(config.lake.root)
-    return root.netloc if root.scheme in ("s3", "s3a") else None
 
 
 class AwsEndpoint:

@@ -34,6 +34,7 @@ from typing import Callable, Optional
 from pyspark.sql import SparkSession
 
 from weir.config import WeirConfig
+from weir.entry import interval_seconds, run_until_stopped
 from weir.errors import WeirError
 from weir.layers.serving import MergeRun, run_merge
 
@@ -127,4 +128,28 @@ def follow_merges(
     return merges
 
 
-__all__ = ["chained_merges", "describe_merge", "follow_merges"]
+def merge_interval(config: WeirConfig, follow: bool, every: Optional[str]) -> Optional[int]:
+    """The seconds between merges that ``--follow`` / ``--every DURATION`` ask for; None for
+    one merge. :class:`ConfigError` for a bad ``--every`` (exit 2, before Spark starts)."""
+    if every is not None:
+        return interval_seconds(every, "--every")
+    return config.timing.merge_interval_seconds if follow else None
+
+
+def run_merges(spark: SparkSession, config: WeirConfig, interval_s: Optional[int]) -> int:
+    """One merge (``interval_s`` None), or a merge every ``interval_s`` seconds until SIGTERM /
+    SIGINT (the current merge finishes first). Returns the number of merges run."""
+    if interval_s is None:
+        run_merge(spark, config)
+        return 1
+    merges = 0
+
+    def follow(stop: threading.Event) -> None:
+        nonlocal merges
+        merges = follow_merges(spark, config, interval_s, stop)
+
+    run_until_stopped(follow, "the current merge")
+    return merges
+
+
+__all__ = ["chained_merges", "describe_merge", "follow_merges", "merge_interval", "run_merges"]

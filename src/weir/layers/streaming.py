@@ -62,12 +62,6 @@ POLL_SECONDS = 1.0
 GRACEFUL_STOP_SECONDS = 120.0
 
 
-def configure_logging() -> None:
-    """One INFO line per micro-batch on stderr (unless the caller configured logging)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-
-
 def raw_query_name(source: str) -> str:
     return f"raw-{source}"
 

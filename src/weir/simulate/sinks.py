@@ -394,7 +394,7 @@ RETRYABLE_ERRORS = frozenset(
 
 def kinesis_client(config: WeirConfig) -> Any:
     """A boto3 Kinesis client for ``sources.kinesis`` (endpoint falls back to ``aws``)."""
-    from weir.infra.aws import aws_client
+    from weir.aws import aws_client
 
     return aws_client(
         config,
@@ -639,6 +639,6 @@ class FilesSink:
 
 
 def _s3_client(config: WeirConfig) -> Any:
-    from weir.infra.aws import aws_client
+    from weir.aws import aws_client
 
     return aws_client(config, "s3")

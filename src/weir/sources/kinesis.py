@@ -395,7 +395,7 @@ def kinesis_client(config: WeirConfig) -> Any:
     botocore's standard retry mode covers transient network and 5xx errors; throttling is
     retried again, visibly, by ``retry_throttled``.
     """
-    from weir.infra.aws import aws_client
+    from weir.aws import aws_client
 
     return aws_client(
         config,
