@@ -1,4 +1,4 @@
-"""The `weir` command line surface of DESIGN.md §8, run in-process through `weir.cli.main`."""
+"""The `weir` command line surface (README, docs/contract.md), run in-process: `weir.cli.main`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_CONF = PROJECT_ROOT / "conf" / "local.yaml"
 EMR_CONF = PROJECT_ROOT / "conf" / "emr.yaml"
 
-# DESIGN.md §8: the stable entry points, as (command, sub-commands).
+# The stable entry points (README, "Command line"), as (command, sub-commands).
 COMMANDS: dict[str, tuple[str, ...]] = {
     "demo": (),
     "infra": ("up", "down", "status"),

@@ -1,6 +1,6 @@
 """The typed configuration: both shipped files load, overrides and interpolation behave, and
 every kind of bad configuration stops the CLI with exit code 2, the key named and nothing written
-(DESIGN.md §7-§8, docs/configuration.md)."""
+(docs/contract.md, docs/configuration.md)."""
 
 from __future__ import annotations
 

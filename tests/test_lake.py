@@ -1,4 +1,4 @@
-"""The lake layout of DESIGN.md §2: every path from one root, local or on S3."""
+"""The lake layout (docs/contract.md, "Lake layout"): every path from one root, local or on S3."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from weir.lake import LakeLayout, local_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-# DESIGN.md §2, relative to the root.
+# docs/contract.md, "Lake layout", relative to the root.
 TABLES = {
     "raw": "raw/telemetry",
     "quarantine": "quarantine/telemetry",

@@ -1,4 +1,4 @@
-"""Python and JVM sides pinned to one Spark/Delta line (DESIGN.md §1), and the `weir` script."""
+"""Python and JVM sides pinned to one Spark/Delta line (EMR 7.x), and the `weir` script."""
 
 from __future__ import annotations
 

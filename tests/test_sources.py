@@ -137,7 +137,7 @@ def test_check_source_rejects_an_unknown_source(weir_config: WeirConfig) -> None
 def test_kinesis_has_no_spark_streaming_reader(
     spark: SparkSession, weir_config: WeirConfig
 ) -> None:
-    # weir.layers.streaming.run_stream sends it to weir.layers.kinesis_stream instead.
+    # weir.layers.streaming.run_stream sends it to weir.layers.streaming.kinesis instead.
     with pytest.raises(WeirError, match="kinesis source has no Spark streaming reader"):
         source_records(spark, weir_config, KINESIS)
 

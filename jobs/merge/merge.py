@@ -16,7 +16,7 @@ import sys
 
 from weir.config import load_config
 from weir.entry import conf_argument, run_job
-from weir.layers.merge_loop import merge_interval, run_merges
+from weir.serving import merge_interval, run_merges
 from weir.spark import build_session
 
 

@@ -1,4 +1,4 @@
-"""The catalog (DESIGN.md §2): Weir's Delta tables by name, for Spark SQL, Athena and QuickSight.
+"""The catalog: Weir's Delta tables by name, for Spark SQL, Athena and QuickSight.
 
 Two kinds, chosen by ``catalog.kind`` (docs/serving.md):
 
@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql.types import (
     ArrayType,
@@ -43,6 +42,7 @@ from pyspark.sql.types import (
 )
 
 from weir.config import WeirConfig
+from weir.delta import table_version
 from weir.errors import WeirError
 from weir.lake import LakeLayout
 from weir.schemas import (
@@ -233,7 +233,7 @@ def sync_spark_catalog(
     registered = []
     for table in tables:
         qualified = f"{database}.{table.name}"
-        if not DeltaTable.isDeltaTable(spark, table.location):
+        if table_version(spark, table.location) is None:
             log.info("catalog: %s skipped: no Delta table at %s yet", qualified, table.location)
             continue
         current = _registered_location(spark, qualified)

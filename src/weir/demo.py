@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,12 +32,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from weir.config import ConfigError, WeirConfig
+from weir.control.runs import utc_now
 from weir.errors import WeirError
 from weir.lake import LakeLayout, local_path
 
 log = logging.getLogger("weir.demo")
 
-UTC = timezone.utc
 DEMO_LAKE_MARKER = ".weir-demo-lake"
 DEMO_SOURCE = "kafka"
 
@@ -132,10 +132,6 @@ def delete_topic(config: WeirConfig) -> None:
         future.result(timeout=60)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 @contextmanager
 def _step(report: DemoReport, name: str) -> Iterator[Step]:
     step = Step(name, 0.0, "")
@@ -226,11 +222,11 @@ def _run_flow(
     report: DemoReport,
 ) -> None:
     from weir.layers.batch import RebuildRequest, rebuild_batch
-    from weir.layers.serving import run_merge
     from weir.layers.streaming import run_stream
+    from weir.serving import run_merge
     from weir.simulate.run import SimulateOptions, run_simulation
 
-    now = _utc_now().replace(microsecond=0)
+    now = utc_now().replace(microsecond=0)
     report.topic = f"{config.sources.kafka.topic}-demo-{now:%Y%m%dT%H%M%S}"
     config = with_topic(config, report.topic)
     create_topic(config)
@@ -249,7 +245,7 @@ def _run_flow(
             ),
         )
         report.ledger_dir = str(sent.ledger_dir)
-        produced_at = _utc_now()
+        produced_at = utc_now()
         step.detail = (
             f"{sent.acknowledged:,} records acknowledged by Kafka topic {report.topic} "
             f"({sent.events_per_second:,.0f}/s), {sent.failed} failed"
@@ -262,8 +258,8 @@ def _run_flow(
         step.detail = ", ".join(f"{q} to batch {b}" for q, b in streamed.last_batch.items())
 
     with _step(report, "batch rebuild") as step:
-        # The cutoff follows the stream, so every archived record is before it (DESIGN §6).
-        cutoff = _utc_now().replace(microsecond=0)
+        # The cutoff follows the stream, so every archived record is before it.
+        cutoff = utc_now().replace(microsecond=0)
         batch_run = rebuild_batch(spark, config, RebuildRequest(cutoff=cutoff))
         report.horizon = batch_run.horizon.isoformat()
         step.detail = (
@@ -273,7 +269,7 @@ def _run_flow(
 
     with _step(report, "merge") as step:
         merged = run_merge(spark, config)
-        report.freshness_seconds = (_utc_now() - produced_at).total_seconds()
+        report.freshness_seconds = (utc_now() - produced_at).total_seconds()
         step.detail = f"{merged.scope}, telemetry_minute version {merged.serving_version}"
 
     with _step(report, "catalog sync") as step:

@@ -57,7 +57,7 @@ def run_job(
     report: Report = _log_failure,
     log_level: Optional[int] = logging.INFO,
 ) -> int:
-    """Run ``work`` and return the process exit code (DESIGN §8 as docs/architecture.md says).
+    """Run ``work`` and return the process exit code (docs/contract.md, "Command line ...").
 
     ``work`` returns None (success) or an exit code of its own. ``report(kind, reason)`` shows
     a failure in one line (the log by default; the CLI prints it). ``log_level`` None leaves logging

@@ -14,6 +14,9 @@ EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_CONFIG = 2
 EXIT_CHECKS_FAILED = 3
 
+# Run records keep an error's first line, up to this many characters.
+MAX_ERROR_CHARS = 2000
+
 
 class WeirError(Exception):
     """A failure at run time with a reason the user can act on (exit code 1)."""
@@ -30,12 +33,20 @@ class ChecksFailedError(WeirError):
     exit_code = EXIT_CHECKS_FAILED
 
 
+def describe_error(error: BaseException) -> str:
+    """``Type: first line of the message``, at most MAX_ERROR_CHARS: what a run record keeps."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:MAX_ERROR_CHARS]
+
+
 __all__ = [
     "EXIT_BAD_CONFIG",
     "EXIT_CHECKS_FAILED",
     "EXIT_OK",
     "EXIT_RUNTIME_FAILURE",
+    "MAX_ERROR_CHARS",
     "ChecksFailedError",
     "ConfigError",
     "WeirError",
+    "describe_error",
 ]

@@ -1,4 +1,4 @@
-"""The lake layout of DESIGN.md §2: every path Weir reads or writes, derived from one root.
+"""The lake layout (docs/contract.md): every path Weir reads or writes, derived from one root.
 
 No other module builds a lake path by hand; jobs, tests and notebooks ask this object.
 """
@@ -6,9 +6,7 @@ No other module builds a lake path by hand; jobs, tests and notebooks ask this o
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
 from typing import Optional
 
 from weir.config import WeirConfig
@@ -90,9 +88,3 @@ def local_path(uri: str) -> str:
     if not uri.startswith("file://"):
         raise ValueError(f"{uri} is not a local file:// path")
     return uri[len("file://") :]
-
-
-def date_literals(dates: Iterable[date]) -> str:
-    """SQL date literals, sorted and distinct (``DATE'2026-03-01', …``), for the partition
-    predicates of replaceWhere and MERGE: Delta prunes files only by literal predicates."""
-    return ", ".join(f"DATE'{day.isoformat()}'" for day in sorted(set(dates)))

@@ -25,9 +25,9 @@ from pyspark.errors import IllegalArgumentException
 from pyspark.sql import SparkSession
 
 from weir.config import ConfigError, WeirConfig
+from weir.delta import retry_conflicts, table_version
 from weir.errors import WeirError
 from weir.lake import LakeLayout
-from weir.layers.serving import CONFLICTS
 
 log = logging.getLogger(__name__)
 
@@ -136,22 +136,17 @@ def maintain_table(
 ) -> TableMaintenance:
     """OPTIMIZE then VACUUM one table; a missing table is skipped."""
     started = time.monotonic()
-    if not DeltaTable.isDeltaTable(spark, weir_table.path):
+    if table_version(spark, weir_table.path) is None:
         return TableMaintenance(weir_table, STATUS_MISSING)
     table = DeltaTable.forPath(spark, weir_table.path)
     files_before = _file_count(table)
-    for attempt in range(1, OPTIMIZE_ATTEMPTS + 1):
-        try:
-            compacted = optimize(table, weir_table.zorder_by)
-            break
-        except CONFLICTS as error:
-            if attempt == OPTIMIZE_ATTEMPTS:
-                raise WeirError(
-                    f"OPTIMIZE of {weir_table.name} lost {attempt} times to concurrent writers "
-                    f"({type(error).__name__}); run `weir maintain` again later"
-                ) from error
-            log.warning("maintain: %s: concurrent commit, retrying", weir_table.name)
-            sleep(attempt)
+    compacted, _ = retry_conflicts(
+        lambda: optimize(table, weir_table.zorder_by),
+        attempts=OPTIMIZE_ATTEMPTS,
+        what=f"OPTIMIZE of {weir_table.name}",
+        hint="a writer keeps committing to the same files; run `weir maintain` again later",
+        sleep=sleep,
+    )
     vacuum(table, weir_table, retention_hours)
     return TableMaintenance(
         weir_table,

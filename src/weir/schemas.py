@@ -1,4 +1,4 @@
-"""Every table schema Weir writes or reads, defined once (DESIGN.md §3-§6).
+"""Every table schema Weir writes or reads, defined once (docs/contract.md).
 
 Tests, writers, the catalog (Glue/Athena DDL) and the data-quality suites import these; no
 other module spells out a column list.
@@ -19,7 +19,16 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from weir.contract.rules import METRIC_FIELDS
+# The event's numeric metrics, in the order of the contract (docs/contract.md). The contract's
+# rules (weir.contract.rules: bounds, types) are stated per field of this list.
+METRIC_FIELDS: tuple[str, ...] = (
+    "temperature_c",
+    "humidity_pct",
+    "battery_pct",
+    "speed_kmh",
+    "lat",
+    "lon",
+)
 
 
 def _fields(*pairs: tuple[str, DataType], nullable: bool = True) -> list:
@@ -28,7 +37,7 @@ def _fields(*pairs: tuple[str, DataType], nullable: bool = True) -> list:
 
 # --- RAW zone: every record exactly as received, with where and when it came from --------------
 # source_offset is a string because Kinesis sequence numbers (up to 128 digits) fit no integer
-# type; ordering compares it left-padded (weir.contract.dedup).
+# type; ordering compares it by (length, text), numeric order for numbers (weir.contract.dedup).
 RAW_SCHEMA = StructType(
     [
         StructField("source", StringType(), False),  # kafka | kinesis | files
@@ -98,7 +107,7 @@ QUARANTINE_SCHEMA = StructType(
 )
 QUARANTINE_PARTITION_COLUMNS = ("ingest_date",)
 
-# --- telemetry_minute: SPEED, BATCH and the unified serving table (DESIGN.md §5) --------------
+# --- telemetry_minute: SPEED, BATCH and the unified serving table (docs/contract.md) --------------
 MINUTE_SCHEMA = StructType(
     [
         StructField("device_id", StringType(), False),
@@ -147,7 +156,7 @@ BATCH_EVENTS_PARTITION_COLUMNS = ("event_date",)
 # an index write. numRecords is still kept.
 BATCH_EVENTS_TABLE_PROPERTIES = {"delta.dataSkippingNumIndexedCols": "0"}
 
-# --- _control/batch_runs: one row per batch rebuild (DESIGN.md §6) -----------------------------
+# --- _control/batch_runs: one row per batch rebuild (docs/batch.md) -----------------------------
 BATCH_RUN_SCHEMA = StructType(
     [
         StructField("run_id", StringType(), False),
@@ -177,7 +186,7 @@ BATCH_RUN_SCHEMA = StructType(
 )
 
 
-# --- _control/merge_runs: one row per merge into the unified table (weir.layers.serving) -------
+# --- _control/merge_runs: one row per merge into the unified table (weir.serving.merge)
 MERGE_RUN_SCHEMA = StructType(
     [
         StructField("run_id", StringType(), False),
@@ -202,7 +211,7 @@ MERGE_RUN_SCHEMA = StructType(
 )
 
 
-# --- _control/stream_progress: one row per streaming micro-batch (weir.layers.progress) ---------
+# --- _control/stream_progress: one row per streaming micro-batch (weir.layers.streaming.progress)
 STREAM_PROGRESS_SCHEMA = StructType(
     [
         StructField("query_name", StringType(), False),  # raw-kafka, speed-files, ...

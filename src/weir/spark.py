@@ -38,7 +38,8 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
         # Delta Lake as the table format and the session catalog.
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        # DESIGN.md §5: timestamps are UTC; the JVM default zone too, so nothing drifts.
+        # Timestamps are stored as UTC (docs/contract.md); the JVM default zone too, so nothing
+        # drifts.
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.extraJavaOptions": UTC_JAVA_OPTION,
         "spark.executor.extraJavaOptions": UTC_JAVA_OPTION,
@@ -59,8 +60,8 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # A streaming driver cycles through more generated classes per trigger (two queries,
         # Delta's commit and snapshot plans, the merge) than Spark's 100-entry codegen cache
-        # holds: it evicted and recompiled ~12 classes/s (Janino on the driver, then the JIT),
-        # doubling every micro-batch on 2 cores (docs/streaming.md, "Local settings").
+        # holds: it kept evicting and recompiling them (Janino on the driver, then the JIT),
+        # which lengthened every micro-batch (docs/streaming.md, "Local settings").
         "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
         "spark.app.name": config.spark.app_name,
     }

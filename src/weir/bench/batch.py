@@ -299,9 +299,9 @@ def run(
         request = RebuildRequest(cutoff=cutoff, mode=mode)
         return timed("run", 0, lambda: rebuild_batch(spark, on, request)).seconds
 
-    # Untimed: the first incremental run in a JVM also compiles the fold's plans (at 10 M, a
-    # fresh JVM's incremental took 37-40 s on either history, a warm one's 21 s), so without
-    # this whichever of the two measured incremental runs came second would look cheaper.
+    # Untimed: the first incremental run in a JVM also compiles the fold's plans (a fresh JVM's
+    # run costs far more than a warm one's), so without this whichever of the two measured
+    # incremental runs came second would look cheaper.
     rebuild(HISTORY_CUTOFF, MODE_FULL, short_config)
     rebuild(FINAL_CUTOFF, MODE_INCREMENTAL, short_config)
     seconds: dict[str, list[float]] = {}

@@ -11,8 +11,6 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -141,14 +139,6 @@ def environment(**extra: object) -> dict:
     }
 
 
-@contextmanager
-def stopwatch() -> Iterator[Callable[[], float]]:
-    started = time.perf_counter()
-    finished: list = []
-    yield lambda: (finished[0] if finished else time.perf_counter()) - started
-    finished.append(time.perf_counter())
-
-
 def timed(name: str, events: int, action: Callable[[], object], repeat: int = 1) -> Measurement:
     """Best of ``repeat`` runs of ``action`` (warm JVM: the first run is usually slowest)."""
     best = float("inf")
@@ -169,9 +159,9 @@ def simulate_in_own_process(config: WeirConfig, options: object) -> object:
     """``run_simulation(config, options)`` in a child process; returns its RunResult.
 
     The live benchmarks' producer stands for devices elsewhere: in the driver's interpreter
-    it would hold the GIL against the foreachBatch callbacks it is measuring (a freshness
-    p50 of 38.7 s became 28.9 s with the producer in its own process, same machine, same
-    minute). A fresh interpreter (``spawn``), not a fork of one that runs a JVM gateway.
+    it would hold the GIL against the foreachBatch callbacks it is measuring, and the
+    freshness measured would be the producer's as much as the stream's. A fresh interpreter
+    (``spawn``), not a fork of one that runs a JVM gateway.
     """
     import multiprocessing
     import queue

@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from weir.bench.harness import Measurement, SuiteResult, environment
 from weir.config import WeirConfig, config_from_mapping
 from weir.control import MODE_INCREMENTAL, RUN_SUCCEEDED, BatchRun, record_batch_run
+from weir.delta import table_version
 from weir.lake import LakeLayout
 from weir.schemas import (
     LAYER_BATCH,
@@ -88,12 +89,6 @@ def _batch_run(horizon: datetime, version: int) -> BatchRun:
     )
 
 
-def _version(spark: SparkSession, path: str) -> int:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, path).history(1).first()["version"]
-
-
 def publish_history(spark: SparkSession, lake: LakeLayout, days: int) -> datetime:
     """BATCH with ``days`` of history up to H, SPEED beyond it, one batch run; returns H."""
     horizon = NOW - LATENESS
@@ -103,13 +98,13 @@ def publish_history(spark: SparkSession, lake: LakeLayout, days: int) -> datetim
     minute_rows(spark, horizon - SPEED_SPAN, NOW + STEP, LAYER_SPEED, 0).write.format(
         "delta"
     ).partitionBy(*MINUTE_PARTITION_COLUMNS).mode("overwrite").save(lake.speed)
-    record_batch_run(spark, lake, _batch_run(horizon, _version(spark, lake.batch)))
+    record_batch_run(spark, lake, _batch_run(horizon, table_version(spark, lake.batch)))
     return horizon
 
 
 def advance(spark: SparkSession, lake: LakeLayout, horizon: datetime, step: int) -> datetime:
     """One batch run moving H by STEP (its day's partition replaced) and a SPEED upsert."""
-    from weir.layers.speed import upsert_minutes
+    from weir.layers.streaming.speed import upsert_minutes
 
     moved = horizon + STEP
     day = moved - timedelta(minutes=1)
@@ -117,7 +112,7 @@ def advance(spark: SparkSession, lake: LakeLayout, horizon: datetime, step: int)
     minute_rows(spark, day_start, moved, LAYER_BATCH, step).write.format("delta").mode(
         "overwrite"
     ).option("replaceWhere", f"event_date = '{day_start.date().isoformat()}'").save(lake.batch)
-    record_batch_run(spark, lake, _batch_run(moved, _version(spark, lake.batch)))
+    record_batch_run(spark, lake, _batch_run(moved, table_version(spark, lake.batch)))
     newest = NOW + STEP * step
     upsert_minutes(
         spark,
@@ -135,7 +130,7 @@ def _lake_config(config: WeirConfig, root: Path) -> WeirConfig:
 
 def time_merges(spark: SparkSession, config: WeirConfig, days: int, repeat: int) -> Measurement:
     """Best of ``repeat`` steady-state merges over ``days`` of history."""
-    from weir.layers.serving import run_merge
+    from weir.serving import run_merge
 
     lake = LakeLayout.from_config(config)
     horizon = publish_history(spark, lake, days)

@@ -136,7 +136,7 @@ def idempotent_append_seconds(
     A record is visible in SPEED after at least two such commits (RAW, then SPEED), so this
     bounds the freshness a steady stream can reach here.
     """
-    from weir.layers.raw import append_once
+    from weir.delta import append_once
     from weir.schemas import RAW_PARTITION_COLUMNS
     from weir.sources.kafka import kafka_records
     from weir.sources.records import with_ingest_time
@@ -294,9 +294,9 @@ def record_latencies(
 
 
 def _caught_up(spark: SparkSession, lake: LakeLayout, query: str, produced: int) -> bool:
-    from delta.tables import DeltaTable
+    from weir.delta import table_version
 
-    if not DeltaTable.isDeltaTable(spark, lake.stream_progress):
+    if table_version(spark, lake.stream_progress) is None:
         return False
     done = (
         spark.read.format("delta")
@@ -331,7 +331,8 @@ def measure_freshness(
     spark: SparkSession, config: WeirConfig, seconds: int, rate: int
 ) -> dict[str, float]:
     """p50/p99/max latency (s) of records produced at ``rate`` for ``seconds``, after warm-up."""
-    from weir.layers.streaming import raw_query_name, run_stream, speed_query_name
+    from weir.layers.streaming import run_stream
+    from weir.layers.streaming.queries import raw_query_name, speed_query_name
     from weir.simulate.run import SimulateOptions
 
     lake = LakeLayout.from_config(config)

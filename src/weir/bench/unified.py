@@ -16,7 +16,8 @@ minute, a realistic small fleet. The streaming suite shows the stream falling be
 on this 2-core machine; at 1,000/s it keeps up, so the figure measures the serving path (merge
 interval + merge time + the stream's own delay), not a growing backlog. No faults
 (``--fault-mix none``): late, duplicate and invalid records reach the unified table through
-the batch layer or never, by design (DESIGN §6), and would count as "never visible" here.
+the batch layer or never, by design (docs/contract.md, "The serving rule"), and would count as
+"never visible" here.
 
 **Visibility**, independent of the stream's internals. A record is *visible* once a committed
 version of the unified table (read by path, as any reader would) shows its window
@@ -191,9 +192,9 @@ def version_counts(spark: SparkSession, table_path: str) -> DataFrame:
 
 
 def _counted(spark: SparkSession, table_path: str) -> int:
-    from delta.tables import DeltaTable
+    from weir.delta import table_version
 
-    if not DeltaTable.isDeltaTable(spark, table_path):
+    if table_version(spark, table_path) is None:
         return 0
     total = spark.read.format("delta").load(table_path).agg(F.sum("event_count")).first()[0]
     return int(total or 0)
@@ -223,8 +224,8 @@ def measure(
     merges: int = MEASURED_MERGES,
 ) -> dict:
     """Run stream, merge loop and simulator together; return the figures (module doc)."""
-    from weir.layers.merge_loop import follow_merges
     from weir.layers.streaming import run_stream
+    from weir.serving import follow_merges
     from weir.simulate.faults import FaultMix
     from weir.simulate.run import SimulateOptions
 

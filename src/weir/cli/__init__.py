@@ -1,5 +1,6 @@
-"""The `weir` command line (DESIGN §8, docs/architecture.md). Thin: parse arguments, load
-config, call src/weir.
+"""The `weir` command line (docs/contract.md, "Command line and exit codes").
+
+Thin: parse arguments, load config, call src/weir.
 
 One module per command group under weir/cli/. It runs through :func:`weir.entry.run_job`,
 like the spark-submit jobs, so exit codes mean the same everywhere: 0 success; 1 a failure at
@@ -43,7 +44,7 @@ def _invoke(argv: Optional[list]) -> int:
 
 
 def main(argv: Optional[list] = None) -> int:
-    """Console entry point: maps errors to exit codes (DESIGN §8). Commands that report their
+    """Console entry point: maps errors to exit codes (docs/contract.md). Commands that report their
     steps raise the log level to INFO (:func:`weir.cli.app.verbose`)."""
     return run_job(lambda: _invoke(argv), report=_print_failure, log_level=logging.WARNING)
 

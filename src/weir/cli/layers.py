@@ -10,7 +10,7 @@ from rich.table import Table
 from weir.cli.app import app, conf_option, console, load, verbose
 
 if TYPE_CHECKING:
-    from weir.layers.serving import MergeRun
+    from weir.control import MergeRun
 
 stream_app = typer.Typer(
     help="The raw archiver and the speed layer of one source (docs/streaming.md).",
@@ -62,8 +62,8 @@ def stream(
 @stream_app.command("status")
 def stream_status(conf: str = conf_option()) -> None:
     """The last recorded micro-batch of each streaming query: batch, rows, watermark, lag."""
+    from weir.control import stream_status as last_progress
     from weir.lake import LakeLayout
-    from weir.layers.progress import stream_status as last_progress
     from weir.spark import build_session
 
     config = load(conf)
@@ -114,8 +114,7 @@ def merge(
     """Publish the unified telemetry_minute table (BATCH up to the horizon, SPEED beyond)."""
     import time
 
-    from weir.layers.merge_loop import merge_interval, run_merges
-    from weir.layers.serving import run_merge
+    from weir.serving import merge_interval, run_merge, run_merges
     from weir.spark import build_session
 
     config = load(conf)

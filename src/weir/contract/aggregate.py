@@ -1,4 +1,4 @@
-"""Per-device, per-minute views (DESIGN.md §5), the same function for the batch and speed layers."""
+"""Per-device, per-minute views (docs/contract.md): one function for the batch and speed layers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Deduplicate valid events by event_id: the first received copy wins (DESIGN.md §4).
+"""Deduplicate valid events by event_id: the first received copy wins (docs/contract.md).
 
 "First received" is the lowest ingest_time, then source partition, then source offset. Both
 coordinates are strings (Kinesis sequence numbers fit no integer type), so they are compared

@@ -5,7 +5,7 @@ Shared by the batch and speed layers; built-in Spark functions only (this is the
 * one typed ``from_json`` per record;
 * a second, all-text ``from_json`` only for the rare records the first flagged, to tell
   a value of the wrong JSON type (``bad_type``) from malformed JSON;
-* the first applicable reason, in DESIGN.md §4 order, from one ``CASE WHEN``.
+* the first applicable reason, in the contract's order (docs/contract.md), from one ``CASE WHEN``.
 
 Each costly value (a parse, the event time, the reason) is computed once per record, in its
 own plan node: see ``_once``.

@@ -1,26 +1,21 @@
 """The event contract v1 as data: field order, bounds, patterns and quarantine reasons.
 
-This is the one place these numbers and names live (DESIGN.md §3-§4, docs/contract.md).
+This is the one place these numbers and names live (docs/contract.md).
 The Spark transforms and the tests import them; nothing else restates them.
 """
 
 from __future__ import annotations
 
+from weir.schemas import METRIC_FIELDS
+
 CONTRACT_VERSION = 1
 
-# The contract's fields in the order DESIGN.md §3 lists them. Reasons that name a field
+# The contract's fields in the order docs/contract.md lists them. Reasons that name a field
 # (missing_field, bad_type, out_of_range) are checked field by field in this order.
 REQUIRED_FIELDS: tuple[str, ...] = ("event_id", "device_id", "event_time")
 STRING_FIELDS: tuple[str, ...] = ("event_id", "device_id", "status")
 INTEGER_FIELDS: tuple[str, ...] = ("schema_version",)
-METRIC_FIELDS: tuple[str, ...] = (
-    "temperature_c",
-    "humidity_pct",
-    "battery_pct",
-    "speed_kmh",
-    "lat",
-    "lon",
-)
+# The metric fields are the event schema's (weir.schemas), in the contract's order.
 # Fields whose JSON type is checked (a string where a number belongs is bad_type).
 TYPED_FIELDS: tuple[str, ...] = INTEGER_FIELDS + METRIC_FIELDS
 
@@ -36,7 +31,7 @@ METRIC_BOUNDS: dict[str, tuple[float, float]] = {
 
 DEFAULT_SCHEMA_VERSION = 1
 
-# DESIGN.md §3 gives the device id pattern with `$`; in Java regex `$` also matches before a
+# The contract gives the device id pattern with `$`; in Java regex `$` also matches before a
 # trailing newline, so the Spark side anchors with `\z` (absolute end of input).
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 DEVICE_ID_JAVA_REGEX = DEVICE_ID_PATTERN[:-1] + r"\z"
@@ -51,7 +46,8 @@ MAX_EPOCH_MILLIS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 # An event is from the future when event_time > ingest_time + this tolerance.
 FUTURE_TOLERANCE_MINUTES = 5
 
-# The allowed lateness of DESIGN.md §6: batch horizon offset and speed-layer watermark.
+# The allowed lateness of the serving rule (docs/contract.md): the batch horizon's offset and the
+# speed layer's watermark.
 DEFAULT_ALLOWED_LATENESS_MINUTES = 10
 
 WINDOW_DURATION = "1 minute"

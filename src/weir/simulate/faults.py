@@ -4,10 +4,11 @@ Every fault kind has its own rate: the expected share of all records sent that c
 Copies (``duplicate``, ``conflict``) are extra records that repeat an earlier event's id; every
 other kind turns one fleet reading into a faulty record. A record carries at most one fault.
 
-Each quarantine fault is built so that exactly one DESIGN.md §4 reason applies, and the first
-applicable one is the intended reason; ``tests/simulate/test_faults.py`` runs the payloads
-through ``weir.contract.classify_records`` to prove it. Reasons come from
-``weir.contract.rules.Reason``; bounds and field names from the same module.
+Each quarantine fault is built so that exactly one quarantine reason applies (docs/contract.md,
+"Classification"), and the first applicable one is the intended reason;
+``tests/simulate/test_faults.py`` runs the payloads through ``weir.contract.classify_records``
+to prove it. Reasons come from ``weir.contract.rules.Reason``; bounds and field names from the
+same module.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ LATE = "late"  # event_time older than the allowed lateness (minutes to hours)
 EXTRA_FIELDS = "extra_fields"
 MISSING_OPTIONAL = "missing_optional"
 EPOCH_MILLIS = "epoch_millis"
-# Invalid records, one per DESIGN.md §4 reason family.
+# Invalid records, one per quarantine reason family (docs/contract.md).
 MALFORMED_JSON = "malformed_json"
 MISSING_FIELD = "missing_field"
 BAD_DEVICE_ID = "bad_device_id"
@@ -69,7 +70,7 @@ TIME_KINDS: frozenset[str] = frozenset(
 )
 
 # Future events are this far ahead of the run's clock (never of the wall clock), so the reason
-# is certain for any ingest within a day of sending (DESIGN.md §4: future = > ingest + 5 min).
+# is certain for any ingest within a day of sending (future: event_time > ingest + 5 min).
 FUTURE_LEAD_US = 24 * 3600 * 1_000_000
 FUTURE_SPREAD_US = 6 * 3600 * 1_000_000
 # Late events are older than the allowed lateness by at least a minute, and at most this old.
@@ -364,7 +365,7 @@ class FaultInjector:
     def _missing_optional(self, fields, event_id, event_time_us, clock_us) -> Injected:
         optional = [k for k, _ in fields if k not in REQUIRED_FIELDS]
         chosen = self.rng.sample(optional, self.rng.randint(1, len(optional)))
-        # Absent (None) or JSON null: both mean null (DESIGN.md §3). Drawn in sample order.
+        # Absent (None) or JSON null: both mean null (docs/contract.md). Drawn in sample order.
         new = {key: None if self.rng.random() < 0.7 else "null" for key in chosen}
         members = [
             f'"{key}":{new.get(key, text)}'

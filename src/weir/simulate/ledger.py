@@ -10,7 +10,7 @@ Layout, under ``<infra.state_dir>/ledgers/<run_id>/``:
 Every file appears atomically (written aside, then renamed), so a reader never sees half a
 part, and a run stopped by Ctrl-C leaves a ledger equal to what the sink acknowledged.
 
-A record's fate is what the contract (DESIGN.md §4) will make of it:
+A record's fate is what the contract (docs/contract.md, "Classification") will make of it:
 
 * ``valid`` — a valid event, the first received copy of its event_id;
 * ``quarantine`` — with ``reason`` exactly as ``weir.contract.classify_records`` assigns it;
@@ -140,7 +140,7 @@ class Ledger:
         self._writes: list[Future] = []
         self.manifest.update(status=RUNNING, started_at=_now())
         write_json(folder / MANIFEST, self.manifest)
-        # pyarrow's first conversion of a Python list imports pandas (0.3-0.5 s): once, now,
+        # pyarrow's first conversion of a Python list imports pandas (a noticeable pause): now,
         # rather than in the middle of the run when the first part is written.
         pa.array([None], pa.string())
 
@@ -423,10 +423,3 @@ def read_failures(folder: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
-
-
-def latest_run(state_dir: str) -> Optional[Path]:
-    """The most recently started run's ledger folder (run ids sort by start time)."""
-    root = ledger_root(state_dir)
-    runs = sorted(p for p in root.glob("*") if (p / MANIFEST).exists()) if root.exists() else []
-    return runs[-1] if runs else None

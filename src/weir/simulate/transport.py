@@ -63,9 +63,8 @@ _START_TIMEOUT_S = 60.0
 _FRAME_RECORDS = 1000  # records kept back at most before they go to the child
 # Batches queued for the child at most before a send waits (about 280,000 records of the
 # default fleet): the child works through a produce request's delivery reports in one go,
-# and meanwhile this side goes on making records. Taking turns on one broker, the machine
-# was 10-14% idle with the pipe alone, 8-9% with 4 MiB queued, 6-7% with 16 and 4-7% with
-# 64 (the best rates in that order: 190, 210, 217, 250 thousand a second).
+# and meanwhile this side goes on making records. The larger the queue, the less the machine
+# sits idle while the child catches up (docs/simulator.md, "Progress and speed").
 _QUEUED_BYTES = 64 << 20
 _CLOSE_TIMEOUT_S = 60.0
 _STOP_WRITING_S = 5.0

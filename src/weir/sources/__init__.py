@@ -22,7 +22,7 @@ from weir.sources.records import with_ingest_time
 KINESIS = "kinesis"
 SOURCE_NAMES = (KAFKA, KINESIS, FILES)
 # Spark Structured Streaming sources. Kinesis is not one locally: the awslabs connector is not
-# on Maven Central, so weir.layers.kinesis_stream archives it with a reader of its own.
+# on Maven Central, so weir.layers.streaming.kinesis archives it with a reader of its own.
 SPARK_SOURCES = (KAFKA, FILES)
 
 
@@ -51,7 +51,7 @@ def source_records(spark: SparkSession, config: WeirConfig, source: str) -> Data
     if source not in SPARK_SOURCES:
         raise WeirError(
             f"the {source} source has no Spark streaming reader here; "
-            "weir.layers.streaming.run_stream runs weir.layers.kinesis_stream for it"
+            "weir.layers.streaming.run_stream runs weir.layers.streaming.kinesis for it"
         )
     if source == KAFKA:
         return kafka_source(spark, config.sources.kafka)

@@ -46,7 +46,8 @@ def _spark_uri(folder: str) -> str:
     return folder
 
 
-def _relative_to(path: Column, folder: str) -> Column:
+def relative_to(path: Column, folder: str) -> Column:
+    """A file's path under ``folder`` (the files source's key of a file), null outside it."""
     prefix = _spark_uri(folder) + "/"
     return F.when(path.startswith(prefix), path.substr(F.lit(len(prefix) + 1), F.length(path)))
 
@@ -67,7 +68,7 @@ def landing_records(files: DataFrame, landing: str) -> DataFrame:
     return lines.where(~is_final_empty).select(
         F.lit(FILES).alias("source"),
         F.lit(landing.rstrip("/")).alias("source_stream"),
-        F.coalesce(_relative_to(F.col("file_path"), landing), F.col("file_path")).alias(
+        F.coalesce(relative_to(F.col("file_path"), landing), F.col("file_path")).alias(
             "source_partition"
         ),
         (F.col("position") + 1).cast("string").alias("source_offset"),

@@ -7,7 +7,7 @@ Two ways in, one RAW contract (docs/kinesis.md):
   (pure, tested). It is not on Maven Central, so it cannot run locally;
 * everywhere, ``KinesisShardReader`` reads the shards from the driver with boto3 (the same
   code against AWS and against the local moto endpoint) for the Kinesis raw archiver
-  (``weir.layers.kinesis_stream``), which commits each round to RAW with its positions.
+  (``weir.layers.streaming.kinesis``), which commits each round to RAW with its positions.
 
 The reader keeps one position per shard (the last sequence number read), reads parents
 before children after a reshard, retries throttling with bounded backoff and renews

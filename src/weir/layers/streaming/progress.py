@@ -3,8 +3,8 @@
 ``ProgressRecorder`` is a ``StreamingQueryListener``. Spark calls it on its listener thread,
 so it only logs and buffers; the driver loop calls ``flush()`` every few seconds to append
 the buffered rows to ``_control/stream_progress`` (best effort: a failed flush keeps the
-rows for the next one, and never stops ingestion). ``stream_status`` reads the last row per
-query back (`weir stream status`).
+rows for the next one, and never stops ingestion). ``weir.control.stream_progress`` reads
+them back (`weir stream status`).
 """
 
 from __future__ import annotations
@@ -12,20 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQueryListener
 
-from weir.layers.checkpoints import latest_table_version
 from weir.schemas import STREAM_PROGRESS_PARTITION_COLUMNS, STREAM_PROGRESS_SCHEMA
 
 log = logging.getLogger("weir.stream")
 
 # Rows kept when flushes keep failing (oldest dropped first): about a day at a 5 s trigger.
 MAX_BUFFERED_ROWS = 50_000
+# How often a running stream appends its buffered progress rows.
+PROGRESS_FLUSH_SECONDS = 10.0
 
 
 def _timestamp(text: Optional[str]) -> Optional[datetime]:
@@ -99,6 +100,7 @@ class ProgressRecorder(StreamingQueryListener):
         self._lock = threading.Lock()
         self._terminated: set[str] = set()
         self._terminated_changed = threading.Condition(self._lock)
+        self._next_flush = time.monotonic() + PROGRESS_FLUSH_SECONDS
 
     def onQueryStarted(self, event: Any) -> None:  # noqa: N802
         if event.name in self.query_names:
@@ -134,6 +136,13 @@ class ProgressRecorder(StreamingQueryListener):
                 lambda: wanted <= self._terminated, timeout=timeout
             )
 
+    def flush_if_due(self, spark: SparkSession, path: str) -> int:
+        """:meth:`flush` at most every PROGRESS_FLUSH_SECONDS; returns the rows written."""
+        if time.monotonic() < self._next_flush:
+            return 0
+        self._next_flush = time.monotonic() + PROGRESS_FLUSH_SECONDS
+        return self.flush(spark, path)
+
     def flush(self, spark: SparkSession, path: str) -> int:
         """Append the buffered rows to the progress table; returns how many were written."""
         with self._lock:
@@ -155,36 +164,3 @@ class ProgressRecorder(StreamingQueryListener):
                 self._rows = (rows + self._rows)[-MAX_BUFFERED_ROWS:]
             return 0
         return len(rows)
-
-
-# The columns `weir stream status` shows, per query: its last recorded micro-batch.
-STATUS_COLUMNS = (
-    "query_name",
-    "batch_id",
-    "trigger_time",
-    "num_input_rows",
-    "batch_duration_ms",
-    "watermark",
-    "offsets_behind_latest",
-)
-
-
-def latest_progress(progress: DataFrame) -> DataFrame:
-    """The last progress row of each query (greatest trigger time, then batch id). Pure."""
-    newest_first = Window.partitionBy("query_name").orderBy(
-        F.col("trigger_time").desc(), F.col("batch_id").desc()
-    )
-    return (
-        progress.withColumn("rank", F.row_number().over(newest_first))
-        .where(F.col("rank") == 1)
-        .select(*STATUS_COLUMNS)
-    )
-
-
-def stream_status(spark: SparkSession, path: str) -> list[dict[str, Any]]:
-    """Last recorded micro-batch per query from the progress table at ``path``, by query
-    name; [] when no stream has recorded progress there yet. Reads by path only."""
-    if latest_table_version(spark, path) is None:
-        return []
-    rows = latest_progress(spark.read.format("delta").load(path)).orderBy("query_name")
-    return [row.asDict() for row in rows.collect()]

@@ -1,4 +1,4 @@
-"""`weir merge --follow | --every`: the merge loop (weir.layers.merge_loop, docs/serving.md).
+"""`weir merge --follow | --every`: the merge loop (weir.serving.loop, docs/serving.md).
 
 The loop's timing and failure handling are pinned with a fake merge and a fake clock (no
 Spark); one test runs real merges on a tiny lake built with test_serving's helpers while a
@@ -18,30 +18,24 @@ from typing import Optional
 import pytest
 from pyspark.sql import SparkSession
 
-from layers.test_serving import (
+from weir.cli import main
+from weir.config import WeirConfig
+from weir.control import RUN_FAILED, RUN_SUCCEEDED, MergeRun, merge_runs
+from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
+from weir.lake import LakeLayout
+from weir.schemas import LAYER_SPEED
+from weir.serving import loop as merge_loop
+from weir.serving.loop import describe_merge, follow_merges
+from weir.serving.rule import SCOPE_FULL, SCOPE_INCREMENTAL, SCOPE_NONE
+
+from .builders import (
     JOB,
-    LAYER_SPEED,
     SPEED_ROWS,
     assert_unified,
     minute,
     upsert,
     write_conf,
     write_view,
-)
-from weir.cli import main
-from weir.config import WeirConfig
-from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
-from weir.lake import LakeLayout
-from weir.layers import merge_loop
-from weir.layers.merge_loop import describe_merge, follow_merges
-from weir.layers.serving import (
-    RUN_FAILED,
-    RUN_SUCCEEDED,
-    SCOPE_FULL,
-    SCOPE_INCREMENTAL,
-    SCOPE_NONE,
-    MergeRun,
-    merge_runs,
 )
 
 STARTED = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -25,12 +25,10 @@ from weir.config import ConfigError, WeirConfig
 from weir.control import MODE_FULL, MODE_INCREMENTAL, RUN_SUCCEEDED, BatchRun, batch_runs
 from weir.errors import EXIT_BAD_CONFIG, EXIT_OK
 from weir.lake import LakeLayout
-from weir.layers import batch
-from weir.layers.batch import RebuildRequest, adopt_files, input_uri, rebuild_batch
+from weir.layers.batch import RebuildRequest, adopt, adopt_files, input_uri, rebuild_batch
 
-from .test_batch import (
+from .builders import (
     assert_view,
-    config_for,
     expected_view,
     lake_entries,
     minute,
@@ -39,7 +37,7 @@ from .test_batch import (
     write_conf,
 )
 
-JOB = Path(__file__).resolve().parents[2] / "jobs" / "batch" / "rebuild.py"
+JOB = Path(__file__).resolve().parents[3] / "jobs" / "batch" / "rebuild.py"
 CUTOFF = "2026-03-03T00:00:00Z"
 LATER_CUTOFF = "2026-03-04T00:00:00Z"
 DAY_1_FILE = "2026/03/01/10/telemetry-1-2026-03-01-10-04-00-0a1b"
@@ -96,11 +94,6 @@ def prefix(tmp_path: Path) -> Path:
     land(folder, DAY_2_FILE, DAY_2_LINES, "03-02T08:04:00")
     land(folder, "2026/03/02/08/_telemetry-in-flight", ["not yet complete"], "03-02T08:05:00")
     return folder
-
-
-@pytest.fixture
-def config(weir_config: WeirConfig, lake: LakeLayout) -> WeirConfig:
-    return config_for(weir_config, lake)
 
 
 def rebuild_from(spark: SparkSession, config: WeirConfig, prefix: Path, cutoff: str) -> BatchRun:
@@ -174,7 +167,7 @@ def test_rebuild_from_input_gives_the_expected_rows_and_counts(
     assert (run.status, run.mode, run.raw_version) == (RUN_SUCCEEDED, MODE_FULL, 0)
     assert (run.records_in, run.valid, run.quarantined) == (7, 5, 2)
     assert (run.duplicates, run.conflicting_duplicates) == (2, 1)
-    # raw = valid + quarantine (DESIGN §4): the adoption wrote the quarantine rows too
+    # raw = valid + quarantine (docs/contract.md): the adoption wrote the quarantine rows too
     reasons = delta(spark, lake.quarantine).groupBy("reason").count().collect()
     assert {(r["reason"], r["count"]) for r in reasons} == {
         ("malformed_json", 1),
@@ -223,7 +216,7 @@ def test_adoption_killed_between_quarantine_and_raw_completes_once_next_time(
         raise RuntimeError("killed before the RAW commit")
 
     with monkeypatch.context() as patched:
-        patched.setattr(batch, "_append_adopted_raw", killed)
+        patched.setattr(adopt, "_append_adopted_raw", killed)
         with pytest.raises(RuntimeError):
             adopt_files(spark, lake, input_uri(str(prefix)))
     assert delta(spark, lake.quarantine).count() == 2  # committed before the kill

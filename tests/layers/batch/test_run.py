@@ -1,4 +1,4 @@
-"""The batch layer (DESIGN.md §6, docs/batch.md) on small RAW Delta tables built in a tmp lake.
+"""The batch layer (docs/batch.md) runs on small RAW Delta tables built in a tmp lake.
 
 Metric values are exact binary fractions, so sums and averages do not depend on the order
 Spark adds them in and views from different runs compare exactly.
@@ -6,20 +6,16 @@ Spark adds them in and views from different runs compare exactly.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from pathlib import Path
-from typing import Any, Optional
 
 import pytest
-import yaml
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
 
 from weir.cli import main
 from weir.config import ConfigError, WeirConfig
@@ -32,315 +28,37 @@ from weir.control import (
     BatchRun,
     batch_runs,
 )
-from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
+from weir.errors import EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
 from weir.lake import LakeLayout, local_path
-from weir.layers.batch import (
-    RebuildRequest,
-    batch_horizon,
-    default_cutoff,
-    event_index_rows,
-    first_received_events,
-    parse_cutoff,
-    rebuild_batch,
-    rebuild_request,
-    received_before,
+
+from .builders import (
+    VIEW_SCHEMA,
+    append_raw,
+    assert_view,
+    config_for,
+    event_index,
+    expected_view,
+    fault,
+    index_commits,
+    index_of_a_full_dedup,
+    minute,
+    partition_files,
+    rebuild,
+    record,
+    utc,
+    view,
+    write_conf,
 )
-from weir.schemas import (
-    BATCH_EVENTS_SCHEMA,
-    BATCH_RUN_SCHEMA,
-    MINUTE_SCHEMA,
-    RAW_PARTITION_COLUMNS,
-    RAW_SCHEMA,
-)
-
-UTC = timezone.utc
-YEAR = 2026
-JOB = Path(__file__).resolve().parents[2] / "jobs" / "batch" / "rebuild.py"
-# The batch view without computed_at (the run's start time, the one column a re-run changes).
-VIEW_SCHEMA = StructType([f for f in MINUTE_SCHEMA.fields if f.name != "computed_at"])
-VIEW_COLUMNS = VIEW_SCHEMA.fieldNames()
-
-
-def utc(text: str) -> datetime:
-    """An aware UTC datetime from ISO text with Z, or from a short ``MM-DDTHH:MM:SS`` in 2026."""
-    if not text.endswith("Z"):
-        text = f"{YEAR}-{text}Z"
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-# --- Builders -----------------------------------------------------------------------------------
-
-
-def record(
-    event_id: str,
-    device_id: str,
-    event_time: Any,
-    ingest_time: str,
-    offset: int,
-    partition: str = "0",
-    temp: Optional[float] = None,
-    status: Optional[str] = None,
-) -> tuple:
-    """A RAW row (RAW_SCHEMA order) holding one event as its producer sent it.
-
-    Times are short ``MM-DDTHH:MM:SS`` texts in 2026 UTC; an integer event_time is epoch ms.
-    """
-    fields = {"event_id": event_id, "device_id": device_id, "event_time": event_time}
-    if isinstance(event_time, str):
-        fields["event_time"] = utc(event_time).isoformat().replace("+00:00", "Z")
-    if temp is not None:
-        fields["temperature_c"] = temp
-    if status is not None:
-        fields["status"] = status
-    return fault(json.dumps(fields), ingest_time, offset, partition)
-
-
-def fault(payload: str, ingest_time: str, offset: int, partition: str = "0") -> tuple:
-    received = utc(ingest_time)
-    return (
-        "kafka",
-        "telemetry",
-        partition,
-        str(offset),
-        None,
-        payload,
-        received,
-        received,
-        received.date(),
-    )
-
-
-def append_raw(spark: SparkSession, lake: LakeLayout, rows: list[tuple]) -> None:
-    """One commit to RAW, as one micro-batch of the raw archiver would make."""
-    spark.createDataFrame(rows, RAW_SCHEMA).write.format("delta").mode("append").partitionBy(
-        *RAW_PARTITION_COLUMNS
-    ).save(lake.raw)
-
-
-def minute(
-    device_id: str,
-    window_start: str,
-    count: int,
-    temperatures: tuple[float, ...],
-    status_last: Optional[str] = None,
-) -> tuple:
-    """An expected view row (VIEW_COLUMNS order) for events carrying only temperature/status."""
-    start = utc(window_start)
-    return (
-        device_id,
-        start,
-        start + timedelta(minutes=1),
-        start.date(),
-        count,
-        sum(temperatures) / len(temperatures),
-        min(temperatures),
-        max(temperatures),
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        status_last,
-        "batch",
-    )
-
-
-def expected_view(spark: SparkSession, rows: list[tuple]) -> DataFrame:
-    return spark.createDataFrame(rows, VIEW_SCHEMA)
-
-
-def view(spark: SparkSession, lake: LakeLayout) -> DataFrame:
-    return spark.read.format("delta").load(lake.batch).select(*VIEW_COLUMNS)
-
-
-def assert_view(actual: DataFrame, expected: DataFrame) -> None:
-    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
-
-
-def partition_files(spark: SparkSession, lake: LakeLayout) -> dict[str, set[str]]:
-    """The view's data files by event_date partition folder."""
-    files: dict[str, set[str]] = {}
-    for path in spark.read.format("delta").load(lake.batch).inputFiles():
-        folder = next(p for p in path.split("/") if p.startswith("event_date="))
-        files.setdefault(folder.split("=", 1)[1], set()).add(path)
-    return files
-
-
-def event_index(spark: SparkSession, lake: LakeLayout) -> DataFrame:
-    return (
-        spark.read.format("delta").load(lake.batch_events).select(*BATCH_EVENTS_SCHEMA.fieldNames())
-    )
-
-
-def index_of_a_full_dedup(spark: SparkSession, lake: LakeLayout, cutoff: str) -> DataFrame:
-    """What batch/events must hold for a cutoff: a full dedup of every record before it."""
-    raw = received_before(spark.read.format("delta").load(lake.raw), utc(cutoff))
-    return event_index_rows(first_received_events(raw))
-
-
-def index_commits(spark: SparkSession, lake: LakeLayout) -> dict[str, dict]:
-    """The event index's commits by run id: their operation parameters."""
-    history = DeltaTable.forPath(spark, lake.batch_events).history()
-    return {
-        row["userMetadata"]: dict(row["operationParameters"])
-        for row in history.collect()
-        if row["userMetadata"]
-    }
-
-
-def config_for(base: WeirConfig, lake: LakeLayout) -> WeirConfig:
-    return base.model_copy(update={"lake": base.lake.model_copy(update={"root": lake.root})})
-
-
-def rebuild(
-    spark: SparkSession, config: WeirConfig, cutoff: str, mode: str = MODE_INCREMENTAL
-) -> BatchRun:
-    return rebuild_batch(spark, config, RebuildRequest(cutoff=utc(cutoff), mode=mode))
-
-
-def write_conf(config: WeirConfig, folder: Path) -> str:
-    path = folder / "weir.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump()), "utf-8")
-    return str(path)
-
-
-def lake_entries(lake: LakeLayout) -> set[str]:
-    root = Path(local_path(lake.root))
-    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
-
-
-@pytest.fixture
-def config(weir_config: WeirConfig, lake: LakeLayout) -> WeirConfig:
-    """The session config with the lake moved to this test's tmp lake."""
-    return config_for(weir_config, lake)
-
-
-# --- Arguments and arithmetic (no Spark) --------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-03-01T10:00:00Z", "2026-03-01T10:00:00+00:00"),
-        ("2026-03-01T12:30:00+02:00", "2026-03-01T10:30:00+00:00"),
-        ("2026-03-01T05:00-0530", "2026-03-01T10:30:00+00:00"),
-        ("2026-03-01T10:00:00.1234567Z", "2026-03-01T10:00:00.123456+00:00"),
-    ],
-)
-def test_cutoff_with_z_or_offset_is_read_as_utc(text: str, expected: str) -> None:
-    parsed = parse_cutoff(text)
-    assert parsed.isoformat() == expected
-    assert parsed.utcoffset() == timedelta(0)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "2026-03-01T10:00:00",  # no offset: ambiguous
-        "2026-03-01",
-        "yesterday",
-        "2026-02-30T10:00:00Z",  # no such day
-        "2026-03-01T24:00:00Z",
-        "2026-03-01 10:00:00Z",
-        "2026-03-01T10:00:00+25:00",
-    ],
-)
-def test_cutoff_without_offset_or_malformed_is_a_config_error_naming_cutoff(text: str) -> None:
-    with pytest.raises(ConfigError) as raised:
-        parse_cutoff(text)
-    assert raised.value.key == "--cutoff"
-
-
-def test_default_cutoff_is_now_floored_to_the_hour() -> None:
-    now = utc("2026-03-01T10:59:59.999999Z")
-    assert default_cutoff(now) == utc("2026-03-01T10:00:00Z")
-    assert rebuild_request(now=now).cutoff == utc("2026-03-01T10:00:00Z")
-
-
-@pytest.mark.parametrize(
-    ("cutoff", "lateness", "horizon"),
-    [
-        ("2026-03-01T10:00:00Z", 10, "2026-03-01T09:50:00Z"),
-        ("2026-03-01T10:00:59.5Z", 10, "2026-03-01T09:50:00Z"),  # floored to the minute
-        ("2026-03-01T00:05:00Z", 10, "2026-02-28T23:55:00Z"),  # across midnight
-        ("2026-03-01T10:07:30Z", 0, "2026-03-01T10:07:00Z"),
-    ],
-)
-def test_horizon_is_cutoff_minus_lateness_floored_to_the_minute(
-    cutoff: str, lateness: int, horizon: str
-) -> None:
-    assert batch_horizon(utc(cutoff), lateness) == utc(horizon)
-
-
-def test_cutoff_in_the_future_is_a_config_error() -> None:
-    now = utc("2026-03-01T10:00:00Z")
-    assert rebuild_request("2026-03-01T10:00:00Z", now=now).cutoff == now  # now itself is fine
-    with pytest.raises(ConfigError) as raised:
-        rebuild_request("2026-03-01T10:00:01Z", now=now)
-    assert raised.value.key == "--cutoff"
-
-
-@pytest.mark.parametrize(
-    ("arguments", "key"),
-    [
-        ({"date_from": "2026-03-01"}, "--to"),
-        ({"date_to": "2026-03-01"}, "--from"),
-        ({"date_from": "2026-03-02", "date_to": "2026-03-01"}, "--from"),
-        ({"date_from": "2026-3-1", "date_to": "2026-03-01"}, "--from"),
-        ({"date_from": "2026-03-01", "date_to": "20260302"}, "--to"),
-        ({"date_from": "2026-03-01", "date_to": "2026-03-01", "full": True}, "--full"),
-    ],
-)
-def test_bad_date_range_is_a_config_error_naming_the_option(arguments: dict, key: str) -> None:
-    with pytest.raises(ConfigError) as raised:
-        rebuild_request("2026-03-01T00:00:00Z", now=utc("2026-03-05T00:00:00Z"), **arguments)
-    assert raised.value.key == key
-
-
-def test_request_modes() -> None:
-    now = utc("2026-03-05T00:00:00Z")
-    assert rebuild_request(now=now).mode == MODE_INCREMENTAL
-    assert rebuild_request(full=True, now=now).mode == MODE_FULL
-    ranged = rebuild_request(date_from="2026-03-01", date_to="2026-03-02", now=now)
-    assert (ranged.mode, ranged.date_from, ranged.date_to) == (
-        MODE_RANGE,
-        date(2026, 3, 1),
-        date(2026, 3, 2),
-    )
-
-
-def test_run_record_fields_are_the_batch_run_schema() -> None:
-    assert tuple(BatchRun.__dataclass_fields__) == tuple(BATCH_RUN_SCHEMA.fieldNames())
-
-
-@pytest.mark.parametrize(
-    "cutoff", ["2026-03-01T10:00:00", "not-a-time", "2999-01-01T00:00:00Z"], ids=str
-)
-def test_cli_bad_cutoff_exits_2_and_writes_nothing(
-    cutoff: str, config: WeirConfig, lake: LakeLayout, tmp_path: Path
-) -> None:
-    conf = write_conf(config, tmp_path)
-    before = lake_entries(lake)
-    assert main(["batch", "rebuild", "--conf", conf, "--cutoff", cutoff]) == EXIT_BAD_CONFIG
-    assert lake_entries(lake) == before
-
-
-def test_job_bad_cutoff_exits_2(config: WeirConfig, lake: LakeLayout, tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("weir_job_batch_rebuild", JOB)
-    assert spec is not None and spec.loader is not None
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    conf = write_conf(config, tmp_path)
-    assert job.main(["--conf", conf, "--cutoff", "2026-03-01T10:00:00"]) == EXIT_BAD_CONFIG
-    assert lake_entries(lake) == set()
-
 
 # --- One full run on a corpus with duplicates and faults ---------------------------------------
 
 CORPUS_CUTOFF = "2026-03-02T12:00:00Z"
+
+
 # epoch milliseconds of 2026-03-02T08:00:30Z
 E6_EPOCH_MS = 1772438430000
+
+
 CORPUS = [
     record("e1", "dev-a", "03-01T10:00:05", "03-01T10:00:30", 1, temp=20.0, status="parked"),
     record("e2", "dev-a", "03-01T10:00:40", "03-01T10:01:00", 2, temp=22.0),
@@ -412,8 +130,14 @@ def test_no_raw_record_before_the_cutoff_fails_and_writes_no_view(
 # --- Runs over time: late events, twins across runs, lagging commits ---------------------------
 
 CUTOFF_1 = "2026-03-03T00:00:00Z"
+
+
 CUTOFF_2 = "2026-03-03T01:00:00Z"
+
+
 CUTOFF_3 = "2026-03-03T02:00:00Z"
+
+
 BEFORE_RUN_1 = [
     record("z1", "dev-z", "02-27T09:00:00", "02-27T09:00:10", 1, temp=1.0),
     record("a1", "dev-a", "03-01T09:00:10", "03-01T09:00:20", 2, temp=20.0),
@@ -422,6 +146,8 @@ BEFORE_RUN_1 = [
     # already in RAW when run 1 reads it, but received after run 1's cutoff
     record("q1", "dev-q", "03-01T12:00:00", "03-03T00:10:00", 5, temp=5.0),
 ]
+
+
 AFTER_RUN_1 = [
     # a late event for 2026-03-01, received after run 1
     record("a2", "dev-a", "03-01T09:00:50", "03-03T00:30:00", 6, temp=22.0),
@@ -436,14 +162,20 @@ AFTER_RUN_1 = [
     # received after every cutoff below: never read
     record("n1", "dev-n", "03-02T10:00:00", "03-03T05:00:00", 10, temp=7.0),
 ]
+
+
 # after the full run with CUTOFF_2: only another late retry of z1, so no winner changes
 RETRY_ONLY = [record("z1", "dev-z", "02-27T09:00:00", "03-03T01:30:00", 11, temp=1.0)]
+
+
 VIEW_AFTER_RUN_1 = [
     minute("dev-z", "02-27T09:00:00", 1, (1.0,)),
     minute("dev-a", "03-01T09:00:00", 1, (20.0,)),
     minute("dev-b", "03-02T10:00:00", 1, (10.0,)),
     minute("dev-m", "03-02T11:00:00", 1, (50.0,)),
 ]
+
+
 VIEW_AFTER_RUN_2 = [
     minute("dev-z", "02-27T09:00:00", 1, (1.0,)),
     minute("dev-m", "02-28T23:59:00", 1, (55.0,)),

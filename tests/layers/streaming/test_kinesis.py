@@ -25,11 +25,11 @@ from pyspark.sql import DataFrame, SparkSession
 
 from weir.config import ConfigError, KinesisSourceConfig, LakeConfig, WeirConfig
 from weir.contract import aggregate_minutes, classify_records, dedup_first_received, valid_events
+from weir.delta import committed_transactions
 from weir.errors import WeirError
 from weir.infra.process import wait_until
 from weir.lake import LakeLayout, local_path
-from weir.layers.checkpoints import committed_transactions
-from weir.layers.kinesis_stream import (
+from weir.layers.streaming.kinesis import (
     KinesisArchiver,
     archiver_writer_ids,
     round_ingest_time,

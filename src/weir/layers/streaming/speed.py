@@ -1,11 +1,11 @@
 """The speed layer: per-device, per-minute views from the stream, upserted into SPEED.
 
 The same contract transforms as the batch layer (``classify_records``, ``valid_events``,
-``aggregate_minutes``); what differs is streaming state: an event-time watermark of the
-allowed lateness (DESIGN.md §6), duplicates dropped within it, and windows emitted in update
-mode. Each micro-batch carries the full current aggregate of every window it changed, so
-``upsert_minutes`` (a MERGE on the window key) is idempotent: a replayed batch writes the
-same values again.
+``aggregate_minutes``); what differs is streaming state: an event-time watermark of the allowed
+lateness (docs/contract.md, "The serving rule"), duplicates dropped within it, and windows
+emitted in update mode. Each micro-batch carries the full current aggregate of every window it
+changed, so ``upsert_minutes`` (a MERGE on the window key) is idempotent: a replayed batch
+writes the same values again.
 
 Approximate by design: events later than the watermark are left to the batch layer, and
 among copies of one event that arrive in the same micro-batch any one may win (the batch
@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from weir.contract import aggregate_minutes, classify_records, valid_events
-from weir.lake import date_literals
+from weir.delta import dates_predicate
 from weir.schemas import LAYER_SPEED, MINUTE_KEY
 
 
@@ -70,7 +70,7 @@ def upsert_minutes(
     if dates is not None:
         if not dates:
             return  # no dates, no rows: nothing to merge
-        condition += f" AND t.event_date IN ({date_literals(dates)})"
+        condition += f" AND {dates_predicate('t.event_date', dates)}"
     (
         DeltaTable.forPath(spark, path)
         .alias("t")

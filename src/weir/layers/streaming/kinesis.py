@@ -13,7 +13,7 @@ it is missing, the raw archiver is a driver-side loop:
 * ``speed-kinesis`` is a Structured Streaming query on the RAW Delta table, filtered to the
   stream, feeding the shared speed transforms and MERGE, with its own checkpoint.
 
-``run_kinesis_stream`` wires them and mirrors ``weir.layers.streaming.run_stream``.
+``run_kinesis_stream`` wires them and mirrors :func:`weir.layers.streaming.run.run_stream`.
 """
 
 from __future__ import annotations
@@ -27,30 +27,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
-from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from weir.config import ConfigError, KinesisSourceConfig, WeirConfig
 from weir.contract import classify_records, quarantine_rows
+from weir.delta import append_once, committed_transactions
 from weir.errors import WeirError
 from weir.lake import LakeLayout
-from weir.layers.checkpoints import committed_transactions
-from weir.layers.progress import ProgressRecorder
-from weir.layers.raw import WriterIds
-from weir.layers.speed import source_rows
-from weir.layers.streaming import (
-    POLL_SECONDS,
-    PROGRESS_FLUSH_SECONDS,
+from weir.layers.streaming.archiver import WriterIds
+from weir.layers.streaming.progress import ProgressRecorder
+from weir.layers.streaming.queries import (
     StreamResult,
+    await_poll,
     ensure_stream_tables,
-    error_summary,
+    raise_if_failed,
     raw_query_name,
     speed_query_name,
     start_speed_layer,
     stop_gracefully,
 )
+from weir.layers.streaming.speed import source_rows
 from weir.schemas import QUARANTINE_PARTITION_COLUMNS, RAW_PARTITION_COLUMNS, RAW_SCHEMA
 from weir.sources.kinesis import (
     KINESIS,
@@ -157,26 +155,6 @@ def round_metadata(
     return json.dumps(
         {"kinesis_stream": stream, "round": round_id, "records": records, "positions": positions},
         sort_keys=True,
-    )
-
-
-def append_round(
-    rows: DataFrame,
-    path: str,
-    partition_columns: tuple[str, ...],
-    app_id: str,
-    round_id: int,
-    metadata: str,
-) -> None:
-    """Append ``rows`` once per (app_id, round_id): Delta skips a version it has recorded."""
-    (
-        rows.write.format("delta")
-        .mode("append")
-        .option("txnAppId", app_id)
-        .option("txnVersion", round_id)
-        .option("userMetadata", metadata)
-        .partitionBy(*partition_columns)
-        .save(path)
     )
 
 
@@ -317,7 +295,7 @@ class KinesisArchiver:
         return self.spark.createDataFrame(rows, RAW_SCHEMA)
 
     def append_raw(self, rows: DataFrame, round_id: int, metadata: str) -> None:
-        append_round(
+        append_once(
             rows, self.lake.raw, RAW_PARTITION_COLUMNS, self.writer_ids.raw, round_id, metadata
         )
 
@@ -325,7 +303,7 @@ class KinesisArchiver:
         """Classify the round's RAW rows and append the invalid ones (a round without any
         commits too, so QUARANTINE's round always follows RAW's)."""
         quarantine = rows.transform(classify_records).transform(quarantine_rows)
-        append_round(
+        append_once(
             quarantine,
             self.lake.quarantine,
             QUARANTINE_PARTITION_COLUMNS,
@@ -346,17 +324,6 @@ class KinesisArchiver:
             "keep arriving faster than they are archived); what was read is committed: run "
             "without --available-now to keep up"
         )
-
-
-# --- the speed layer on RAW ------------------------------------------------------------------
-
-
-def start_kinesis_speed_layer(
-    spark: SparkSession, config: WeirConfig, available_now: bool
-) -> StreamingQuery:
-    """``speed-kinesis``: RAW (this stream) -> speed_minutes -> MERGE into SPEED, the speed
-    layer every source shares."""
-    return start_speed_layer(spark, config, KINESIS, available_now)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -397,14 +364,6 @@ def require_stream(client: Any, stream: str, endpoint: Optional[str]) -> None:
             f"Kinesis stream {stream!r} (sources.kinesis.stream) does not exist at {where}; "
             "create it (locally: `weir infra up`)"
         ) from None
-
-
-def _speed_failure(query: StreamingQuery) -> Optional[WeirError]:
-    error = None if query.isActive else query.exception()
-    if error is None:
-        return None
-    log.error("query %s failed:\n%s", query.name, error)
-    return WeirError(f"{query.name} failed: {error_summary(str(error))} (full error in the log)")
 
 
 def run_kinesis_stream(
@@ -458,14 +417,13 @@ def _run(
         if available_now:
             archiver.drain(stop)
             if not stop.is_set():
-                speed = start_kinesis_speed_layer(spark, config, available_now=True)
+                speed = start_speed_layer(spark, config, KINESIS, available_now=True)
                 _await_finished(speed, stop)
         else:
-            speed = start_kinesis_speed_layer(spark, config, available_now=False)
+            speed = start_speed_layer(spark, config, KINESIS, available_now=False)
             result.progress_rows += _follow(archiver, speed, recorder, config, stop)
-        failure = None if speed is None else _speed_failure(speed)
-        if failure is not None:
-            raise failure
+        if speed is not None:
+            raise_if_failed([speed])
         result.stopped_by_signal = stop.is_set()
     finally:
         if speed is not None:
@@ -484,10 +442,7 @@ def _run(
 def _await_finished(query: StreamingQuery, stop: threading.Event) -> None:
     """Until the query finished (or failed: the caller reports it) or ``stop`` is set."""
     while query.isActive and not stop.is_set():
-        try:
-            query.awaitTermination(POLL_SECONDS)
-        except StreamingQueryException:
-            return
+        await_poll(query)
 
 
 def _follow(
@@ -501,17 +456,12 @@ def _follow(
     returns the progress rows recorded."""
     lake = LakeLayout.from_config(config)
     interval = float(config.timing.trigger_interval_seconds)
-    next_flush = time.monotonic() + PROGRESS_FLUSH_SECONDS
     recorded = 0
     while not stop.is_set():
         round_started = time.monotonic()
         outcome = archiver.run_round()
-        failure = _speed_failure(speed)
-        if failure is not None:
-            raise failure
-        if time.monotonic() >= next_flush:
-            recorded += recorder.flush(archiver.spark, lake.stream_progress)
-            next_flush = time.monotonic() + PROGRESS_FLUSH_SECONDS
+        raise_if_failed([speed])
+        recorded += recorder.flush_if_due(archiver.spark, lake.stream_progress)
         if not outcome.backlog:
             stop.wait(max(0.0, interval - (time.monotonic() - round_started)))
     return recorded

@@ -17,26 +17,11 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 
 from weir.contract import classify_records, quarantine_rows
+from weir.delta import append_once
 from weir.lake import LakeLayout
 from weir.schemas import QUARANTINE_PARTITION_COLUMNS, RAW_PARTITION_COLUMNS
 
 log = logging.getLogger("weir.stream")
-
-
-def append_once(
-    rows: DataFrame, path: str, partition_columns: tuple[str, ...], app_id: str, version: int
-) -> None:
-    """Append ``rows`` to the Delta table at ``path`` once per (app_id, version). Idempotent:
-    Delta skips the write when the table already holds a commit with that app id and a
-    version at least this one."""
-    (
-        rows.write.format("delta")
-        .mode("append")
-        .option("txnAppId", app_id)
-        .option("txnVersion", version)
-        .partitionBy(*partition_columns)
-        .save(path)
-    )
 
 
 @dataclass(frozen=True)

@@ -28,94 +28,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from weir.config import ConfigError
+from weir.delta import committed_transactions, path_missing
 from weir.errors import WeirError
 
 EPOCH_MARKER = "_weir_epoch"
-_TXN_SCHEMA = "txn STRUCT<appId: STRING, version: BIGINT>"
-_LAST_CHECKPOINT_SCHEMA = "version BIGINT, parts BIGINT, v2Checkpoint STRING"
 _EPOCH_SUFFIX = re.compile(r"-e(\d+)$")
-
-
-def _path_missing(error: AnalysisException) -> bool:
-    return "PATH_NOT_FOUND" in str(error) or "Path does not exist" in str(error)
-
-
-def _not_a_delta_table(error: AnalysisException) -> bool:
-    text = str(error)
-    # No _delta_log; a _delta_log without a commit yet (another process is creating it).
-    return any(
-        mark in text
-        for mark in ("DELTA_MISSING_DELTA_TABLE", "is not a Delta table", "DELTA_TABLE_NOT_FOUND")
-    )
-
-
-def latest_table_version(spark: SparkSession, path: str) -> Optional[int]:
-    """The latest version of the Delta table at ``path``; None while there is none.
-
-    Not ``DeltaTable.isDeltaTable``: a JVM that once looked at a table between the creation of
-    its ``_delta_log`` folder and its first commit (another process creating it) keeps
-    answering False from its cached log. ``forPath`` refreshes the log.
-    """
-    from delta.tables import DeltaTable
-
-    try:
-        latest = DeltaTable.forPath(spark, path).history(1).select("version").first()
-    except AnalysisException as error:
-        if _not_a_delta_table(error) or _path_missing(error):
-            return None
-        raise
-    return None if latest is None else int(latest[0])
-
-
-def committed_transactions(spark: SparkSession, table_path: str) -> dict[str, int]:
-    """The latest idempotent-write version per ``txnAppId`` in a Delta table ({} if no table).
-
-    Read the way Delta builds a snapshot: the last checkpoint (Parquet) plus every JSON commit
-    after it, keeping the highest ``txn.version`` per app id.
-    """
-    latest = latest_table_version(spark, table_path)
-    if latest is None:
-        return {}
-    log = f"{table_path.rstrip('/')}/_delta_log"
-    sources = []
-    checkpoint_version = -1
-    try:
-        last = spark.read.schema(_LAST_CHECKPOINT_SCHEMA).json(f"{log}/_last_checkpoint").first()
-    except AnalysisException as error:
-        if not _path_missing(error):
-            raise
-        last = None
-    if last is not None and last["version"] is not None and last["version"] <= latest:
-        if last["v2Checkpoint"] is not None:
-            raise WeirError(
-                f"{table_path} uses Delta V2 checkpoints, which the checkpoint guard does not "
-                "read; Weir's tables are created without them"
-            )
-        checkpoint_version = int(last["version"])
-        parts = int(last["parts"] or 0)
-        names = (
-            [f"{checkpoint_version:020d}.checkpoint.parquet"]
-            if parts == 0
-            else [
-                f"{checkpoint_version:020d}.checkpoint.{part:010d}.{parts:010d}.parquet"
-                for part in range(1, parts + 1)
-            ]
-        )
-        sources.append(spark.read.schema(_TXN_SCHEMA).parquet(*(f"{log}/{n}" for n in names)))
-    commits = [f"{log}/{v:020d}.json" for v in range(checkpoint_version + 1, latest + 1)]
-    if commits:
-        sources.append(spark.read.schema(_TXN_SCHEMA).json(commits))
-    transactions: dict[str, int] = {}
-    for frame in sources:
-        rows = (
-            frame.where(F.col("txn").isNotNull())
-            .groupBy(F.col("txn.appId").alias("app_id"))
-            .agg(F.max("txn.version").alias("version"))
-            .collect()
-        )
-        for row in rows:
-            transactions[row["app_id"]] = max(transactions.get(row["app_id"], -1), row["version"])
-    return transactions
 
 
 def last_planned_batch(spark: SparkSession, checkpoint: str) -> Optional[int]:
@@ -130,7 +47,7 @@ def last_planned_batch(spark: SparkSession, checkpoint: str) -> Optional[int]:
             .first()
         )
     except AnalysisException as error:
-        if not _path_missing(error):
+        if not path_missing(error):
             raise
         return None
     return None if names is None or names["batch"] is None else int(names["batch"])
@@ -142,7 +59,7 @@ def read_epoch(spark: SparkSession, checkpoint: str) -> Optional[int]:
         marker = f"{checkpoint.rstrip('/')}/{EPOCH_MARKER}"
         row = spark.read.schema("epoch INT").json(marker).first()
     except AnalysisException as error:
-        if not _path_missing(error):
+        if not path_missing(error):
             raise
         return None
     return None if row is None else row["epoch"]

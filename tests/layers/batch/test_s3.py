@@ -22,13 +22,13 @@ from weir.control import MODE_FULL, RUN_SUCCEEDED, batch_runs
 from weir.lake import LakeLayout
 from weir.layers.batch import RebuildRequest, rebuild_batch
 
-from .test_batch import (
+from .builders import (
     assert_view,
     config_for,
     expected_view,
     view,
 )
-from .test_batch_input import (
+from .test_adopt import (
     DAY_1_FILE,
     DAY_1_LINES,
     DAY_2_FILE,

@@ -1,7 +1,7 @@
 """`weir merge --follow | --every SECONDS`: the merge, again and again, beside a running stream.
 
-:func:`follow_merges` runs :func:`weir.layers.serving.run_merge` at a fixed interval until
-``stop`` is set (SIGTERM / SIGINT through :func:`weir.signals.stop_on_signals`):
+:func:`follow_merges` runs :func:`weir.serving.merge.run_merge` at a fixed interval until
+``stop`` is set (SIGTERM / SIGINT through :func:`weir.entry.run_until_stopped`):
 
 * **Start to start.** Merge k+1 starts ``interval_s`` after merge k started; a merge that takes
   longer than the interval is followed at once by the next (never overlapping: one thread, one
@@ -34,9 +34,10 @@ from typing import Callable, Optional
 from pyspark.sql import SparkSession
 
 from weir.config import WeirConfig
+from weir.control import MergeRun
 from weir.entry import interval_seconds, run_until_stopped
 from weir.errors import WeirError
-from weir.layers.serving import MergeRun, run_merge
+from weir.serving.merge import run_merge
 
 log = logging.getLogger("weir.merge")
 
@@ -61,7 +62,7 @@ def chained_merges() -> Merge:
 
     The loop is the only merger in a healthy deployment, so the run it made last is the latest
     successful merge; reading it back from ``_control/merge_runs`` (a table that gains a row a
-    minute) cost about 1.5 s per merge here. Should another merger interleave, the baseline is
+    minute) is a Delta read per merge saved. Should another merger interleave, the baseline is
     merely older, which ``run_merge`` handles with a wider scope. The first call reads it.
     """
     last: Optional[MergeRun] = None

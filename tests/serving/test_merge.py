@@ -1,4 +1,4 @@
-"""The serving layer (DESIGN.md §6, docs/serving.md): the unified telemetry_minute table.
+"""The serving layer (docs/serving.md): the unified telemetry_minute table.
 
 BATCH and SPEED are tiny Delta tables built directly (MINUTE_SCHEMA rows), and the horizon
 comes from a `_control/batch_runs` row, as the batch layer records it. Rows are written with a
@@ -7,274 +7,64 @@ fixed ``computed_at``, so expected tables compare exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
 import pytest
-import yaml
 from chispa import assert_df_equality
 from delta.exceptions import ConcurrentAppendException
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from weir import delta
 from weir.cli import main
 from weir.config import WeirConfig
-from weir.control import MODE_FULL, MODE_RANGE, RUN_SUCCEEDED, BatchRun, record_batch_run
+from weir.control import (
+    MODE_RANGE,
+    RUN_SUCCEEDED,
+    merge_runs,
+)
+from weir.delta import table_version
 from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, WeirError
 from weir.lake import LakeLayout, local_path
-from weir.layers import serving
-from weir.layers.checkpoints import latest_table_version
-from weir.layers.serving import (
-    SCOPE_FULL,
-    SCOPE_INCREMENTAL,
-    SCOPE_NONE,
-    MergeRun,
-    changed_dates,
-    merge_runs,
-    merge_scope,
-    run_merge,
-    serving_rule,
-)
 from weir.schemas import (
     LAYER_BATCH,
     LAYER_SPEED,
-    MERGE_RUN_SCHEMA,
     MINUTE_KEY,
-    MINUTE_PARTITION_COLUMNS,
     MINUTE_SCHEMA,
 )
+from weir.serving import changes, merge
+from weir.serving.merge import changed_dates, run_merge
+from weir.serving.rule import SCOPE_FULL, SCOPE_INCREMENTAL, SCOPE_NONE
 
-UTC = timezone.utc
-COMPUTED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-H1 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-MINUTE = timedelta(minutes=1)
-JOB = Path(__file__).resolve().parents[2] / "jobs" / "merge" / "merge.py"
-
-
-def at(text: str) -> datetime:
-    """2026-03-01 at ``HH:MM`` UTC, or ``MM-DDTHH:MM`` in 2026."""
-    if "T" not in text:
-        text = f"03-01T{text}"
-    return datetime.fromisoformat(f"2026-{text}:00+00:00")
-
-
-def minute(
-    device: str,
-    start: str,
-    count: int,
-    layer: str,
-    temp: Optional[float] = 20.0,
-    computed_at: datetime = COMPUTED,
-) -> tuple:
-    """A MINUTE_SCHEMA row for the window starting at ``start`` (see :func:`at`)."""
-    begin = at(start)
-    return (
-        device,
-        begin,
-        begin + MINUTE,
-        begin.date(),
-        count,
-        temp,
-        temp,
-        temp,
-        50.0,
-        80.0,
-        None,
-        None,
-        52.5,
-        13.25,
-        "ok",
-        layer,
-        computed_at,
-    )
-
-
-def frame(spark: SparkSession, rows: list[tuple]) -> DataFrame:
-    return spark.createDataFrame(rows, MINUTE_SCHEMA)
-
-
-def write_view(spark: SparkSession, path: str, rows: list[tuple]) -> None:
-    """Overwrite a whole BATCH or SPEED table (one commit)."""
-    frame(spark, rows).write.format("delta").mode("overwrite").partitionBy(
-        *MINUTE_PARTITION_COLUMNS
-    ).save(path)
-
-
-def replace_dates(spark: SparkSession, path: str, day: date, rows: list[tuple]) -> None:
-    """Replace one event_date of BATCH, as a batch run does (replaceWhere)."""
-    frame(spark, rows).write.format("delta").mode("overwrite").option(
-        "replaceWhere", f"event_date = DATE'{day.isoformat()}'"
-    ).partitionBy(*MINUTE_PARTITION_COLUMNS).save(path)
-
-
-def upsert(spark: SparkSession, path: str, rows: list[tuple]) -> None:
-    """MERGE rows into SPEED by window key, as the speed layer does each micro-batch."""
-    condition = " AND ".join(f"t.{c} = s.{c}" for c in MINUTE_KEY)
-    DeltaTable.forPath(spark, path).alias("t").merge(
-        frame(spark, rows).alias("s"), condition
-    ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
-
-
-def batch_run(
-    spark: SparkSession, lake: LakeLayout, horizon: datetime, mode: str = MODE_FULL
-) -> None:
-    """Record a successful batch run with horizon H (cutoff = H + 10 minutes)."""
-    finished = datetime.now(UTC)
-    record_batch_run(
-        spark,
-        lake,
-        BatchRun(
-            run_id=f"batch-{horizon:%H%M}-{mode}",
-            status=RUN_SUCCEEDED,
-            mode=mode,
-            cutoff=horizon + timedelta(minutes=10),
-            horizon=horizon,
-            started_at=finished - timedelta(seconds=1),
-            finished_at=finished,
-        ),
-    )
-
-
-def unified(spark: SparkSession, lake: LakeLayout) -> DataFrame:
-    return spark.read.format("delta").load(lake.serving)
-
-
-def assert_unified(spark: SparkSession, lake: LakeLayout, rows: list[tuple]) -> None:
-    assert_df_equality(
-        unified(spark, lake), frame(spark, rows), ignore_row_order=True, ignore_nullable=True
-    )
-
-
-def versions(spark: SparkSession, path: str) -> list[int]:
-    return [r["version"] for r in DeltaTable.forPath(spark, path).history().collect()]
-
-
-def files_by_date(spark: SparkSession, lake: LakeLayout) -> dict[str, set[str]]:
-    files: dict[str, set[str]] = {}
-    for path in unified(spark, lake).inputFiles():
-        folder = next(p for p in path.split("/") if p.startswith("event_date="))
-        files.setdefault(folder.split("=", 1)[1], set()).add(path)
-    return files
-
-
-def config_for(base: WeirConfig, lake: LakeLayout) -> WeirConfig:
-    """``base`` with the lake moved to ``lake``."""
-    return base.model_copy(update={"lake": base.lake.model_copy(update={"root": lake.root})})
-
-
-@pytest.fixture
-def config(weir_config: WeirConfig, lake: LakeLayout) -> WeirConfig:
-    """The session config with the lake moved to this test's tmp lake."""
-    return config_for(weir_config, lake)
-
-
-# --- The rule, as a transform ---------------------------------------------------------------
-
-
-def test_window_ending_at_the_horizon_comes_from_batch_and_the_next_from_speed(
-    spark: SparkSession,
-) -> None:
-    batch = frame(
-        spark,
-        [
-            minute("veh-1", "09:59", 3, LAYER_BATCH),  # window_end == H: batch
-            minute("veh-1", "10:00", 9, LAYER_BATCH),  # window_end == H + 1 min: not batch
-        ],
-    )
-    speed = frame(
-        spark,
-        [
-            minute("veh-1", "09:59", 1, LAYER_SPEED),
-            minute("veh-1", "10:00", 4, LAYER_SPEED),
-        ],
-    )
-    expected = frame(
-        spark, [minute("veh-1", "09:59", 3, LAYER_BATCH), minute("veh-1", "10:00", 4, LAYER_SPEED)]
-    )
-    assert_df_equality(
-        serving_rule(batch, speed, H1), expected, ignore_row_order=True, ignore_nullable=True
-    )
-
-
-def test_without_a_batch_run_every_row_comes_from_speed(spark: SparkSession) -> None:
-    batch = frame(spark, [minute("veh-1", "09:00", 3, LAYER_BATCH)])
-    speed = frame(spark, [minute("veh-1", "09:00", 1, LAYER_SPEED)])
-    assert_df_equality(
-        serving_rule(batch, speed, None), speed, ignore_row_order=True, ignore_nullable=True
-    )
-
-
-def test_layer_column_names_the_side_a_row_came_from(spark: SparkSession) -> None:
-    # A row carrying the wrong layer in its source table is labelled by the side it is served from.
-    batch = frame(spark, [minute("veh-1", "09:00", 3, LAYER_SPEED)])
-    speed = frame(spark, [minute("veh-1", "11:00", 1, LAYER_BATCH)])
-    layers = {
-        (r["window_start"].hour, r["layer"]) for r in serving_rule(batch, speed, H1).collect()
-    }
-    assert layers == {(9, LAYER_BATCH), (11, LAYER_SPEED)}
-
-
-def test_merge_run_fields_are_the_merge_run_schema() -> None:
-    fields = [f.name for f in dataclasses.fields(MergeRun)]
-    assert sorted(fields) == sorted(MERGE_RUN_SCHEMA.fieldNames())
-
+from .builders import (
+    D1,
+    D2,
+    D3,
+    H1,
+    JOB,
+    MINUTE,
+    SPEED_ROWS,
+    UTC,
+    assert_unified,
+    at,
+    batch_run,
+    config_for,
+    files_by_date,
+    frame,
+    minute,
+    replace_dates,
+    unified,
+    upsert,
+    versions,
+    write_conf,
+    write_view,
+)
 
 # --- The scope of a merge (pure) ----------------------------------------------------------------
-
-D1, D2, D3 = date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1)
-
-
-def test_first_merge_and_unknown_changes_rebuild_everything() -> None:
-    assert merge_scope(None, H1, None, None, None, first_merge=True).kind == SCOPE_FULL
-    assert merge_scope(H1, H1, None, frozenset(), frozenset()).kind == SCOPE_FULL
-    assert merge_scope(H1, H1, frozenset(), frozenset(), None).kind == SCOPE_FULL
-
-
-def test_nothing_changed_is_an_empty_scope() -> None:
-    scope = merge_scope(H1, H1, frozenset(), frozenset(), frozenset())
-    assert scope.is_empty and scope.kind == SCOPE_NONE
-    assert merge_scope(None, None, frozenset(), frozenset(), frozenset()).is_empty
-
-
-def test_a_moved_horizon_switches_exactly_the_windows_between_the_two() -> None:
-    later = H1 + timedelta(hours=1)
-    scope = merge_scope(H1, later, frozenset(), frozenset(), frozenset())
-    assert scope.kind == SCOPE_INCREMENTAL and scope.switched == (H1, later)
-    assert merge_scope(later, H1, frozenset(), frozenset(), frozenset()).switched == (H1, later)
-    # From minus infinity (no batch run before): everything up to H switches to batch.
-    assert merge_scope(None, H1, frozenset(), frozenset(), frozenset()).switched == (None, H1)
-
-
-def test_changed_dates_of_batch_and_serving_are_whole_dates_speed_only_beyond_h() -> None:
-    scope = merge_scope(H1, H1, frozenset({D1}), frozenset({D3}), frozenset({D2}))
-    assert scope.dates == {D1, D2} and scope.speed_dates == {D3} and scope.switched is None
-    assert merge_scope(H1, H1, frozenset(), None, frozenset()).speed_dates is None
-
-
-def test_scope_filters_select_exactly_the_rows_in_scope(spark: SparkSession) -> None:
-    later = at("10:05")
-    rows = frame(
-        spark,
-        [
-            minute("a", "02-27T08:00", 1, LAYER_BATCH),  # D1: batch changed -> in
-            minute("a", "02-28T08:00", 1, LAYER_BATCH),  # D2: untouched -> out
-            minute("a", "09:59", 1, LAYER_BATCH),  # window_end 10:00 = H1 -> out
-            minute("a", "10:00", 1, LAYER_BATCH),  # window_end 10:01 in (H1, 10:05] -> in
-            minute("a", "10:04", 1, LAYER_BATCH),  # window_end 10:05 -> in
-            minute("a", "10:05", 1, LAYER_SPEED),  # beyond H = 10:05 on D3 (speed changed) -> in
-        ],
-    )
-    scope = merge_scope(H1, later, frozenset({D1}), frozenset({D3}), frozenset())
-    picked = rows.where(scope.partition_filter()).where(scope.row_filter())
-    starts = sorted(r["window_start"].strftime("%m-%dT%H:%M") for r in picked.collect())
-    assert starts == ["02-27T08:00", "03-01T10:00", "03-01T10:04", "03-01T10:05"]
-    # Speed changes only on D1 leave the rows beyond H on D3 out.
-    quiet = merge_scope(later, later, frozenset(), frozenset({D1}), frozenset())
-    assert rows.where(quiet.partition_filter()).where(quiet.row_filter()).count() == 0
 
 
 # --- Change detection on a Delta log --------------------------------------------------------
@@ -288,19 +78,19 @@ def test_changed_dates_reads_data_changes_between_two_versions(
         lake.batch,
         [minute("a", "02-27T08:00", 1, LAYER_BATCH), minute("a", "02-28T08:00", 1, LAYER_BATCH)],
     )
-    first = latest_table_version(spark, lake.batch)
+    first = table_version(spark, lake.batch)
     replace_dates(spark, lake.batch, D2, [minute("a", "02-28T08:00", 2, LAYER_BATCH)])
-    second = latest_table_version(spark, lake.batch)
+    second = table_version(spark, lake.batch)
     assert changed_dates(spark, lake.batch, first, second) == {D2}
     assert changed_dates(spark, lake.batch, second, second) == frozenset()
     frame(spark, [minute("b", "02-27T09:00", 1, LAYER_BATCH)]).write.format("delta").mode(
         "append"
     ).save(lake.batch)
-    third = latest_table_version(spark, lake.batch)
+    third = table_version(spark, lake.batch)
     assert changed_dates(spark, lake.batch, first, third) == {D1, D2}
     # Compaction rewrites D1's two files into one but changes no data (dataChange=false).
     DeltaTable.forPath(spark, lake.batch).optimize().executeCompaction()
-    compacted = latest_table_version(spark, lake.batch)
+    compacted = table_version(spark, lake.batch)
     assert compacted == third + 1
     assert changed_dates(spark, lake.batch, third, compacted) == frozenset()
     # Unknowable: a new table, a re-created one, a commit file gone from the log.
@@ -314,18 +104,14 @@ def test_changed_dates_reads_data_changes_between_two_versions(
 # --- Merges on a lake ---------------------------------------------------------------------------
 
 # SPEED and BATCH as of batch run 1 (H1 = 10:00): the boundary and a speed-only window <= H.
-SPEED_ROWS = [
-    minute("veh-1", "09:59", 1, LAYER_SPEED),  # window_end 10:00 <= H1: batch's
-    minute("veh-1", "10:00", 4, LAYER_SPEED),  # window_end 10:01 = H1 + 1 min: speed's
-    minute("veh-1", "10:01", 5, LAYER_SPEED),
-    minute("veh-2", "09:50", 7, LAYER_SPEED),  # <= H1 and not in batch: not published
-    minute("veh-2", "10:00", 6, LAYER_SPEED),  # speed's until batch covers it
-]
+
 BATCH_ROWS_1 = [
     minute("veh-1", "09:58", 2, LAYER_BATCH),
     minute("veh-1", "09:59", 3, LAYER_BATCH),
     minute("veh-1", "10:00", 9, LAYER_BATCH),  # beyond H1: not published yet
 ]
+
+
 UNIFIED_1 = [
     minute("veh-1", "09:58", 2, LAYER_BATCH),
     minute("veh-1", "09:59", 3, LAYER_BATCH),
@@ -333,14 +119,20 @@ UNIFIED_1 = [
     minute("veh-1", "10:01", 5, LAYER_SPEED),
     minute("veh-2", "10:00", 6, LAYER_SPEED),
 ]
+
+
 # Batch run 2 (H2 = 10:01) knows veh-1 10:00 better than speed, and has no veh-2 10:00.
 H2 = H1 + MINUTE
+
+
 BATCH_ROWS_2 = [
     minute("veh-1", "09:58", 2, LAYER_BATCH),
     minute("veh-1", "09:59", 3, LAYER_BATCH),
     minute("veh-1", "10:00", 8, LAYER_BATCH),
     minute("veh-1", "10:01", 10, LAYER_BATCH),  # beyond H2
 ]
+
+
 UNIFIED_2 = [
     minute("veh-1", "09:58", 2, LAYER_BATCH),
     minute("veh-1", "09:59", 3, LAYER_BATCH),
@@ -439,9 +231,9 @@ def test_the_diff_upserts_new_and_changed_windows_and_deletes_vanished_ones(
         minute("veh-4", "10:00", 1, LAYER_SPEED),  # new
     ]
 
-    changes = serving.serving_changes(frame(spark, wanted), frame(spark, current))
+    diff = changes.serving_changes(frame(spark, wanted), frame(spark, current))
 
-    upserts = changes.where(~F.col("_weir_delete")).drop("_weir_delete")
+    upserts = diff.where(~F.col("_weir_delete")).drop("_weir_delete")
     assert_df_equality(
         upserts,
         frame(spark, wanted[1:2] + wanted[3:]),
@@ -449,7 +241,7 @@ def test_the_diff_upserts_new_and_changed_windows_and_deletes_vanished_ones(
         ignore_nullable=True,
     )
     key = [*MINUTE_KEY, "event_date"]
-    deletes = changes.where(F.col("_weir_delete")).select(*key)
+    deletes = diff.where(F.col("_weir_delete")).select(*key)
     assert_df_equality(deletes, frame(spark, current[4:]).select(*key), ignore_nullable=True)
 
 
@@ -498,6 +290,8 @@ DAYS_BATCH = [
     minute("veh-1", "02-28T08:00", 3, LAYER_BATCH),
     minute("veh-1", "09:00", 4, LAYER_BATCH),
 ]
+
+
 DAYS_SPEED = [minute("veh-1", "10:30", 5, LAYER_SPEED), minute("veh-2", "10:30", 6, LAYER_SPEED)]
 
 
@@ -560,7 +354,7 @@ def _conflict() -> ConcurrentAppendException:
 def test_merge_retries_after_a_conflicting_commit_and_succeeds(
     spark: SparkSession, config: WeirConfig, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = serving.apply_changes
+    real = merge.apply_changes
     calls = []
 
     def conflicting_once(*args, **kwargs) -> None:
@@ -569,12 +363,12 @@ def test_merge_retries_after_a_conflicting_commit_and_succeeds(
             raise _conflict()
         real(*args, **kwargs)
 
-    monkeypatch.setattr(serving, "apply_changes", conflicting_once)
+    monkeypatch.setattr(merge, "apply_changes", conflicting_once)
     pauses: list[float] = []
     run = run_merge(spark, config, sleep=pauses.append)
 
     assert (run.status, run.attempts, len(calls), len(pauses)) == (RUN_SUCCEEDED, 2, 2, 1)
-    assert 0 < pauses[0] <= serving.BACKOFF_MAX_SECONDS * 1.5
+    assert 0 < pauses[0] <= delta.BACKOFF_MAX_SECONDS * 1.5
     assert_unified(spark, lake, UNIFIED_1)
 
 
@@ -586,7 +380,7 @@ def test_merge_gives_up_after_bounded_attempts_and_records_the_failure(
     def always_conflicting(*args, **kwargs) -> None:
         raise _conflict()
 
-    monkeypatch.setattr(serving, "apply_changes", always_conflicting)
+    monkeypatch.setattr(merge, "apply_changes", always_conflicting)
     pauses: list[float] = []
     with pytest.raises(WeirError, match="lost 3 times to concurrent commits"):
         run_merge(spark, config, sleep=pauses.append, attempts=3)
@@ -603,7 +397,7 @@ def test_a_foreign_commit_between_diff_and_commit_is_detected_and_repaired(
     spark: SparkSession, config: WeirConfig, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     upsert(spark, lake.speed, [minute("veh-1", "10:01", 15, LAYER_SPEED)])
-    real = serving.apply_changes
+    real = merge.apply_changes
     calls = []
 
     def someone_deletes_first(*args, **kwargs) -> None:
@@ -612,7 +406,7 @@ def test_a_foreign_commit_between_diff_and_commit_is_detected_and_repaired(
             DeltaTable.forPath(spark, lake.serving).delete("device_id = 'veh-2'")
         real(*args, **kwargs)
 
-    monkeypatch.setattr(serving, "apply_changes", someone_deletes_first)
+    monkeypatch.setattr(merge, "apply_changes", someone_deletes_first)
     run = run_merge(spark, config, sleep=lambda _: None)
 
     assert run.attempts == 2
@@ -628,18 +422,18 @@ def test_merge_beside_a_writer_upserting_speed_reads_the_version_it_pinned(
     # version, before it reads SPEED. Injected there, not raced from a thread, so it is
     # certain to happen at that moment.
     late = minute("veh-3", "10:05", 101, LAYER_SPEED)
-    real = serving._read_version
+    real = merge.read_minutes
 
     def stream_commits_first(session: SparkSession, path: str, version: Optional[int]):
         if path == lake.speed:
             upsert(spark, lake.speed, [late])
         return real(session, path, version)
 
-    monkeypatch.setattr(serving, "_read_version", stream_commits_first)
+    monkeypatch.setattr(merge, "read_minutes", stream_commits_first)
     run = run_merge(spark, config)
     monkeypatch.undo()
 
-    assert latest_table_version(spark, lake.speed) == run.speed_version + 1  # the writer went on
+    assert table_version(spark, lake.speed) == run.speed_version + 1  # the writer went on
     assert_unified(spark, lake, UNIFIED_1)  # ...unseen: the merge read its pinned version
     caught_up = run_merge(spark, config)  # the next merge catches up
     assert (caught_up.scope, caught_up.partitions_replaced) == (SCOPE_INCREMENTAL, [D3])
@@ -680,12 +474,6 @@ def test_unified_table_reads_the_same_with_the_deltalake_package(
     ]
     assert len(rust) == len(UNIFIED_1)
     assert comparable(rust) == comparable(spark_rows)
-
-
-def write_conf(config: WeirConfig, folder: Path) -> str:
-    path = folder / "weir.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump()), "utf-8")
-    return str(path)
 
 
 def test_weir_merge_command_publishes_and_exits_0(
