@@ -182,14 +182,16 @@ def hourly_volume(
     events_by_hour: Mapping[datetime, int], newest: Optional[datetime], trailing_hours: int
 ) -> list[HourVolume]:
     """The last ``trailing_hours`` complete hours before the hour of ``newest`` (the newest
-    window_end: that hour is still filling), each with the median of the ``trailing_hours``
-    hours before it. Hours without windows count as 0 events between the first hour with data
-    and ``newest``: a stream that stopped is a volume problem, not a gap in the check.
+    window_end: the hour it falls in is still filling), each with the median of the
+    ``trailing_hours`` hours before it. Hours without windows count as 0 events between the
+    first hour with data and ``newest``: a stream that stopped is a volume problem, not a gap
+    in the check.
     """
     if newest is None or not events_by_hour:
         return []
     first = min(events_by_hour)
-    current = (newest - timedelta(microseconds=1)).replace(minute=0, second=0, microsecond=0)
+    # A window ending exactly on the hour completes the hour before it.
+    current = newest.replace(minute=0, second=0, microsecond=0)
     hours = []
     at = first
     while at < current:
