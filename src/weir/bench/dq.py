@@ -170,6 +170,7 @@ def run(
     """Make (or reuse) the lake, then measure; best of ``repeat`` for every figure."""
     from weir.config import load_config
     from weir.control import COMPLETE_MODES, latest_batch_run
+    from weir.quality.metrics import utc_from_micros
     from weir.quality.run import chosen_suites, plan_checks, run_checks
     from weir.quality.validate import validate
 
@@ -180,8 +181,10 @@ def run(
     batch_run = latest_batch_run(spark, lake, COMPLETE_MODES)
     assert batch_run is not None  # prepared_lake made one
     horizon = batch_run.horizon
-    # The checks' clock: just after the newest window, as on a live lake.
-    now = FINAL_CUTOFF + timedelta(minutes=5)
+    # The checks' clock: just after the newest window, as on a live lake (fresh).
+    serving = spark.read.format("delta").load(lake.serving)
+    newest = serving.agg(F.max(F.unix_micros("window_end"))).first()[0]
+    now = utc_from_micros(newest) + timedelta(minutes=5)
 
     def checks() -> None:
         run_checks(spark, bench_config, clock=lambda: now)
