@@ -258,3 +258,21 @@ def test_mostly_lets_a_share_of_out_of_range_values_pass(
     assert in_range.success
     assert in_range.observed_value == f"{1 - 1 / 36:.6g}"
     assert in_range.threshold == ">= 0.9 of values in [-60, 150]"
+
+
+def test_a_plan_validates_twice_with_the_same_outcomes(
+    spark: SparkSession, config: WeirConfig, tmp_path: Path
+) -> None:
+    lake = LakeLayout.from_config(config)
+    run = b.batch_run()
+    plan = plan_checks(
+        spark,
+        config,
+        [s.BATCH_RUN],
+        b.NOW,
+        run,
+        b.snapshots(spark, lake, b.good_frames(spark, lake)),
+    )
+    first = validate(plan.validations, run.run_id, b.NOW, plan.versions(), tmp_path / "1")
+    again = validate(plan.validations, run.run_id, b.NOW, plan.versions(), tmp_path / "2")
+    assert first == again and len(first) == 3

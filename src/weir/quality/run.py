@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +48,8 @@ from weir.schemas import MINUTE_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA
 log = logging.getLogger("weir.dq")
 
 BATCH_EVENTS_TABLE = "batch/events"
+# Spark passes run at once (CheckPlan.measure says why).
+MEASURING_THREADS = 4
 
 
 def _utc_now() -> datetime:
@@ -145,6 +148,8 @@ class CheckPlan:
         self.cutoff = None if batch_run is None else batch_run.cutoff
         self.snapshots: dict[str, Snapshot] = dict(snapshots or {})
         self.zone: dict[str, Optional[dict]] = {}
+        self.hours: dict[str, list[dict]] = {}
+        self.days: Optional[list[dict]] = None
         self.validations: list[Validation] = []
         self.skipped: list[str] = []
         self.agreement: Optional[float] = None
@@ -203,12 +208,70 @@ class CheckPlan:
             ]
             self.add("quarantine.metrics", s.QUARANTINE, _one_row(metrics), expectations)
 
+    def view_hours(self, path: str) -> list[dict]:
+        if path not in self.hours:
+            measured = self.table(path).frame.transform(m.hourly_view_metrics).collect()
+            self.hours[path] = [row.asDict() for row in measured]
+        return self.hours[path]
+
+    def agreement_days(self) -> list[dict]:
+        if self.days is None:
+            batch, speed = self.table(self.lake.batch), self.table(self.lake.speed)
+            horizon = None if self.batch_run is None else self.batch_run.horizon
+            tolerance = self.checks.agreement.tolerance
+            measured = m.agreement_by_day(batch.frame, speed.frame, tolerance, horizon).collect()
+            self.days = [row.asDict() for row in measured]
+        return self.days
+
+    def measure(self, suites: Sequence[str]) -> None:
+        """Pin the tables ``suites`` read and run their Spark passes, a few at a time: the
+        passes are independent, and on small tables a pass is mostly the driver's latency
+        (planning, scheduling, the Delta log), which concurrent passes overlap."""
+        lake = self.lake
+        paths = {
+            s.RAW: [lake.raw],
+            s.QUARANTINE: [lake.quarantine],
+            s.SPEED: [lake.speed],
+            s.BATCH: [lake.batch],
+            s.UNIFIED: [lake.serving],
+            s.BATCH_RUN: [lake.raw, lake.quarantine],
+            s.AGREEMENT: [lake.batch, lake.speed],
+        }
+        needed = list(dict.fromkeys(path for suite in suites for path in paths[suite]))
+        passes: dict[str, Callable[[], object]] = {}
+        for suite in suites:
+            if suite in (s.RAW, s.BATCH_RUN):
+                passes["raw"] = lambda: self.zone_metrics(lake.raw, RAW_SCHEMA)
+            if suite in (s.QUARANTINE, s.BATCH_RUN):
+                passes["quarantine"] = lambda: self.zone_metrics(
+                    lake.quarantine, QUARANTINE_SCHEMA, all_reasons()
+                )
+            if suite in (s.SPEED, s.BATCH, s.UNIFIED):
+                path = {s.SPEED: lake.speed, s.BATCH: lake.batch, s.UNIFIED: lake.serving}[suite]
+                passes[path] = lambda path=path: self._view_pass(path)
+            if suite == s.AGREEMENT:
+                passes["agreement"] = self._agreement_pass
+        with ThreadPoolExecutor(max_workers=MEASURING_THREADS) as pool:
+            for _ in pool.map(self.table, needed):
+                pass
+            for _ in pool.map(lambda measure: measure(), passes.values()):
+                pass
+
+    def _view_pass(self, path: str) -> None:
+        if self.table(path).has_columns(MINUTE_SCHEMA):
+            self.view_hours(path)
+
+    def _agreement_pass(self) -> None:
+        batch, speed = self.table(self.lake.batch), self.table(self.lake.speed)
+        if batch.has_columns(MINUTE_SCHEMA) and speed.has_columns(MINUTE_SCHEMA):
+            self.agreement_days()
+
     def view(self, suite: str, path: str) -> None:
         snapshot = self.table(path)
         self.add_schema(suite, snapshot, MINUTE_SCHEMA, "MINUTE_SCHEMA")
         if not snapshot.has_columns(MINUTE_SCHEMA):
             return
-        hours = [row.asDict() for row in snapshot.frame.transform(m.hourly_view_metrics).collect()]
+        hours = self.view_hours(path)
         totals = m.view_totals(hours)
         name = snapshot.name
         expectations = [
@@ -294,13 +357,7 @@ class CheckPlan:
             self.skipped.append(f"{s.AGREEMENT}: the batch or speed view is missing")
             return
         config = self.checks.agreement
-        horizon = None if self.batch_run is None else self.batch_run.horizon
-        days = [
-            row.asDict()
-            for row in m.agreement_by_day(
-                batch.frame, speed.frame, config.tolerance, horizon
-            ).collect()
-        ]
+        days = self.agreement_days()
         self.agreement = m.overall_agreement(days)
         frame = pd.DataFrame(
             days, columns=["event_date", m.WINDOWS_COMPARED, m.WINDOWS_AGREEING, m.AGREEMENT]
@@ -318,6 +375,9 @@ def plan_checks(
 ) -> CheckPlan:
     """Measure the tables ``suites`` need (one Spark pass each) and build their validations."""
     plan = CheckPlan(spark, config, run_time, batch_run, snapshots)
+    started = time.monotonic()
+    plan.measure(suites)
+    log.info("dq: pinned and measured %s in %.1fs", ", ".join(suites), time.monotonic() - started)
     lake = plan.lake
     steps: dict[str, Callable[[], None]] = {
         s.RAW: plan.raw,
@@ -329,9 +389,7 @@ def plan_checks(
         s.AGREEMENT: plan.agreement_checks,
     }
     for suite in suites:
-        started = time.monotonic()
         steps[suite]()
-        log.info("dq: measured %s in %.1fs", suite, time.monotonic() - started)
     return plan
 
 

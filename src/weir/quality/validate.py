@@ -15,6 +15,7 @@ checkpoint: the action re-renders the site's index for every validation result, 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -166,7 +167,12 @@ def validate(
             validation.name
         )
         suite = context.suites.add(
-            gx.ExpectationSuite(name=validation.name, expectations=list(validation.expectations))
+            # Copies: GX ties an expectation to the suite it joins, and a plan may be validated
+            # more than once.
+            gx.ExpectationSuite(
+                name=validation.name,
+                expectations=[copy.copy(e) for e in validation.expectations],
+            )
         )
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=validation.name, data=batch, suite=suite)
