@@ -16,9 +16,9 @@ from quality import builders as b
 from weir.cli import main
 from weir.config import WeirConfig, config_from_mapping
 from weir.control import record_batch_run
+from weir.delta import table_version
 from weir.errors import EXIT_BAD_CONFIG, EXIT_CHECKS_FAILED, EXIT_OK
 from weir.lake import LakeLayout, local_path
-from weir.layers.checkpoints import latest_table_version
 from weir.quality import gate_decision, run_checks
 from weir.quality import run as run_module
 from weir.schemas import DQ_RESULTS_SCHEMA
@@ -98,7 +98,7 @@ def test_results_rows_carry_severity_observed_value_threshold_and_table_version(
     }
     ratio = rows["expect_column_max_to_be_between(quarantine_ratio)"]
     assert ratio["table_name"] == "quarantine/telemetry"
-    assert ratio["table_version"] == latest_table_version(spark, lake.quarantine) == 0
+    assert ratio["table_version"] == table_version(spark, lake.quarantine) == 0
     assert (ratio["severity"], ratio["success"]) == ("critical", True)
     assert (ratio["observed_value"], ratio["threshold"]) == (f"{1 / 30:.6g}", "<= 0.05")
     conflicting = rows["expect_column_max_to_be_between(conflicting_duplicate_ratio)"]

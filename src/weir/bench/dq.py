@@ -64,7 +64,7 @@ def _bench_config(base: WeirConfig, root: Path) -> WeirConfig:
 def prepared_lake(spark: SparkSession, config: WeirConfig, events: int) -> None:
     """Make the lake of ``config`` unless a complete one is there (module doc)."""
     from weir.layers.batch import RebuildRequest, rebuild_batch
-    from weir.layers.serving import run_merge
+    from weir.serving import run_merge
 
     lake = LakeLayout.from_config(config)
     folder = Path(lake.root[len("file://") :])

@@ -12,8 +12,8 @@ from datetime import datetime
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from weir.delta import table_version
 from weir.lake import LakeLayout
-from weir.layers.checkpoints import latest_table_version
 from weir.quality.validate import CheckOutcome
 from weir.schemas import DQ_RESULTS_SCHEMA
 
@@ -58,7 +58,7 @@ def latest_results(
 ) -> list[CheckOutcome]:
     """The latest result of each expectation (suite, table, expectation) recorded for
     ``run_id`` in ``suites``; [] when there is none (or no table yet)."""
-    if latest_table_version(spark, lake.dq_results) is None:
+    if table_version(spark, lake.dq_results) is None:
         return []
     rows = (
         spark.read.format("delta")

@@ -13,7 +13,7 @@ from typing import Optional
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from weir.layers.checkpoints import latest_table_version
+from weir.delta import read_snapshot, table_version
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ def relative_name(root: str, path: str) -> str:
 def pin(spark: SparkSession, root: str, path: str) -> Snapshot:
     """The Delta table at ``path`` at its latest version, read at exactly that version."""
     name = relative_name(root, path)
-    version = latest_table_version(spark, path)
+    version = table_version(spark, path)
     if version is None:
         return Snapshot(name, None, spark.createDataFrame([], StructType([])))
-    frame = spark.read.format("delta").option("versionAsOf", version).load(path)
-    return Snapshot(name, version, frame)
+    return Snapshot(name, version, read_snapshot(spark, path, version))
