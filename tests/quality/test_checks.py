@@ -23,8 +23,9 @@ from weir.config import WeirConfig, config_from_mapping
 from weir.control import BatchRun
 from weir.lake import LakeLayout
 from weir.quality import suites as s
+from weir.quality.outcomes import CheckOutcome
 from weir.quality.run import plan_checks
-from weir.quality.validate import CheckOutcome, validate
+from weir.quality.validate import validate
 from weir.schemas import LAYER_BATCH, LAYER_SPEED, MINUTE_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from weir.errors import ChecksFailedError
 from weir.quality import run as run_module
-from weir.quality.validate import CheckOutcome
+from weir.quality.outcomes import CheckOutcome
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 

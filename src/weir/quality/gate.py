@@ -20,9 +20,9 @@ from pyspark.sql import SparkSession
 
 from weir.config import WeirConfig
 from weir.lake import LakeLayout
+from weir.quality.catalogue import GATED_SUITES
+from weir.quality.outcomes import CheckOutcome
 from weir.quality.results import latest_results
-from weir.quality.suites import GATED_SUITES
-from weir.quality.validate import CheckOutcome
 
 BLOCK = "block"
 WARN = "warn"

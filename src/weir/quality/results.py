@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from weir.delta import table_version
 from weir.lake import LakeLayout
-from weir.quality.validate import CheckOutcome
+from weir.quality.outcomes import CheckOutcome
 from weir.schemas import DQ_RESULTS_SCHEMA
 
 _RANK = "_latest"

@@ -40,9 +40,10 @@ from weir.lake import LakeLayout
 from weir.quality import metrics as m
 from weir.quality import suites as s
 from weir.quality.docs import publish_site
+from weir.quality.outcomes import CheckOutcome
 from weir.quality.results import append_results
 from weir.quality.tables import Snapshot, pin, relative_name
-from weir.quality.validate import CheckOutcome, Validation, validate
+from weir.quality.validate import Validation, validate
 from weir.schemas import MINUTE_SCHEMA, QUARANTINE_SCHEMA, RAW_SCHEMA
 
 log = logging.getLogger("weir.dq")

@@ -12,7 +12,6 @@ row. Two kinds of frame are validated (docs/quality.md, "How Great Expectations 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Optional
 
 import great_expectations.expectations as gxe
@@ -27,20 +26,18 @@ from weir.config import (
     VolumeCheck,
 )
 from weir.quality import metrics as m
-
-# --- The Weir suites (`weir dq run --suite NAME`) --------------------------------------------
-RAW = "raw"
-QUARANTINE = "quarantine"
-SPEED = "speed"
-BATCH = "batch"
-UNIFIED = "unified"
-BATCH_RUN = "batch_run"  # the latest batch run's input: reconciliation, ratios
-AGREEMENT = "agreement"  # batch vs speed, per day
-SUITES: tuple[str, ...] = (RAW, QUARANTINE, SPEED, BATCH, UNIFIED, BATCH_RUN, AGREEMENT)
-# What the merge gate reads: the checks of the data a batch run read and wrote. Not the speed
-# view (not the batch run's) nor the unified table (the merge's own output: gating on its
-# freshness would keep it stale for ever).
-GATED_SUITES: tuple[str, ...] = (RAW, QUARANTINE, BATCH, BATCH_RUN, AGREEMENT)
+from weir.quality.catalogue import (  # noqa: F401 (the suites' names, used as s.RAW)
+    AGREEMENT,
+    BATCH,
+    BATCH_RUN,
+    GATED_SUITES,
+    QUARANTINE,
+    RAW,
+    SPEED,
+    SUITES,
+    UNIFIED,
+    unknown_suites,
+)
 
 # Metric columns only the runner computes (besides weir.quality.metrics' own).
 FRESHNESS_MINUTES = "freshness_minutes"
@@ -164,7 +161,3 @@ def agreement_expectation(config: AgreementCheck, table: str) -> Expectations:
             meta=_meta("agreement", config, threshold, table),
         )
     ]
-
-
-def unknown_suites(names: Sequence[str]) -> list[str]:
-    return [name for name in names if name not in SUITES]

@@ -28,6 +28,7 @@ import great_expectations as gx
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from weir.quality.outcomes import CheckOutcome
 from weir.quality.suites import expectation_label
 
 log = logging.getLogger(__name__)
@@ -49,24 +50,6 @@ class Validation:
     suite: str
     frame: Any
     expectations: tuple
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """One expectation's result: one ``dq/results`` row (with the run's id and time)."""
-
-    suite: str
-    table_name: str
-    table_version: Optional[int]
-    expectation: str
-    severity: str
-    success: bool
-    observed_value: Optional[str]
-    threshold: Optional[str]
-
-    @property
-    def critical_failure(self) -> bool:
-        return not self.success and self.severity == "critical"
 
 
 def _number(value: Any) -> str:
