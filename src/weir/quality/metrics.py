@@ -1,6 +1,7 @@
 """The data-quality metrics as pure transforms: Spark built-ins, no path, clock or session.
 
-Each Weir table is scanned once for all of its metrics (docs/quality.md, "Why metrics first"):
+Each Weir table is scanned once for all of its metrics (docs/quality.md, "How Great
+Expectations is used"):
 
     raw.transform(zone_metrics(RAW_SCHEMA, cutoff))              -> one row
     quarantine.transform(zone_metrics(QUARANTINE_SCHEMA, cutoff,
