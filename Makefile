@@ -9,8 +9,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 JARS   := .jars/spark
 KAFKA_JARS := .jars/kafka
+# Airflow, only to load dags/ in tests: its own environment, never the main one.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_PACKAGES := apache-airflow==2.11.0 apache-airflow-providers-amazon==9.39.0
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup airflow airflow-constraints demo test test-fast lint format bench clean
 
 setup: $(VENV)/.installed $(JARS)/.resolved $(KAFKA_JARS)/.resolved
 
@@ -37,6 +40,22 @@ $(KAFKA_JARS)/.resolved: jvm/kafka-broker.pom.xml
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_JARS).tmp)
 	@rm -rf $(KAFKA_JARS) && mv $(KAFKA_JARS).tmp $(KAFKA_JARS) && touch $@
 
+# The pinned set in dags/constraints-airflow.txt: pip installs without resolving 150+ packages.
+airflow: $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_VENV)/.installed: dags/constraints-airflow.txt
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -c dags/constraints-airflow.txt $(AIRFLOW_PACKAGES)
+	@touch $@
+
+# Re-resolve the Airflow set (after changing AIRFLOW_PACKAGES) and pin it again.
+airflow-constraints:
+	rm -rf $(AIRFLOW_VENV).resolve && $(PYTHON) -m venv $(AIRFLOW_VENV).resolve
+	$(AIRFLOW_VENV).resolve/bin/python -m pip install --quiet $(AIRFLOW_PACKAGES)
+	{ sed -n '1,3p' dags/constraints-airflow.txt; $(AIRFLOW_VENV).resolve/bin/python -m pip freeze; } > dags/constraints-airflow.txt.new
+	mv dags/constraints-airflow.txt.new dags/constraints-airflow.txt && rm -rf $(AIRFLOW_VENV).resolve
+
 demo: setup
 	$(BIN)/weir demo
 
@@ -48,7 +67,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+test: lint airflow
 	$(BIN)/pytest
 
 test-fast: setup
@@ -58,4 +77,4 @@ bench: setup
 	$(BIN)/weir bench all
 
 clean:
-	rm -rf $(VENV) .jars .lake .weir
+	rm -rf $(VENV) $(AIRFLOW_VENV) .jars .lake .weir

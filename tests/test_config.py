@@ -106,7 +106,12 @@ def test_emr_config_without_its_bucket_names_the_key() -> None:
             False,
         ),
         ("WEIR__SPARK__MASTER", "null", lambda c: c.spark.master, None),
-        ("WEIR__DQ__MAX_QUARANTINE_RATIO", "0.2", lambda c: c.dq.max_quarantine_ratio, 0.2),
+        (
+            "WEIR__DQ__CHECKS__QUARANTINE_RATIO__THRESHOLD",
+            "0.2",
+            lambda c: c.dq.checks.quarantine_ratio.threshold,
+            0.2,
+        ),
         ("WEIR__LAKE__ROOT", "s3://acme/weir", lambda c: c.lake.root, "s3://acme/weir"),
         (
             "WEIR__SOURCES__KAFKA__TOPIC",
@@ -273,7 +278,10 @@ BAD_CONFIGURATIONS = [
     bad_value("filesystem-root-lake", "lake.root", "file:///"),
     bad_value("bad-landing-scheme", "lake.landing", "ftp://host/in"),
     bad_value("lateness-over-a-day", "timing.allowed_lateness_minutes", 1441),
-    bad_value("dq-ratio-over-one", "dq.max_quarantine_ratio", 1.5),
+    bad_value("dq-ratio-over-one", "dq.checks.quarantine_ratio.threshold", 1.5),
+    bad_value("dq-unknown-severity", "dq.checks.schema.severity", "fatal"),
+    bad_value("dq-mostly-zero", "dq.checks.agreement.mostly", 0),
+    bad_value("dq-unknown-gate", "dq.gate", "maybe"),
     bad_value("unknown-spark-master", "spark.master", "mesos://host:5050"),
     bad_value("spark-master-zero-threads", "spark.master", "local[0]"),
     bad_value("bad-driver-memory", "spark.driver_memory", "lots"),
@@ -425,7 +433,8 @@ def schema_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
         section = next(
             (t for t in (field.annotation, *get_args(field.annotation)) if _is_section(t)), None
         )
-        keys += schema_keys(section, f"{prefix}{name}.") if section else [f"{prefix}{name}"]
+        key = f"{prefix}{field.alias or name}"  # the name a user writes
+        keys += schema_keys(section, f"{key}.") if section else [key]
     return keys
 
 

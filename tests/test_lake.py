@@ -26,6 +26,7 @@ CONTROL = {
     "merge_runs": "_control/merge_runs",
     "stream_progress": "_control/stream_progress",
     "dq_results": "dq/results",
+    "dq_docs": "dq/docs",
 }
 ROOTS = ["file:///srv/weir/.lake", "s3://acme-telemetry/weir", "s3a://acme-telemetry/a/b"]
 

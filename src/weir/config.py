@@ -266,10 +266,76 @@ class CatalogConfig(_Section):
         return value
 
 
+Severity = Literal["critical", "warning"]
+
+
+class CheckConfig(_Section):
+    """One data-quality check: a critical failure makes `weir dq run` exit 3 and the merge
+    gate refuse the batch run; a warning is reported only (docs/quality.md)."""
+
+    severity: Severity = "critical"
+
+
+class RangesCheck(CheckConfig):
+    mostly: float = Field(
+        default=1.0, gt=0, le=1, description="share of non-null values within DESIGN §3's bounds"
+    )
+
+
+class FreshnessCheck(CheckConfig):
+    threshold: int = Field(
+        default=15, ge=1, description="minutes the newest unified window_end may lag now"
+    )
+
+
+class VolumeCheck(CheckConfig):
+    severity: Severity = "warning"
+    threshold: float = Field(
+        default=3.0, gt=1, description="an hour's events within [median / this, median x this]"
+    )
+    mostly: float = Field(default=0.9, gt=0, le=1, description="share of hours in the band")
+    trailing_hours: int = Field(
+        default=24, ge=2, le=24 * 31, description="hours checked, and hours the median is over"
+    )
+
+
+class RatioCheck(CheckConfig):
+    threshold: float = Field(ge=0, le=1, description="the largest ratio that passes")
+
+
+class AgreementCheck(CheckConfig):
+    severity: Severity = "warning"
+    threshold: float = Field(
+        default=0.95, ge=0, le=1, description="share of a day's common windows that must agree"
+    )
+    mostly: float = Field(default=1.0, gt=0, le=1, description="share of days that must pass")
+    tolerance: float = Field(
+        default=1e-6, ge=0, le=1, description="relative difference of averages that still agrees"
+    )
+
+
+class DataQualityChecks(_Section):
+    # `schema` is the name users write; the attribute cannot be (pydantic's BaseModel has one).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    table_schema: CheckConfig = Field(default=CheckConfig(), alias="schema")
+    not_null_keys: CheckConfig = CheckConfig()
+    ranges: RangesCheck = RangesCheck()
+    unique_keys: CheckConfig = CheckConfig()
+    freshness: FreshnessCheck = FreshnessCheck()
+    volume: VolumeCheck = VolumeCheck()
+    quarantine_ratio: RatioCheck = RatioCheck(threshold=0.05)
+    unknown_reasons: CheckConfig = CheckConfig()
+    reconciliation: CheckConfig = CheckConfig()
+    conflicting_duplicates: RatioCheck = RatioCheck(severity="warning", threshold=0.01)
+    agreement: AgreementCheck = AgreementCheck()
+
+
 class DataQualityConfig(_Section):
-    max_quarantine_ratio: float = Field(default=0.05, ge=0, le=1)
-    max_conflicting_duplicate_ratio: float = Field(default=0.01, ge=0, le=1)
-    max_freshness_minutes: int = Field(default=15, ge=1)
+    gate: Literal["block", "warn", "off"] = Field(
+        default="block", description="what the merge does with a batch run whose checks failed"
+    )
+    checks: DataQualityChecks = DataQualityChecks()
 
 
 class InfraConfig(_Section):

@@ -70,6 +70,11 @@ class LakeLayout:
         return self._path("dq", "results")
 
     @property
+    def dq_docs(self) -> str:
+        """The Great Expectations Data Docs site of the latest check run (``index.html``)."""
+        return self._path("dq", "docs")
+
+    @property
     def landing(self) -> str:
         """JSON-lines files for the files source (a Firehose delivery prefix on AWS)."""
         if self.landing_root:

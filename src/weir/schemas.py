@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DataType,
     DateType,
     DoubleType,
@@ -235,6 +236,25 @@ STREAM_PROGRESS_SCHEMA = StructType(
     ]
 )
 STREAM_PROGRESS_PARTITION_COLUMNS = ("progress_date",)
+
+
+# --- dq/results: one row per expectation per data-quality run (DESIGN.md §9, weir.quality) -----
+# run_id names the batch run whose data the checks judged (docs/quality.md: the gate reads the
+# rows of one batch run); run_time tells two runs over the same batch run apart.
+DQ_RESULTS_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType(), False),
+        StructField("run_time", TimestampType(), False),
+        StructField("suite", StringType(), False),  # raw | quarantine | speed | batch | ...
+        StructField("table_name", StringType(), False),  # lake-relative: raw/telemetry, ...
+        StructField("table_version", LongType(), True),  # Delta version validated; null: none
+        StructField("expectation", StringType(), False),  # GX type(column), unique in a suite
+        StructField("severity", StringType(), False),  # critical | warning
+        StructField("success", BooleanType(), False),
+        StructField("observed_value", StringType(), True),
+        StructField("threshold", StringType(), True),
+    ]
+)
 
 
 def ddl(schema: StructType) -> str:

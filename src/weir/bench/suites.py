@@ -1,8 +1,8 @@
 """The registry of benchmark suites `weir bench` knows.
 
 Every entry takes ``(spark, config, events, repeat)``; ``events`` None means the suite's own
-default size (the issue's figure: 10 million for batch, 2 million elsewhere; merge is sized in
-days of history). Suites that need a broker start a private one on free ports.
+default size (the issue's figure: 10 million for batch and dq, 2 million elsewhere; merge is
+sized in days of history). Suites that need a broker start a private one on free ports.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from pyspark.sql import SparkSession
 
-from weir.bench import batch, contract, merge, simulate, streaming, unified
+from weir.bench import batch, contract, dq, merge, simulate, streaming, unified
 from weir.bench.harness import SuiteResult
 from weir.config import WeirConfig
 
@@ -44,4 +44,10 @@ SUITES: dict[str, Suite] = {
     ),
     # A live run at a fixed rate for several merge intervals: events and repeat do not apply.
     unified.SUITE: lambda spark, config, events, repeat: unified.run(spark, config=config),
+    dq.SUITE: lambda spark, config, events, repeat: dq.run(
+        spark,
+        events=dq.DEFAULT_EVENTS if events is None else events,
+        repeat=repeat,
+        config=config,
+    ),
 }

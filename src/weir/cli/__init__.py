@@ -17,7 +17,16 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from weir.cli import batch, config, demo, infra, layers, ops, simulate  # noqa: F401 (register)
+from weir.cli import (  # noqa: F401 (register)
+    batch,
+    config,
+    demo,
+    infra,
+    layers,
+    ops,
+    quality,
+    simulate,
+)
 from weir.cli.app import app, errors
 from weir.entry import run_job
 from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE

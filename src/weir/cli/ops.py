@@ -1,4 +1,4 @@
-"""Operations: `weir dq`, `catalog`, `maintain`, `bench`, `package` and `emr`."""
+"""Operations: `weir catalog`, `maintain`, `bench`, `package` and `emr` (`dq`: cli/quality.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,8 @@ from weir.cli.app import app, conf_option, console, group, load, not_built, verb
 from weir.config import ConfigError
 from weir.errors import WeirError
 
-dq_app = group("dq", "Data-quality checks.")
 catalog_app = group("catalog", "Glue / Spark catalog.")
 emr_app = group("emr", "Amazon EMR deployment.")
-
-
-@dq_app.command("run")
-def dq_run(conf: str = conf_option()) -> None:
-    """Run the data-quality checks."""
-    load(conf)
-    not_built("dq run", 6)
 
 
 @catalog_app.command("sync")
@@ -81,7 +73,7 @@ def maintain(
 @app.command()
 def bench(
     suite: str = typer.Argument(
-        "all", help="contract | batch | simulate | streaming | merge | unified | all"
+        "all", help="contract | batch | simulate | streaming | merge | unified | dq | all"
     ),
     conf: str = conf_option(),
     events: Optional[int] = typer.Option(
