@@ -34,6 +34,7 @@ from weir.catalog import (
     PARQUET_INPUT_FORMAT,
     PARQUET_OUTPUT_FORMAT,
     PARQUET_SERDE,
+    CatalogTable,
     athena_ddl,
     athena_location,
     catalog_tables,
@@ -128,10 +129,12 @@ def test_glue_table_is_an_athena_delta_table_with_real_columns_and_partition_key
     }
 
 
-def test_a_table_without_a_declared_schema_has_no_glue_definition() -> None:
-    (dq,) = [t for t in catalog_tables(S3_LAKE) if t.name == "dq_results"]
+def test_every_published_table_has_a_glue_definition_and_one_without_a_schema_has_none() -> None:
+    for table in catalog_tables(S3_LAKE):
+        assert glue_table_input(table)["StorageDescriptor"]["Columns"], table.name
+    undeclared = CatalogTable("scratch", f"{S3_LAKE.root}/scratch", None)
     with pytest.raises(ValueError, match="no declared schema"):
-        glue_table_input(dq)
+        glue_table_input(undeclared)
 
 
 def test_athena_ddl_gives_location_and_table_type_only_for_every_table() -> None:

@@ -102,11 +102,27 @@ def test_demo_reconciles_every_zone_with_the_simulator_ledger(demo_run) -> None:
         "simulate",
         "stream --available-now",
         "batch rebuild",
+        "data-quality checks of the batch run",
         "merge",
+        "data-quality checks of the published tables",
         "catalog sync",
         "summary",
     ]
     assert "weir demo done" in stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_the_data_quality_checks_and_they_pass(demo_run) -> None:
+    config, report, stdout = demo_run
+    lake = LakeLayout.from_config(config)
+
+    assert report["dq_counts"]["passed"] > 0 and report["dq_counts"]["critical failed"] == 0
+    assert report["dq_failed"] == []
+    assert report["dq_agreement"] is not None and 0 <= report["dq_agreement"] <= 1
+    assert Path(local_path(report["dq_docs"])).is_file()
+    results = DeltaTable(local_path(lake.dq_results)).to_pyarrow_table().to_pylist()
+    assert {row["suite"] for row in results} >= {"raw", "batch_run", "agreement", "unified"}
+    assert "Data Docs:" in stdout and "batch-vs-speed agreement" in stdout
 
 
 @pytest.mark.slow

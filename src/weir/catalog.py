@@ -46,6 +46,7 @@ from weir.delta import table_version
 from weir.errors import WeirError
 from weir.lake import LakeLayout
 from weir.schemas import (
+    DQ_RESULTS_SCHEMA,
     MINUTE_PARTITION_COLUMNS,
     MINUTE_SCHEMA,
     QUARANTINE_PARTITION_COLUMNS,
@@ -128,7 +129,13 @@ def catalog_tables(lake: LakeLayout) -> list[CatalogTable]:
             QUARANTINE_PARTITION_COLUMNS,
             "Invalid records with the first reason that applies",
         ),
-        CatalogTable("dq_results", lake.dq_results, None, (), "Data-quality check results"),
+        CatalogTable(
+            "dq_results",
+            lake.dq_results,
+            DQ_RESULTS_SCHEMA,
+            (),
+            "One row per data-quality expectation per run (weir dq run)",
+        ),
     ]
 
 

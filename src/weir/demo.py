@@ -80,6 +80,12 @@ class DemoReport:
     sample_query: str = ""
     sample_rows: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
+    # Data quality (weir dq run): expectations passed / critical failed / warnings, the
+    # batch-vs-speed agreement, the failed checks' names and where the Data Docs are.
+    dq_counts: dict[str, int] = field(default_factory=dict)
+    dq_failed: list[str] = field(default_factory=list)
+    dq_agreement: Optional[float] = None
+    dq_docs: str = ""
     infra_started: list[str] = field(default_factory=list)
     infra_stopped: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -223,6 +229,7 @@ def _run_flow(
 ) -> None:
     from weir.layers.batch import RebuildRequest, rebuild_batch
     from weir.layers.streaming import run_stream
+    from weir.quality import run_checks
     from weir.serving import run_merge
     from weir.simulate.run import SimulateOptions, run_simulation
 
@@ -267,10 +274,20 @@ def _run_flow(
             f"{batch_run.windows_written:,} windows"
         )
 
+    with _step(report, "data-quality checks of the batch run") as step:
+        checked = run_checks(spark, config, BATCH_RUN_SUITES)
+        _note_checks(report, checked)
+        step.detail = _checks_line(checked)
+
     with _step(report, "merge") as step:
         merged = run_merge(spark, config)
         report.freshness_seconds = (utc_now() - produced_at).total_seconds()
         step.detail = f"{merged.scope}, telemetry_minute version {merged.serving_version}"
+
+    with _step(report, "data-quality checks of the published tables") as step:
+        checked = run_checks(spark, config, PUBLISHED_SUITES)
+        _note_checks(report, checked)
+        step.detail = _checks_line(checked)
 
     with _step(report, "catalog sync") as step:
         from weir.catalog import sync_catalog
@@ -281,6 +298,35 @@ def _run_flow(
     with _step(report, "summary") as step:
         _summarize(spark, config, lake, report, Path(report.ledger_dir))
         step.detail = f"{sum(report.checks.values())}/{len(report.checks)} checks hold"
+
+
+# The checks of the data the batch run read and wrote go before the merge (its gate reads
+# them); the checks of what the merge published go after it.
+BATCH_RUN_SUITES = ("raw", "quarantine", "batch", "batch_run", "agreement")
+PUBLISHED_SUITES = ("unified", "speed")
+
+
+def _note_checks(report: DemoReport, checked: Any) -> None:
+    from weir.quality.run import describe
+
+    failed = checked.critical_failures
+    warnings = checked.warnings
+    counts = report.dq_counts
+    counts["passed"] = counts.get("passed", 0) + len(checked.outcomes) - len(failed) - len(warnings)
+    counts["critical failed"] = counts.get("critical failed", 0) + len(failed)
+    counts["warnings"] = counts.get("warnings", 0) + len(warnings)
+    report.dq_failed.extend(describe(outcome) for outcome in failed)
+    if checked.agreement is not None:
+        report.dq_agreement = checked.agreement
+    report.dq_docs = checked.docs_index
+
+
+def _checks_line(checked: Any) -> str:
+    failed = len(checked.critical_failures)
+    return (
+        f"{len(checked.outcomes)} expectations, {failed} critical failed, "
+        f"{len(checked.warnings)} warning(s) ({', '.join(checked.suites)})"
+    )
 
 
 def _summarize(
@@ -332,4 +378,6 @@ def _summarize(
         "telemetry_minute counts each valid event once": unified_events == first_copies,
         "both layers serve (batch up to H, speed beyond)": set(report.unified_by_layer)
         == {"batch", "speed"},
+        "every critical data-quality check passes": bool(report.dq_counts)
+        and report.dq_counts.get("critical failed", 0) == 0,
     }

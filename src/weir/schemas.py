@@ -208,6 +208,8 @@ MERGE_RUN_SCHEMA = StructType(
         StructField("started_at", TimestampType(), False),
         StructField("finished_at", TimestampType(), True),
         StructField("error", StringType(), True),
+        # The newer batch run the data-quality gate refused to serve (docs/quality.md).
+        StructField("blocked_batch_run_id", StringType(), True),
     ]
 )
 

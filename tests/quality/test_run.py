@@ -171,11 +171,14 @@ def test_gate_in_warn_mode_publishes_the_failed_run_and_names_the_failure(
     assert "published anyway" in decision.reason
 
 
-def test_gate_blocks_a_batch_run_not_checked_yet_and_off_publishes_it(
+def test_gate_publishes_a_batch_run_not_checked_yet_and_says_so(
     spark: SparkSession, good_lake: WeirConfig
 ) -> None:
+    # The gate refuses what a critical check failed for; a run nothing judged yet is published.
     unchecked = replace(BAD_RUN, run_id="batch-20260302T140500Z-never001").run_id
-    assert not gate_decision(spark, good_lake, unchecked).publish
+    decision = gate_decision(spark, good_lake, unchecked)
+    assert decision.publish and not decision.checked
+    assert "no data-quality results yet" in decision.reason
     off = config_from_mapping(
         {**good_lake.model_dump(), "dq": {**good_lake.model_dump()["dq"], "gate": "off"}},
         environ={},

@@ -30,6 +30,8 @@ from weir.control import (
 from weir.delta import table_version
 from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, WeirError
 from weir.lake import LakeLayout, local_path
+from weir.quality.outcomes import CheckOutcome
+from weir.quality.results import append_results
 from weir.schemas import (
     LAYER_BATCH,
     LAYER_SPEED,
@@ -339,6 +341,66 @@ def test_merge_after_a_small_change_rewrites_only_the_changed_partition(
             minute("veh-2", "10:30", 6, LAYER_SPEED),
         ],
     )
+
+
+# --- The data-quality gate -----------------------------------------------------------------------
+
+
+def judge(spark: SparkSession, lake: LakeLayout, run_id: str, passed: bool) -> None:
+    """Record one critical data-quality result for batch run ``run_id``."""
+    outcome = CheckOutcome(
+        suite="batch_run",
+        table_name="_control/batch_runs",
+        table_version=None,
+        expectation="expect_column_values_to_be_between(reconciliation)",
+        severity="critical",
+        success=passed,
+        observed_value="0" if passed else "3",
+        threshold="0",
+    )
+    append_results(spark, lake, run_id, datetime.now(UTC), [outcome])
+
+
+@pytest.mark.usefixtures("merged_1")
+def test_the_gate_keeps_serving_the_previous_batch_run_when_a_critical_check_failed(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    assert config.dq.gate == "block"
+    write_view(spark, lake.batch, [minute("veh-1", "09:58", 99, LAYER_BATCH)])  # a bad rewrite
+    batch_run(spark, lake, H2)
+    judge(spark, lake, f"batch-{H2:%H%M}-full", passed=False)
+    upsert(spark, lake.speed, [minute("veh-3", "10:05", 7, LAYER_SPEED)])  # the stream goes on
+
+    blocked = run_merge(spark, config)
+
+    # The bad batch rows never reach the table; the new speed window does.
+    assert_unified(spark, lake, [*UNIFIED_1, minute("veh-3", "10:05", 7, LAYER_SPEED)])
+    assert (blocked.horizon, blocked.batch_run_id) == (H1, f"batch-{H1:%H%M}-full")
+    assert blocked.blocked_batch_run_id == f"batch-{H2:%H%M}-full"
+
+    # The next batch run passes its checks: it is served.
+    write_view(spark, lake.batch, BATCH_ROWS_2)
+    batch_run(spark, lake, H2 + MINUTE)
+    judge(spark, lake, f"batch-{H2 + MINUTE:%H%M}-full", passed=True)
+    served = run_merge(spark, config)
+    assert (served.horizon, served.blocked_batch_run_id) == (H2 + MINUTE, None)
+    # Every window of BATCH_ROWS_2 ends by H2 + 1 minute: all from batch now.
+    assert_unified(spark, lake, [*BATCH_ROWS_2, minute("veh-3", "10:05", 7, LAYER_SPEED)])
+
+
+@pytest.mark.usefixtures("merged_1")
+def test_the_gate_lets_a_batch_run_through_when_its_checks_passed_or_it_is_off(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    write_view(spark, lake.batch, BATCH_ROWS_2)
+    batch_run(spark, lake, H2)
+    judge(spark, lake, f"batch-{H2:%H%M}-full", passed=False)
+    off = config.model_copy(update={"dq": config.dq.model_copy(update={"gate": "off"})})
+
+    served = run_merge(spark, off)
+
+    assert_unified(spark, lake, UNIFIED_2)
+    assert (served.horizon, served.blocked_batch_run_id) == (H2, None)
 
 
 # --- Conflicts and concurrent writers -----------------------------------------------------------

@@ -74,6 +74,13 @@ def _print(report) -> None:
             result.add_row(*(str(value) for value in row.values()))
         console.print(result)
 
+    agreement = "n/a" if report.dq_agreement is None else f"{report.dq_agreement:.1%}"
+    counts = ", ".join(f"{n} {what}" for what, n in report.dq_counts.items())
+    console.print(f"data quality: {counts}; batch-vs-speed agreement {agreement}", highlight=False)
+    for failure in report.dq_failed:
+        console.print(f"  [red]failed[/] {failure}", highlight=False)
+    console.print(f"Data Docs: {report.dq_docs}", highlight=False)
+
     for check, ok in report.checks.items():
         console.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} {check}")
     console.print(

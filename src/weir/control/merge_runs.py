@@ -44,6 +44,7 @@ class MergeRun(RunRecord):
     attempts: Optional[int] = None
     finished_at: Optional[datetime] = None
     error: Optional[str] = None
+    blocked_batch_run_id: Optional[str] = None
 
     @property
     def committed(self) -> bool:

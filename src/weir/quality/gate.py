@@ -5,9 +5,10 @@ The merge asks before it publishes the horizon of a batch run. The answer comes 
 gated suites (``weir.quality.suites.GATED_SUITES``: the data the batch run read and wrote),
 and ``dq.gate``:
 
-* ``block`` - publish only a batch run whose gated checks ran and none critical failed. A run
-  not checked yet is not published either: the merge keeps serving the previous state until
-  ``weir dq run`` has judged it (schedule the checks between the batch run and the merge);
+* ``block`` - refuse a batch run a critical check failed for: the merge keeps serving the
+  previous state (docs/quality.md, "The gate"). A run not checked yet is published, and the
+  merge says so: schedule the checks between the batch run and the merge (the shipped DAG
+  does) for every run to be judged before it is served;
 * ``warn`` - publish; the failures (or the missing checks) are reported;
 * ``off`` - publish without reading anything.
 """
@@ -45,8 +46,10 @@ class GateDecision:
         if self.mode == OFF:
             return "dq.gate is off"
         if not self.checked:
-            verdict = "published anyway (dq.gate: warn)" if self.publish else "not published"
-            return f"batch run {self.batch_run_id} has no data-quality results yet: {verdict}"
+            return (
+                f"batch run {self.batch_run_id} has no data-quality results yet: published "
+                "(run `weir dq run` before the merge to gate it)"
+            )
         if not self.failed:
             return f"batch run {self.batch_run_id} passed its critical checks"
         names = "; ".join(f"{o.suite} {o.table_name} {o.expectation}" for o in self.failed)
@@ -66,5 +69,5 @@ def gate_decision(spark: SparkSession, config: WeirConfig, run_id: str) -> GateD
     latest = latest_results(spark, LakeLayout.from_config(config), run_id, GATED_SUITES)
     failed = tuple(outcome for outcome in latest if outcome.critical_failure)
     checked = bool(latest)
-    publish = mode == WARN or (checked and not failed)
+    publish = mode == WARN or not failed
     return GateDecision(publish, mode, run_id, checked=checked, failed=failed)

@@ -27,6 +27,7 @@ from weir.control import (
     RUN_SUCCEEDED,
     BatchRun,
     MergeRun,
+    batch_runs,
     latest_batch_run,
     latest_merge_run,
     record_merge_run,
@@ -43,6 +44,7 @@ from weir.delta import (
 )
 from weir.errors import WeirError, describe_error
 from weir.lake import LakeLayout
+from weir.quality.gate import GateDecision, gate_decision
 from weir.schemas import MINUTE_PARTITION_COLUMNS, MINUTE_SCHEMA
 from weir.serving.changes import apply_changes, serving_changes
 from weir.serving.rule import PARTITION_COLUMN, MergeScope, merge_scope, serving_rule
@@ -81,23 +83,50 @@ class Inputs:
     batch_version: Optional[int]
     speed_version: Optional[int]
     serving_version: Optional[int]
+    blocked: Optional[GateDecision] = None  # the newer batch run the gate refused, if any
 
     @property
     def horizon(self) -> Optional[datetime]:
         return None if self.batch_run is None else self.batch_run.horizon
 
 
-def pin_inputs(spark: SparkSession, lake: LakeLayout) -> Inputs:
-    """The latest complete batch run and the current versions of BATCH, SPEED and the unified
-    table. Independent small reads, mostly Delta and Py4J round trips: side by side, they
-    cost the slowest one instead of the sum (a merge's fixed cost is freshness lost)."""
+def pin_inputs(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout, previous: Optional[MergeRun]
+) -> Inputs:
+    """The batch run to serve and the current versions of BATCH, SPEED and the unified table.
+
+    The batch run is the latest complete one, unless the data-quality gate refuses it: then
+    the batch run and BATCH version ``previous`` served stay (time travel past the refused
+    run's rewrite), so SPEED's new windows are still published but the refused run is not.
+    Independent small reads, mostly Delta and Py4J round trips: side by side, they cost the
+    slowest one instead of the sum (a merge's fixed cost is freshness lost).
+    """
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="weir-merge-pin") as pool:
         batch_run = pool.submit(latest_batch_run, spark, lake, COMPLETE_MODES)
         versions = pool.map(
             lambda path: table_version(spark, path), (lake.batch, lake.speed, lake.serving)
         )
         batch_version, speed_version, serving_version = versions
-        return Inputs(batch_run.result(), batch_version, speed_version, serving_version)
+        inputs = Inputs(batch_run.result(), batch_version, speed_version, serving_version)
+    if inputs.batch_run is None:
+        return inputs
+    decision = gate_decision(spark, config, inputs.batch_run.run_id)
+    if decision.publish:
+        if not decision.checked and decision.mode != "off":
+            log.info("merge: %s", decision.reason)
+        return inputs
+    log.warning("merge: data-quality gate: %s; serving the previous batch run", decision.reason)
+    served = None if previous is None else previous.batch_run_id
+    kept = None
+    if served is not None:
+        kept = next((run for run in batch_runs(spark, lake) if run.run_id == served), None)
+    return Inputs(
+        batch_run=kept,
+        batch_version=None if kept is None else previous.batch_version,
+        speed_version=speed_version,
+        serving_version=serving_version,
+        blocked=decision,
+    )
 
 
 def scope_since(
@@ -126,14 +155,19 @@ def _check_unmoved(spark: SparkSession, path: str, diffed: int, now: Optional[in
 
 
 def _merge_once(
-    spark: SparkSession, lake: LakeLayout, run: MergeRun, previous: Optional[MergeRun]
+    spark: SparkSession,
+    config: WeirConfig,
+    lake: LakeLayout,
+    run: MergeRun,
+    previous: Optional[MergeRun],
 ) -> MergeRun:
     """One attempt: pin the inputs, work out the scope, diff, commit at most once."""
     step = time.monotonic()
     ensure_table(spark, lake.serving, MINUTE_SCHEMA, MINUTE_PARTITION_COLUMNS)
-    inputs = pin_inputs(spark, lake)
+    inputs = pin_inputs(spark, config, lake, previous)
     run = dataclasses.replace(
         run,
+        blocked_batch_run_id=None if inputs.blocked is None else inputs.blocked.batch_run_id,
         previous_run_id=None if previous is None else previous.run_id,
         horizon=inputs.horizon,
         batch_run_id=None if inputs.batch_run is None else inputs.batch_run.run_id,
@@ -251,7 +285,7 @@ def run_merge(
         nonlocal tries
         tries += 1
         previous = baseline if baseline is not None else latest_merge_run(spark, lake)
-        return _merge_once(spark, lake, run, previous)
+        return _merge_once(spark, config, lake, run, previous)
 
     try:
         done, _ = retry_conflicts(
