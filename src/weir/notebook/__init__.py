@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 APP_NAME = "weir-notebook"
-KIND_SPARK = "spark"  # catalog.kind of the local metastore (weir.catalog)
 # Settings a running session cannot change: a kernel that already holds a session built with
 # other values would silently read another metastore or lack Delta.
 STATIC_SETTINGS = (
@@ -89,6 +88,8 @@ def notebook_tables(layout: LakeLayout) -> dict[str, NotebookTable]:
         "quarantine_telemetry": ("weir stream", "no stream has run yet"),
         "dq_results": ("weir dq run", "no data-quality run exists yet"),
     }
+    # Imported here, as Spark is below: the headless runner (weir.notebook.execute) imports
+    # this package without needing pyspark or delta in its own process.
     from weir.catalog import catalog_tables
 
     tables = {}
@@ -282,6 +283,7 @@ def open_lake(conf: Union[str, Path] = DEFAULT_CONF_PATH, app_name: str = APP_NA
     """
     from pyspark.sql import SparkSession
 
+    from weir.catalog import KIND_SPARK
     from weir.spark import build_session, spark_settings
 
     conf_file, folder = locate_conf(conf)
