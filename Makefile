@@ -71,9 +71,10 @@ $(KERNEL_SPEC): $(VENV)/.installed
 demo: setup
 	$(BIN)/weir demo
 
+# Jupyter refuses to start as root unless told to (containers, CI machines).
 lab: setup
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(abspath notebooks) \
-	    --MultiKernelManager.default_kernel_name=weir
+	    --MultiKernelManager.default_kernel_name=weir $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Executed copies and HTML exports for reading without Jupyter; runs `weir demo` first when
 # the local lake has no unified table yet.
