@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from weir.notebook.execute import NotebookRun, NotebookRunError, execute, notebooks
+from weir.schemas import DQ_RESULTS_SCHEMA
 
 from .conftest import NOTEBOOKS, UTC, NotebookLake, notebook_config, write_conf
 
@@ -28,13 +29,6 @@ pytestmark = pytest.mark.slow
 
 NAMES = [path.stem for path in notebooks(NOTEBOOKS)]
 WITH_DQ = "03_data_quality with dq/results"
-# DESIGN.md §9's columns of dq/results. `weir dq run` (issue #17) will define the table's
-# schema in weir.schemas; this test then takes it from there.
-DQ_RESULTS_DDL = (
-    "run_id STRING, run_time TIMESTAMP, suite STRING, table_name STRING, table_version BIGINT, "
-    "expectation STRING, severity STRING, success BOOLEAN, observed_value STRING, "
-    "threshold STRING"
-)
 FAILED_CHECK = "expect_quarantine_ratio_to_be_below"
 
 
@@ -65,11 +59,12 @@ def run_notebook(name: str, out: Path, parameters: dict) -> Executed:
 
 
 def write_dq_results(spark: SparkSession, location: str, now: datetime) -> None:
-    """Two data-quality runs in the table's §9 shape: all passed, then one critical failure."""
+    """Two data-quality runs as `weir dq run` records them: all passed, then one critical
+    failure. Written by hand: the notebook's rendering is under test, not the checks."""
     checks = [
-        ("unified", "telemetry_minute", "expect_column_values_to_not_be_null", "critical"),
-        ("quarantine", "quarantine_telemetry", FAILED_CHECK, "critical"),
-        ("agreement", "telemetry_minute", "expect_batch_speed_agreement", "warning"),
+        ("unified", "serving/telemetry_minute", "expect_column_values_to_not_be_null", "critical"),
+        ("batch_run", "quarantine/telemetry", FAILED_CHECK, "critical"),
+        ("agreement", "batch/telemetry_minute", "expect_batch_speed_agreement", "warning"),
     ]
     rows = []
     for number, run_time in enumerate((now - timedelta(minutes=30), now - timedelta(minutes=5))):
@@ -80,7 +75,7 @@ def write_dq_results(spark: SparkSession, location: str, now: datetime) -> None:
                 (f"dq-{number}", run_time, suite, table, 1, expectation, severity, success,
                  observed, "0.05")
             )  # fmt: skip
-    spark.createDataFrame(rows, DQ_RESULTS_DDL).write.format("delta").save(location)
+    spark.createDataFrame(rows, DQ_RESULTS_SCHEMA).write.format("delta").save(location)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +97,7 @@ def executed(
         )
         for name in NAMES
     }
-    write_dq_results(spark, notebook_lake.layout.dq_results, datetime.now(UTC).replace(tzinfo=None))
+    write_dq_results(spark, notebook_lake.layout.dq_results, datetime.now(UTC))
     results[WITH_DQ] = run_notebook("03_data_quality", out / "with-dq", {"CONF": conf})
     return results
 
