@@ -3,19 +3,23 @@
 #
 #   make demo   the whole flow on the embedded local default (weir demo)
 #   make test   lint + the full test suite (what .ci/run calls)
+#   make lab    the analysts' notebooks in JupyterLab (127.0.0.1, the `weir` kernel)
+#   make notebooks  run the notebooks headless on the demo lake -> build/notebooks/
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 JARS   := .jars/spark
 KAFKA_JARS := .jars/kafka
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/weir/kernel.json
 # Airflow, only to load dags/ in tests: its own environment, never the main one.
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_PACKAGES := apache-airflow==2.11.0 apache-airflow-providers-amazon==9.39.0
 
-.PHONY: setup airflow airflow-constraints demo test test-fast lint format bench clean
+.PHONY: setup airflow airflow-constraints demo test test-fast lint format bench clean lab \
+    notebooks
 
-setup: $(VENV)/.installed $(JARS)/.resolved $(KAFKA_JARS)/.resolved
+setup: $(VENV)/.installed $(JARS)/.resolved $(KAFKA_JARS)/.resolved $(KERNEL_SPEC)
 
 # Re-installs when pyproject.toml changes; the stamp records a completed install only.
 $(VENV)/.installed: pyproject.toml
@@ -56,8 +60,27 @@ airflow-constraints:
 	{ sed -n '1,3p' dags/constraints-airflow.txt; $(AIRFLOW_VENV).resolve/bin/python -m pip freeze; } > dags/constraints-airflow.txt.new
 	mv dags/constraints-airflow.txt.new dags/constraints-airflow.txt && rm -rf $(AIRFLOW_VENV).resolve
 
+# The `weir` Jupyter kernel, registered inside the project environment (not the user's home),
+# so notebooks run with this checkout's Weir and Spark; PYSPARK_PYTHON keeps Spark's Python
+# workers in the same environment whatever PATH the Jupyter server was started with.
+$(KERNEL_SPEC): $(VENV)/.installed
+	$(BIN)/python -m ipykernel install --prefix $(abspath $(VENV)) --name weir \
+	    --display-name "Weir (Spark, Delta)" --env PYSPARK_PYTHON $(abspath $(BIN))/python
+	@touch $@
+
 demo: setup
 	$(BIN)/weir demo
+
+# Jupyter refuses to start as root unless told to (containers, CI machines).
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(abspath notebooks) \
+	    --MultiKernelManager.default_kernel_name=weir $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# Executed copies and HTML exports for reading without Jupyter; runs `weir demo` first when
+# the local lake has no unified table yet.
+notebooks: setup
+	$(BIN)/python -m weir.notebook.execute --conf conf/local.yaml --out build/notebooks \
+	    --demo-if-empty
 
 lint: setup
 	$(BIN)/ruff check .
