@@ -538,35 +538,33 @@ def build_package(
             shutil.copyfile(jar, staging / "jars" / jar.name)
             roles[f"jars/{jar.name}"] = "jar"
 
-        version = metadata.version("weir")
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "weir_version": version,
-            "target": {
-                "release_label": config.emr.release_label,
-                "python": config.emr.python_version,
-                "python_home": config.emr.python_home,
-                "architecture": config.emr.architecture,
-                "glibc": config.emr.glibc_version,
+        write_manifest(
+            staging,
+            roles,
+            {
+                "weir_version": metadata.version("weir"),
+                "target": {
+                    "release_label": config.emr.release_label,
+                    "python": config.emr.python_version,
+                    "python_home": config.emr.python_home,
+                    "architecture": config.emr.architecture,
+                    "glibc": config.emr.glibc_version,
+                },
+                "built_with": {
+                    "python": interpreter.version,
+                    "pyspark": metadata.version("pyspark"),
+                },
+                "python_packages": dict(
+                    line.split("==", 1) for line in lock.splitlines() if "==" in line
+                ),
+                "provided_by_cluster": sorted(PROVIDED_BY_CLUSTER),
+                "left_out": {
+                    name: "the weir console only; the jobs do not use it" for name in CONSOLE_ONLY
+                },
+                "from_release": FROM_RELEASE,
+                "credentials_removed": removed,
             },
-            "built_with": {"python": interpreter.version, "pyspark": metadata.version("pyspark")},
-            "python_packages": dict(
-                line.split("==", 1) for line in lock.splitlines() if "==" in line
-            ),
-            "provided_by_cluster": sorted(PROVIDED_BY_CLUSTER),
-            "left_out": {
-                name: "the weir console only; the jobs do not use it" for name in CONSOLE_ONLY
-            },
-            "from_release": FROM_RELEASE,
-            "credentials_removed": removed,
-            "files": [
-                PackageFile(
-                    path, role, (staging / path).stat().st_size, file_sha256(staging / path)
-                ).__dict__
-                for path, role in sorted(roles.items())
-            ],
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+        )
         _refuse_secrets(staging, secrets_of(config))
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -575,6 +573,17 @@ def build_package(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Package.load(out_dir)
+
+
+def write_manifest(folder: Path, roles: dict[str, str], details: dict[str, Any]) -> None:
+    """``manifest.json`` in ``folder``: ``details`` and every file of ``roles`` (path -> role)
+    with its size and SHA-256."""
+    files = [
+        PackageFile(path, role, (folder / path).stat().st_size, file_sha256(folder / path))
+        for path, role in sorted(roles.items())
+    ]
+    manifest = {"format": MANIFEST_FORMAT, **details, "files": [f.__dict__ for f in files]}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
 
 
 def _refuse_secrets(folder: Path, secrets: list[str]) -> None:
@@ -599,4 +608,5 @@ __all__ = [
     "environment_requirements",
     "find_interpreter",
     "packaged_config",
+    "write_manifest",
 ]
