@@ -14,6 +14,8 @@ from weir.deploy.package import Package
 from weir.deploy.status import RunStatus, wait_for_run
 from weir.deploy.submit import (
     job_run_request,
+    put_object_encryption,
+    s3_encryption_settings,
     spark_submit_command,
     step_request,
     submission_settings,
@@ -418,3 +420,15 @@ def test_status_of_an_unknown_run_fails(
     conf = write_conf(emr_account, tmp_path / "weir.yaml")
     assert main(["emr", "status", "00nosuchrun00000", "--conf", conf]) == EXIT_RUNTIME_FAILURE
     assert "no run 00nosuchrun00000" in capsys.readouterr().err
+
+
+def test_sse_s3_is_named_as_s3a_and_emrfs_name_it(emr_config: WeirConfig) -> None:
+    config = with_emr(emr_config, s3_encryption="SSE-S3", s3_kms_key_id=None)
+    assert s3_encryption_settings(config) == {
+        "spark.hadoop.fs.s3.enableServerSideEncryption": "true",
+        "spark.hadoop.fs.s3a.encryption.algorithm": "AES256",
+    }
+    assert put_object_encryption(config) == {"ServerSideEncryption": "AES256"}
+    assert (
+        s3_encryption_settings(with_emr(emr_config, s3_encryption=None, s3_kms_key_id=None)) == {}
+    )

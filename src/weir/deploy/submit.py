@@ -48,6 +48,8 @@ DYNAMODB_LOG_STORE = "io.delta.storage.S3DynamoDBLogStore"
 STREAMING_JOBS = frozenset({"stream"})
 # EMR Serverless restarts a failed streaming run; more failures than this an hour stop it.
 STREAM_RETRIES_PER_HOUR = 5
+# S3A's names of the encryption methods (Hadoop 3.3's S3AEncryptionMethods).
+_S3A_ALGORITHMS = {"SSE-S3": "AES256", "SSE-KMS": "SSE-KMS"}
 # Settings that would put a credential into a step's arguments or a job run's parameters.
 _CREDENTIAL_SETTINGS = (
     "spark.hadoop.fs.s3a.access.key",
@@ -125,7 +127,7 @@ def s3_encryption_settings(config: WeirConfig) -> dict[str, str]:
         return {}
     settings = {
         "spark.hadoop.fs.s3.enableServerSideEncryption": "true",
-        "spark.hadoop.fs.s3a.encryption.algorithm": encryption,
+        "spark.hadoop.fs.s3a.encryption.algorithm": _S3A_ALGORITHMS[encryption],
     }
     if encryption == "SSE-KMS":
         key = str(config.emr.s3_kms_key_id)
