@@ -365,6 +365,7 @@ _IAM_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-
 _PYTHON_LINE = re.compile(r"^3\.\d{1,2}$")
 _GLIBC_VERSION = re.compile(r"^2\.\d{1,3}$")
 _DYNAMODB_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_MSK_CLUSTER = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
 
 
 class EmrConfig(_Section):
@@ -386,6 +387,9 @@ class EmrConfig(_Section):
     delta_lock_table: Optional[str] = Field(
         default=None, description="DynamoDB table of Delta's S3 multi-cluster writes; null: off"
     )
+    msk_cluster: Optional[str] = Field(
+        default=None, description="MSK cluster name, for the job role's kafka-cluster grants"
+    )
     s3_encryption: Optional[Literal["SSE-S3", "SSE-KMS"]] = None
     s3_kms_key_id: Optional[str] = Field(default=None, validate_default=True)
 
@@ -396,6 +400,7 @@ class EmrConfig(_Section):
         "code_uri",
         "log_uri",
         "delta_lock_table",
+        "msk_cluster",
         "s3_kms_key_id",
         mode="before",
     )
@@ -477,6 +482,13 @@ class EmrConfig(_Section):
     def _lock_table(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and not _DYNAMODB_TABLE.fullmatch(value):
             raise ValueError(f"{value!r} is not a DynamoDB table name")
+        return value
+
+    @field_validator("msk_cluster")
+    @classmethod
+    def _msk_cluster(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _MSK_CLUSTER.fullmatch(value):
+            raise ValueError(f"{value!r} is not an MSK cluster name")
         return value
 
     @field_validator("s3_kms_key_id")

@@ -113,3 +113,33 @@ def status(
 
     config = load(conf)
     console.print(run_status(config, run).line(), highlight=False)
+
+
+@emr_app.command("render")
+def render(
+    account: str = typer.Option(..., "--account", help="the 12-digit AWS account id"),
+    conf: str = conf_option(),
+    out: str = typer.Option("build/deploy", "--out", help="where the filled-in files go"),
+) -> None:
+    """Fill deploy/'s policies, QuickSight definitions and stack parameters for one account."""
+    import json
+
+    from weir.deploy.resources import deploy_files, deployment_values, render, stack_parameters
+
+    config = load(conf)
+    values = deployment_values(config, account)
+    folder = Path(out)
+    files = {
+        path: render(text, values)
+        for path, text in deploy_files().items()
+        if not path.startswith("cloudformation/")
+    }
+    # `aws cloudformation deploy --parameter-overrides file://…` reads this list.
+    files["cloudformation/parameters.json"] = (
+        json.dumps([f"{k}={v}" for k, v in stack_parameters(config).items()], indent=2) + "\n"
+    )
+    for relative, text in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, "utf-8")
+        console.print(str(path), highlight=False)
