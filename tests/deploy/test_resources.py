@@ -202,8 +202,9 @@ def test_rendering_names_the_key_it_lacks(emr_config: WeirConfig) -> None:
     alias = emr_config.model_copy(
         update={"emr": emr_config.emr.model_copy(update={"s3_kms_key_id": "alias/weir"})}
     )
-    with pytest.raises(ConfigError, match="IAM policies need the key's ARN") as aliased:
-        deployment_values(alias, ACCOUNT)
+    job_policy = deploy_files()["iam/weir-job-policy.json"]
+    with pytest.raises(ConfigError, match="by ARN, not alias") as aliased:
+        render(job_policy, deployment_values(alias, ACCOUNT))
     assert aliased.value.key == "emr.s3_kms_key_id"
     with pytest.raises(ConfigError, match="12-digit"):
         deployment_values(emr_config, "12345")

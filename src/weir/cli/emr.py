@@ -121,7 +121,11 @@ def render(
     conf: str = conf_option(),
     out: str = typer.Option("build/deploy", "--out", help="where the filled-in files go"),
 ) -> None:
-    """Fill deploy/'s policies, QuickSight definitions and stack parameters for one account."""
+    """Fill deploy/'s stack parameters, policies and QuickSight definitions for one account.
+
+    A file whose values are not configured yet (the application id before the stack exists)
+    is skipped with the key it needs.
+    """
     import json
 
     from weir.deploy.resources import deploy_files, deployment_values, render, stack_parameters
@@ -129,15 +133,20 @@ def render(
     config = load(conf)
     values = deployment_values(config, account)
     folder = Path(out)
-    files = {
-        path: render(text, values)
-        for path, text in deploy_files().items()
-        if not path.startswith("cloudformation/")
-    }
     # `aws cloudformation deploy --parameter-overrides file://…` reads this list.
-    files["cloudformation/parameters.json"] = (
-        json.dumps([f"{k}={v}" for k, v in stack_parameters(config).items()], indent=2) + "\n"
-    )
+    files = {
+        "cloudformation/parameters.json": json.dumps(
+            [f"{k}={v}" for k, v in stack_parameters(config).items()], indent=2
+        )
+        + "\n"
+    }
+    for relative, text in deploy_files().items():
+        if relative.startswith("cloudformation/"):
+            continue
+        try:
+            files[relative] = render(text, values)
+        except ConfigError as error:
+            console.print(f"skipped {relative}: {error}", highlight=False)
     for relative, text in files.items():
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)

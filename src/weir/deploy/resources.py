@@ -260,7 +260,10 @@ POLICIES = {"weir-job": job_policy, "weir-submit": submit_policy}
 # Placeholders the policies use that are not template parameters: the stack's own resources
 # inside the template, the deployment's ids outside it.
 POLICY_ONLY = {
-    "LakeKeyArn": ("the KMS key of the lake", "emr.s3_kms_key_id"),
+    "LakeKeyArn": (
+        "the lake's KMS key by ARN, not alias (the stack's KmsKeyArn output)",
+        "emr.s3_kms_key_id",
+    ),
     "ApplicationId": ("the EMR Serverless application", "emr.application_id"),
     "JobRoleArn": ("the job execution role", "emr.execution_role_arn"),
     "ClusterId": ("the EMR on EC2 cluster", "emr.cluster_id"),
@@ -596,15 +599,12 @@ def deployment_values(config: WeirConfig, account_id: str) -> dict[str, str]:
 
 
 def _key_arn(config: WeirConfig, partition: str, account_id: str) -> Optional[str]:
-    """The KMS key's ARN; IAM grants on a key name it by ARN (an alias ARN grants nothing)."""
+    """The KMS key's ARN, or None for an alias: IAM grants on a key name it by ARN."""
     key = config.emr.s3_kms_key_id
-    if key is None or (key.startswith("arn:") and ":key/" in key):
+    if key is None or key.startswith("alias/") or ":alias/" in key:
+        return None
+    if key.startswith("arn:"):
         return key
-    if key.startswith("alias/") or ":alias/" in key:
-        raise ConfigError(
-            "emr.s3_kms_key_id",
-            f"{key} is an alias; IAM policies need the key's ARN (the stack's KmsKeyArn output)",
-        )
     return f"arn:{partition}:kms:{config.aws.region}:{account_id}:key/{key}"
 
 
@@ -613,8 +613,8 @@ def render(text: str, values: dict[str, str]) -> str:
     missing = sorted(placeholders(text) - set(values))
     if missing:
         name = missing[0]
-        key = {**PARAMETERS, **POLICY_ONLY}.get(name, ("", name))[1]
-        raise ConfigError(key, f"needed for ${{{name}}}; set it in the configuration")
+        description, key = {**PARAMETERS, **POLICY_ONLY}.get(name, (name, name))
+        raise ConfigError(key, f"needed for ${{{name}}}: {description}")
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
 
 
