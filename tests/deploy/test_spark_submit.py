@@ -166,6 +166,7 @@ def test_packaged_batch_and_merge_on_s3_publish_what_the_local_run_publishes(
     put_lines(s3_lake, f"{landing}/a.jsonl.gz", first)
     time.sleep(1.1)  # S3 stamps seconds: b is received after a
     put_lines(s3_lake, f"{landing}/b.jsonl.gz", second)
+    time.sleep(1.1)  # ingest_time < cutoff: b's LastModified is before the cutoff's second
     cutoff_time = datetime.now(UTC).replace(microsecond=0)
     cutoff = cutoff_time.isoformat().replace("+00:00", "Z")
     folder = localize(built_package, s3_lake, tmp_path / "driver")
@@ -205,6 +206,11 @@ def test_packaged_batch_and_merge_on_s3_publish_what_the_local_run_publishes(
     )
     assert main(["merge", "--conf", str(conf)]) == 0
 
+    raw_counts = {
+        name: spark.read.format("delta").load(layout.raw).count()
+        for name, layout in (("s3", lake), ("local", LakeLayout.from_config(local)))
+    }
+    assert raw_counts == {"s3": len(records), "local": len(records)}
     expected = unified(spark, LakeLayout.from_config(local))
     assert expected.count() > 100
     assert_df_equality(unified(spark, lake), expected, ignore_row_order=True, ignore_nullable=True)
@@ -306,21 +312,24 @@ def test_packaged_stream_on_s3_killed_mid_batch_resumes_exactly_once(
 
     stream = SubmittedStream(built_package, config, folder)
     try:
-        stream.wait_for(
+        # Poll fast: kill while the archiver has a micro-batch planned but not committed.
+        running = stream.wait_for(
             lambda: (
-                checkpoint_batches(config, "raw-kafka", "commits")
+                bool(checkpoint_batches(config, "raw-kafka", "commits"))
                 and (in_flight(config, "raw-kafka") or 0) >= 1
+                and in_flight(config, "raw-kafka")
             ),
             "raw-kafka commits a micro-batch on S3 and starts the next",
         )
     finally:
         stream.kill()
-    killed_in = in_flight(config, "raw-kafka")
+    committed_before = checkpoint_batches(config, "raw-kafka", "commits")
 
     drained = SubmittedStream(built_package, config, folder, "--available-now")
     code = drained.finish()
     assert code == 0, without_info(drained.output)[-5000:]
 
-    assert killed_in is not None and killed_in in checkpoint_batches(config, "raw-kafka", "commits")
+    assert running in checkpoint_batches(config, "raw-kafka", "commits")
+    assert checkpoint_batches(config, "raw-kafka", "commits") > committed_before
     assert_raw_and_quarantine_match_the_ledger(spark, lake, ledger_records(run.ledger_dir))
     assert_speed_equals_batch(spark, lake)
