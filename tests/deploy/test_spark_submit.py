@@ -26,8 +26,8 @@ from typing import Optional
 import pyspark
 import pytest
 from chispa import assert_df_equality
-from layers.test_batch_s3 import bucket_settings
-from layers.test_streaming import (
+from layers.batch.test_s3 import bucket_settings
+from layers.streaming.builders import (
     assert_raw_and_quarantine_match_the_ledger,
     assert_speed_equals_batch,
     kafka_topic,
