@@ -21,6 +21,7 @@ from weir.deploy.package import (
     PACKAGED_CONF,
     Package,
     build_package,
+    default_cache_dir,
     find_interpreter,
     packaged_config,
     write_manifest,
@@ -96,7 +97,7 @@ def built_package(
 ) -> Package:
     """The real package, built once per session. Its environment links to this machine's
     Python 3.9 (``emr.python_home``) instead of Amazon Linux's /usr, so it runs here. The
-    installed environment is cached in build/package-cache across sessions."""
+    installed environment is cached in the user's cache folder across sessions (and clones)."""
     home = str(Path(emr_python).resolve().parent.parent)
     config = with_emr(weir_config, python_home=home)
     return build_package(
@@ -105,7 +106,7 @@ def built_package(
         python=emr_python,
         project_root=PROJECT_ROOT,
         jars_dir=PROJECT_ROOT / ".jars" / "emr",
-        cache_dir=PROJECT_ROOT / "build" / "package-cache",
+        cache_dir=default_cache_dir(),
     )
 
 

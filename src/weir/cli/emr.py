@@ -28,8 +28,11 @@ def package(
         help="a Python of the cluster's line (emr.python_version) to build the environment "
         "with; default python<line> on PATH or under pyenv",
     ),
-    cache: str = typer.Option(
-        "build/package-cache", "--cache", help="installed environments, reused across builds"
+    cache: Optional[str] = typer.Option(
+        None,
+        "--cache",
+        help="installed environments, reused across builds; default ~/.cache/weir/"
+        "package-environments",
     ),
     jars_dir: str = typer.Option(
         ".jars/emr", "--jars-dir", help="the jars `make setup` resolved for EMR"
@@ -37,7 +40,7 @@ def package(
     project: str = typer.Option(".", "--project", help="the Weir source tree to package"),
 ) -> None:
     """Build the EMR package: wheel, packed Python environment, jobs, conf, jars, manifest."""
-    from weir.deploy.package import build_package, find_interpreter
+    from weir.deploy.package import build_package, default_cache_dir, find_interpreter
 
     config = load(conf)
     root = Path(project).resolve()
@@ -56,7 +59,7 @@ def package(
         python=interpreter,
         project_root=root,
         jars_dir=Path(jars_dir),
-        cache_dir=Path(cache),
+        cache_dir=Path(cache) if cache else default_cache_dir(),
     )
     console.print(f"weir package {built.package_id} in {built.root}")
     for entry in built.files:

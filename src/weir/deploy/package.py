@@ -77,7 +77,6 @@ ENV_ALIAS = "environment"
 PACKAGED_CONF = "conf/weir.yaml"
 MANIFEST = "manifest.json"
 DEFAULT_OUT = "dist/emr"
-DEFAULT_CACHE = "build/package-cache"
 MANIFEST_FORMAT = 1
 # One timestamp for every archive entry, so the same inputs give the same archive bytes.
 ARCHIVE_MTIME = 315532800  # 1980-01-01, the oldest time a zip (the wheel) can record
@@ -146,6 +145,13 @@ class Package:
                     f"{file} is missing or differs from {MANIFEST}; run `weir package` again"
                 )
         return package
+
+
+def default_cache_dir() -> Path:
+    """Where installed environments are kept between builds: the user's cache folder, so a
+    fresh clone (CI's) on the same machine reuses them."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "weir" / "package-environments"
 
 
 def file_sha256(path: Path) -> str:
@@ -605,6 +611,7 @@ __all__ = [
     "PackageFile",
     "build_package",
     "check_wheel_tags",
+    "default_cache_dir",
     "environment_requirements",
     "find_interpreter",
     "packaged_config",

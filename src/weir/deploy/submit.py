@@ -5,8 +5,9 @@ Three targets run the same spark-submit program with the same settings:
 * ``cluster``: an EMR on EC2 step, ``command-runner.jar spark-submit --deploy-mode cluster …``;
 * ``serverless``: an EMR Serverless job run whose ``sparkSubmitParameters`` carry the settings;
 * ``local``: the command line run on this machine (tests; docs/deploy.md), with the package
-  read from its folder instead of S3 and ``environment/`` unpacked in the working folder the
-  way YARN and EMR Serverless unpack ``spark.archives``.
+  read from its folder instead of S3; the caller unpacks ``environment/`` and puts
+  ``weir.yaml`` in the working folder, which YARN and EMR Serverless do from ``spark.archives``
+  and ``spark.files``.
 
 Every Spark setting starts from :func:`weir.spark.spark_settings` (the one place sessions get
 theirs); this module adds only what a submission needs on top: the packed environment, the
@@ -77,8 +78,10 @@ def submission_settings(
         for key, value in spark_settings(config).items()
         if key not in _CREDENTIAL_SETTINGS
     }
-    settings["spark.archives"] = f"{root}/{ENV_ARCHIVE}#{ENV_ALIAS}"
-    settings["spark.files"] = f"{root}/{PACKAGED_CONF}"
+    if target != TARGET_LOCAL:
+        # Locally the caller unpacks both into the working folder, as YARN would.
+        settings["spark.archives"] = f"{root}/{ENV_ARCHIVE}#{ENV_ALIAS}"
+        settings["spark.files"] = f"{root}/{PACKAGED_CONF}"
     if target == TARGET_SERVERLESS:
         settings["spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON"] = ENV_PYTHON
         settings["spark.emr-serverless.driverEnv.PYSPARK_PYTHON"] = ENV_PYTHON
