@@ -165,7 +165,9 @@ def test_manifest_lists_every_file_with_its_size_and_checksum(built_package: Pac
     assert roles == {"wheel", "python-env", "job", "conf", "jar", "lock"}
     assert sorted(built_package.paths("job")) == [
         "jobs/batch/rebuild.py",
+        "jobs/maintenance/maintain.py",
         "jobs/merge/merge.py",
+        "jobs/quality/run_checks.py",
         "jobs/streaming/stream.py",
     ]
     jars = {Path(p).name for p in built_package.paths("jar")}

@@ -193,7 +193,8 @@ def test_no_credential_reaches_a_submission(weir_config: WeirConfig, tmp_path: P
 
 
 def test_unknown_job_names_the_known_ones(emr_config: WeirConfig, package: Package) -> None:
-    with pytest.raises(ConfigError, match="choose from batch, merge, stream") as refused:
+    known = "choose from batch, dq, maintain, merge, stream"
+    with pytest.raises(ConfigError, match=known) as refused:
         step_request(emr_config, package, "compact", [], "s3://a/b")
     assert refused.value.key == "JOB"
 

@@ -70,7 +70,7 @@ def package(
     "submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
 )
 def submit(
-    job: str = typer.Argument(..., help="batch | merge | stream"),
+    job: str = typer.Argument(..., help="batch | dq | maintain | merge | stream"),
     job_args: Optional[list[str]] = JOB_ARGS,
     conf: str = conf_option(),
     serverless: bool = typer.Option(

@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 # Job name -> entry point under jobs/ (what `weir emr submit JOB` runs).
 JOBS: dict[str, str] = {
     "batch": "batch/rebuild.py",
+    "dq": "quality/run_checks.py",
+    "maintain": "maintenance/maintain.py",
     "merge": "merge/merge.py",
     "stream": "streaming/stream.py",
 }
