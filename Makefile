@@ -11,15 +11,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 JARS   := .jars/spark
 KAFKA_JARS := .jars/kafka
+EMR_JARS := .jars/emr
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/weir/kernel.json
 # Airflow, only to load dags/ in tests: its own environment, never the main one.
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_PACKAGES := apache-airflow==2.11.0 apache-airflow-providers-amazon==9.39.0
 
 .PHONY: setup airflow airflow-constraints demo test test-fast lint format bench clean lab \
-    notebooks
+    notebooks package
 
-setup: $(VENV)/.installed $(JARS)/.resolved $(KAFKA_JARS)/.resolved $(KERNEL_SPEC)
+setup: $(VENV)/.installed $(JARS)/.resolved $(KAFKA_JARS)/.resolved $(EMR_JARS)/.resolved \
+    $(KERNEL_SPEC)
 
 # Re-installs when pyproject.toml changes; the stamp records a completed install only.
 $(VENV)/.installed: pyproject.toml
@@ -68,6 +70,14 @@ $(KERNEL_SPEC): $(VENV)/.installed
 	    --display-name "Weir (Spark, Delta)" --env PYSPARK_PYTHON $(abspath $(BIN))/python
 	@touch $@
 
+# What `weir package` ships to EMR beside the release's own jars (docs/deploy.md).
+$(EMR_JARS)/.resolved: jvm/emr-package.pom.xml
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is required to resolve the EMR jars"; exit 1; }
+	@rm -rf $(EMR_JARS).tmp && mkdir -p $(EMR_JARS).tmp
+	mvn --batch-mode --quiet -f jvm/emr-package.pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(EMR_JARS).tmp)
+	@rm -rf $(EMR_JARS) && mv $(EMR_JARS).tmp $(EMR_JARS) && touch $@
+
 demo: setup
 	$(BIN)/weir demo
 
@@ -99,5 +109,9 @@ test-fast: setup
 bench: setup
 	$(BIN)/weir bench all
 
+# The EMR package under dist/emr for conf/emr.yaml (WEIR_BUCKET etc. from the environment).
+package: setup
+	$(BIN)/weir package --conf conf/emr.yaml
+
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) .jars .lake .weir
+	rm -rf $(VENV) $(AIRFLOW_VENV) .jars .lake .weir build dist

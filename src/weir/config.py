@@ -358,19 +358,148 @@ class InfraConfig(_Section):
         return self
 
 
+_EMR_RELEASE = re.compile(r"^emr-\d+\.\d+\.\d+$")
+_EMR_CLUSTER_ID = re.compile(r"^j-[A-Z0-9]{1,255}$")
+_EMR_APPLICATION_ID = re.compile(r"^[0-9a-z]{1,64}$")
+_IAM_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+_PYTHON_LINE = re.compile(r"^3\.\d{1,2}$")
+_GLIBC_VERSION = re.compile(r"^2\.\d{1,3}$")
+_DYNAMODB_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_MSK_CLUSTER = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
+
+
 class EmrConfig(_Section):
-    release_label: str = "emr-7.5.0"
+    """Where and how `weir package` / `weir emr submit` deploy (docs/deploy.md)."""
+
+    # 7.11+ ship Delta 3.3.2 (-amzn), the line delta-spark is pinned to in pyproject.toml.
+    release_label: str = "emr-7.12.0"
     application_id: Optional[str] = Field(default=None, description="EMR Serverless application")
     cluster_id: Optional[str] = Field(default=None, description="EMR on EC2 cluster")
     execution_role_arn: Optional[str] = None
     code_uri: Optional[str] = Field(default=None, description="s3:// prefix for `weir package`")
     log_uri: Optional[str] = None
+    # The Python of the release's image: the packed environment is built for this line and
+    # links to <python_home>/bin/python<python_version> on the cluster (Amazon Linux 2023).
+    python_version: str = "3.9"
+    python_home: str = "/usr"
+    architecture: Literal["x86_64", "aarch64"] = "x86_64"
+    glibc_version: str = Field(default="2.34", description="newest glibc a packed wheel may need")
+    delta_lock_table: Optional[str] = Field(
+        default=None, description="DynamoDB table of Delta's S3 multi-cluster writes; null: off"
+    )
+    msk_cluster: Optional[str] = Field(
+        default=None, description="MSK cluster name, for the job role's kafka-cluster grants"
+    )
+    s3_encryption: Optional[Literal["SSE-S3", "SSE-KMS"]] = None
+    s3_kms_key_id: Optional[str] = Field(default=None, validate_default=True)
 
-    @field_validator("application_id", "cluster_id", "execution_role_arn", "code_uri", "log_uri")
+    @field_validator(
+        "application_id",
+        "cluster_id",
+        "execution_role_arn",
+        "code_uri",
+        "log_uri",
+        "delta_lock_table",
+        "msk_cluster",
+        "s3_kms_key_id",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Optional[str]) -> Optional[str]:
         # conf/emr.yaml writes ${WEIR_EMR_APPLICATION_ID:-}: an unset variable means "none".
         return value or None
+
+    @field_validator("release_label")
+    @classmethod
+    def _release(cls, value: str) -> str:
+        if not _EMR_RELEASE.fullmatch(value):
+            raise ValueError(f"{value!r} is not an EMR release label such as emr-7.12.0")
+        return value
+
+    @field_validator("cluster_id")
+    @classmethod
+    def _cluster(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _EMR_CLUSTER_ID.fullmatch(value):
+            raise ValueError(f"{value!r} is not an EMR cluster id such as j-2AXXXXXXGAPLF")
+        return value
+
+    @field_validator("application_id")
+    @classmethod
+    def _application(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _EMR_APPLICATION_ID.fullmatch(value):
+            raise ValueError(f"{value!r} is not an EMR Serverless application id")
+        return value
+
+    @field_validator("execution_role_arn")
+    @classmethod
+    def _role_arn(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _IAM_ROLE_ARN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)"
+            )
+        return value
+
+    @field_validator("code_uri", "log_uri")
+    @classmethod
+    def _s3_prefix(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        value = value.rstrip("/")
+        if not value.startswith("s3://") or not _S3_URI.fullmatch(value):
+            raise ValueError(f"{value!r} is not s3://bucket/prefix")
+        return value
+
+    @field_validator("python_version", "glibc_version", mode="before")
+    @classmethod
+    def _quoted_version(cls, value: Any) -> Any:
+        if isinstance(value, float):
+            raise ValueError(f"write the version quoted ('{value}'): YAML reads 3.10 as 3.1")
+        return value
+
+    @field_validator("python_version")
+    @classmethod
+    def _python_line(cls, value: str) -> str:
+        if not _PYTHON_LINE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Python line such as 3.9")
+        return value
+
+    @field_validator("python_home")
+    @classmethod
+    def _absolute_home(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path on the cluster hosts")
+        return value.rstrip("/") or "/"
+
+    @field_validator("glibc_version")
+    @classmethod
+    def _glibc(cls, value: str) -> str:
+        if not _GLIBC_VERSION.fullmatch(value):
+            raise ValueError(f"{value!r} is not a glibc version such as 2.34")
+        return value
+
+    @field_validator("delta_lock_table")
+    @classmethod
+    def _lock_table(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _DYNAMODB_TABLE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a DynamoDB table name")
+        return value
+
+    @field_validator("msk_cluster")
+    @classmethod
+    def _msk_cluster(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _MSK_CLUSTER.fullmatch(value):
+            raise ValueError(f"{value!r} is not an MSK cluster name")
+        return value
+
+    @field_validator("s3_kms_key_id")
+    @classmethod
+    def _kms_key_with_sse_kms(cls, value: Optional[str], info: Any) -> Optional[str]:
+        encryption = info.data.get("s3_encryption")
+        if encryption == "SSE-KMS" and value is None:
+            raise ValueError("required when s3_encryption is SSE-KMS (a KMS key id or ARN)")
+        if encryption != "SSE-KMS" and value is not None:
+            raise ValueError("only applies with s3_encryption: SSE-KMS")
+        return value
 
 
 class WeirConfig(_Section):

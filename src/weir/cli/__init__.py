@@ -21,6 +21,7 @@ from weir.cli import (  # noqa: F401 (register)
     batch,
     config,
     demo,
+    emr,
     infra,
     layers,
     ops,

@@ -1,4 +1,5 @@
-"""Operations: `weir catalog`, `maintain`, `bench`, `package` and `emr` (`dq`: cli/quality.py)."""
+"""Operations: `weir catalog`, `maintain` and `bench` (`dq`: cli/quality.py; `package`, `emr`:
+cli/emr.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from weir.cli.app import app, conf_option, console, group, load, not_built, verbose
+from weir.cli.app import app, conf_option, console, group, load, verbose
 from weir.config import ConfigError
 from weir.errors import WeirError
 
 catalog_app = group("catalog", "Glue / Spark catalog.")
-emr_app = group("emr", "Amazon EMR deployment.")
 
 
 @catalog_app.command("sync")
@@ -110,17 +110,3 @@ def bench(
             failed.append(name)
     if failed:
         raise WeirError(f"benchmark targets missed in: {', '.join(failed)}")
-
-
-@app.command()
-def package(conf: str = conf_option()) -> None:
-    """Build the job bundle for EMR."""
-    load(conf)
-    not_built("package", 6)
-
-
-@emr_app.command("submit")
-def emr_submit(conf: str = conf_option()) -> None:
-    """Submit a job to EMR / EMR Serverless."""
-    load(conf)
-    not_built("emr submit", 6)
