@@ -86,7 +86,21 @@ def test_emr_adds_no_jars_no_master_and_no_local_endpoint(emr_settings: dict[str
     assert "spark.jars" not in emr_settings
     assert "spark.master" not in emr_settings
     assert "spark.driver.memory" not in emr_settings
-    assert not [key for key in emr_settings if key.startswith("spark.hadoop.fs.s3")]
+    # No endpoint, no credentials: only the server-side encryption conf/emr.yaml asks for.
+    s3 = {key for key in emr_settings if key.startswith("spark.hadoop.fs.s3")}
+    assert not [key for key in s3 if "encryption" not in key.lower()]
+
+
+def test_emr_sessions_use_glue_the_dynamodb_log_store_and_encryption_as_configured(
+    emr_settings: dict[str, str],
+) -> None:
+    # One place for every setting: a notebook on EMR Studio gets what a submitted job gets.
+    assert emr_settings["spark.hadoop.hive.metastore.client.factory.class"].endswith(
+        "AWSGlueDataCatalogHiveClientFactory"
+    )
+    assert emr_settings["spark.hadoop.fs.s3.enableServerSideEncryption"] == "true"
+    assert emr_settings["spark.hadoop.fs.s3a.encryption.algorithm"] in ("AES256", "SSE-KMS")
+    assert emr_settings["spark.delta.logStore.s3.impl"] == "io.delta.storage.S3DynamoDBLogStore"
 
 
 def test_local_master_and_driver_memory_come_from_config(local_settings: dict[str, str]) -> None:

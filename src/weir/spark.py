@@ -30,6 +30,10 @@ def local_jars(jars_dir: str) -> list[str]:
 
 
 CODEGEN_CACHE_ENTRIES = 2000
+GLUE_CLIENT_FACTORY = "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"
+DYNAMODB_LOG_STORE = "io.delta.storage.S3DynamoDBLogStore"
+# S3A's names of the encryption methods (Hadoop 3.3's S3AEncryptionMethods).
+_S3A_ALGORITHMS = {"SSE-S3": "AES256", "SSE-KMS": "SSE-KMS"}
 
 
 def spark_settings(config: WeirConfig) -> dict[str, str]:
@@ -97,7 +101,55 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
         )
     if config.catalog.kind == "spark":
         settings.update(metastore_settings(config))
+    else:
+        settings.update(glue_catalog_settings())
+    settings.update(log_store_settings(config))
+    settings.update(s3_encryption_settings(config))
     settings.update(config.spark.settings)
+    return settings
+
+
+def glue_catalog_settings() -> dict[str, str]:
+    """The AWS Glue Data Catalog as Spark's metastore (``catalog.kind: glue``).
+
+    The Glue client is the EMR release's; a local session with this catalog kind writes and
+    reads tables by path only, and `weir catalog sync` talks to Glue through boto3.
+    """
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.hive.metastore.client.factory.class": GLUE_CLIENT_FACTORY,
+    }
+
+
+def log_store_settings(config: WeirConfig) -> dict[str, str]:
+    """Delta's S3 multi-cluster writes: commits to s3:// and s3a:// tables go through the
+    DynamoDB table ``emr.delta_lock_table`` (docs/deploy.md says which tables need it)."""
+    table = config.emr.delta_lock_table
+    if not table:
+        return {}
+    prefix = f"spark.io.delta.storage.{DYNAMODB_LOG_STORE.rsplit('.', 1)[-1]}"
+    return {
+        "spark.delta.logStore.s3.impl": DYNAMODB_LOG_STORE,
+        "spark.delta.logStore.s3a.impl": DYNAMODB_LOG_STORE,
+        f"{prefix}.ddb.tableName": table,
+        f"{prefix}.ddb.region": config.aws.region,
+    }
+
+
+def s3_encryption_settings(config: WeirConfig) -> dict[str, str]:
+    """Server-side encryption of every object a job writes: EMRFS (s3://) and S3A (s3a://),
+    as ``emr.s3_encryption`` says."""
+    encryption = config.emr.s3_encryption
+    if encryption is None:
+        return {}
+    settings = {
+        "spark.hadoop.fs.s3.enableServerSideEncryption": "true",
+        "spark.hadoop.fs.s3a.encryption.algorithm": _S3A_ALGORITHMS[encryption],
+    }
+    if encryption == "SSE-KMS":
+        key = str(config.emr.s3_kms_key_id)
+        settings["spark.hadoop.fs.s3.serverSideEncryption.kms.keyId"] = key
+        settings["spark.hadoop.fs.s3a.encryption.key"] = key
     return settings
 
 

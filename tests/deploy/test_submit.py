@@ -15,13 +15,12 @@ from weir.deploy.status import RunStatus, wait_for_run
 from weir.deploy.submit import (
     job_run_request,
     put_object_encryption,
-    s3_encryption_settings,
     spark_submit_command,
     step_request,
     submission_settings,
 )
 from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
-from weir.spark import spark_settings
+from weir.spark import s3_encryption_settings, spark_settings
 
 from .conftest import PROJECT_ROOT, ROLE_ARN, objects, small_package, with_emr, write_conf
 

@@ -44,13 +44,9 @@ RELEASE_DELTA_JARS = (
     "/usr/share/aws/delta/lib/delta-storage.jar",
 )
 RELEASE_DELTA_DYNAMODB_JAR = "/usr/share/aws/delta/lib/delta-storage-s3-dynamodb.jar"
-GLUE_CLIENT_FACTORY = "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"
-DYNAMODB_LOG_STORE = "io.delta.storage.S3DynamoDBLogStore"
 STREAMING_JOBS = frozenset({"stream"})
 # EMR Serverless restarts a failed streaming run; more failures than this an hour stop it.
 STREAM_RETRIES_PER_HOUR = 5
-# S3A's names of the encryption methods (Hadoop 3.3's S3AEncryptionMethods).
-_S3A_ALGORITHMS = {"SSE-S3": "AES256", "SSE-KMS": "SSE-KMS"}
 # Settings that would put a credential into a step's arguments or a job run's parameters.
 _CREDENTIAL_SETTINGS = (
     "spark.hadoop.fs.s3a.access.key",
@@ -100,42 +96,6 @@ def submission_settings(
         if config.emr.delta_lock_table:
             jars.append(RELEASE_DELTA_DYNAMODB_JAR)
         settings["spark.jars"] = ",".join(jars)
-    if config.catalog.kind == "glue":
-        settings["spark.sql.catalogImplementation"] = "hive"
-        settings["spark.hadoop.hive.metastore.client.factory.class"] = GLUE_CLIENT_FACTORY
-    settings.update(log_store_settings(config))
-    settings.update(s3_encryption_settings(config))
-    return settings
-
-
-def log_store_settings(config: WeirConfig) -> dict[str, str]:
-    """Delta's S3 multi-cluster writes: commits to s3:// and s3a:// tables go through the
-    DynamoDB table ``emr.delta_lock_table`` (docs/deploy.md says which tables need it)."""
-    table = config.emr.delta_lock_table
-    if not table:
-        return {}
-    prefix = f"spark.io.delta.storage.{DYNAMODB_LOG_STORE.rsplit('.', 1)[-1]}"
-    return {
-        "spark.delta.logStore.s3.impl": DYNAMODB_LOG_STORE,
-        "spark.delta.logStore.s3a.impl": DYNAMODB_LOG_STORE,
-        f"{prefix}.ddb.tableName": table,
-        f"{prefix}.ddb.region": config.aws.region,
-    }
-
-
-def s3_encryption_settings(config: WeirConfig) -> dict[str, str]:
-    """Server-side encryption of every object the job writes: EMRFS (s3://) and S3A (s3a://)."""
-    encryption = config.emr.s3_encryption
-    if encryption is None:
-        return {}
-    settings = {
-        "spark.hadoop.fs.s3.enableServerSideEncryption": "true",
-        "spark.hadoop.fs.s3a.encryption.algorithm": _S3A_ALGORITHMS[encryption],
-    }
-    if encryption == "SSE-KMS":
-        key = str(config.emr.s3_kms_key_id)
-        settings["spark.hadoop.fs.s3.serverSideEncryption.kms.keyId"] = key
-        settings["spark.hadoop.fs.s3a.encryption.key"] = key
     return settings
 
 
@@ -355,9 +315,7 @@ __all__ = [
     "check_target",
     "code_root",
     "job_run_request",
-    "log_store_settings",
     "put_object_encryption",
-    "s3_encryption_settings",
     "spark_submit_command",
     "step_request",
     "submission_settings",
