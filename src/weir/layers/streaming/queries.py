@@ -2,13 +2,16 @@
 
 * ``raw-<source>``: source -> RAW rows -> :class:`~weir.layers.streaming.archiver.RawArchiver`
   (RAW and QUARANTINE, idempotent Delta appends keyed by batch id);
-* ``speed-<source>``: RAW (the Delta table as a streaming source, this source's rows) ->
-  contract -> watermark, dedup, per-minute windows in update mode ->
-  :class:`~weir.layers.streaming.speed.SpeedUpserter` (MERGE into SPEED).
+* ``speed-<source>``: the same source, read by a second consumer -> contract -> watermark,
+  dedup, per-minute windows in update mode -> :class:`~weir.layers.streaming.speed.SpeedUpserter`
+  (MERGE into SPEED).
 
-The Kafka and files sources run both as Structured Streaming queries
-(:mod:`weir.layers.streaming.run`); Kinesis runs its own archiver loop beside the same speed
-query (:mod:`weir.layers.streaming.kinesis`).
+The two queries are independent consumers of the source, as the speed and batch layers of a
+Lambda architecture are: a record reaches SPEED after one micro-batch of the speed query,
+whatever the archiver is doing (docs/streaming.md, "One hop"). The Kafka and files sources run
+both as Structured Streaming queries (:mod:`weir.layers.streaming.run`); the local Kinesis
+reader is not a Spark source, so its speed query reads what the archiver committed to RAW
+(:mod:`weir.layers.streaming.kinesis`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from weir.config import WeirConfig
@@ -29,7 +32,7 @@ from weir.delta import ensure_table
 from weir.errors import WeirError
 from weir.lake import LakeLayout
 from weir.layers.streaming.archiver import RawArchiver, WriterIds
-from weir.layers.streaming.speed import SpeedUpserter, raw_stream, speed_minutes
+from weir.layers.streaming.speed import SpeedUpserter, speed_minutes
 from weir.schemas import (
     MINUTE_PARTITION_COLUMNS,
     MINUTE_SCHEMA,
@@ -40,7 +43,7 @@ from weir.schemas import (
     STREAM_PROGRESS_PARTITION_COLUMNS,
     STREAM_PROGRESS_SCHEMA,
 )
-from weir.sources import source_records, source_stream
+from weir.sources import source_records
 
 log = logging.getLogger("weir.stream")
 
@@ -102,12 +105,21 @@ def start_raw_archiver(
 
 
 def start_speed_layer(
-    spark: SparkSession, config: WeirConfig, source: str, available_now: bool
+    spark: SparkSession,
+    config: WeirConfig,
+    source: str,
+    available_now: bool,
+    records: Optional[DataFrame] = None,
 ) -> StreamingQuery:
-    """``speed-<source>``: this source's RAW rows -> speed_minutes -> MERGE into SPEED."""
+    """``speed-<source>``: the source's records -> speed_minutes -> MERGE into SPEED.
+
+    ``records``: the streaming RAW rows to read instead of the source itself (the local
+    Kinesis reader's RAW rows).
+    """
     lake = LakeLayout.from_config(config)
     name = speed_query_name(source)
-    records = raw_stream(spark, lake.raw, source, source_stream(config, source))
+    if records is None:
+        records = source_records(spark, config, source)
     minutes = speed_minutes(records, config.timing.allowed_lateness_minutes)
     return (
         minutes.writeStream.queryName(name)
