@@ -19,7 +19,9 @@ In one run, on one private broker, each scenario on a fresh topic:
   the end of the micro-batch that made it visible: for the plain job the batch that appended
   it to its table, for Weir the speed batch that merged its window into SPEED. Both ends come
   from the queries' own progress reports. Targets: Weir p50 <= 2 x plain p50, p99 <= 2 x
-  plain p99.
+  plain p99. Beside them, for the analysis, ``speed-floor``: the speed layer's query with the
+  MERGE replaced by a blind append of the changed windows (what no design that keeps the
+  speed layer's dedup and windows can beat).
 
 * **unified** — the stream, ``weir merge --every`` and the simulator together
   (:func:`weir.bench.unified.measure`): produce -> visible in ``telemetry_minute``. Target:
@@ -62,7 +64,6 @@ from weir.bench.harness import (
 )
 from weir.config import WeirConfig
 from weir.errors import WeirError
-from weir.lake import LakeLayout
 from weir.schemas import PAYLOAD_TYPED_SCHEMA
 
 SUITE = "streaming"
@@ -86,8 +87,8 @@ def plain_bronze_query(
 ) -> StreamingQuery:
     """Kafka -> ``from_json`` -> Delta append in ``foreachBatch``, under ``root``.
 
-    The table keeps each record's Kafka coordinates and timestamp, and the batch id that
-    appended it (``batch_id``), which is all the freshness measure needs.
+    The freshness measure finds the batch that appended a record by its Kafka offset, from
+    the query's progress reports, as for every other query here.
     """
     from weir.sources.kafka import kafka_options
 
@@ -267,21 +268,8 @@ def _read_so_far(query: StreamingQuery) -> int:
 
 def plain_freshness(spark: SparkSession, config: WeirConfig, root: Path) -> dict:
     """The plain job's latency per record (module doc), at FRESHNESS_RATE."""
-    spark.conf.set("spark.sql.streaming.numRecentProgressUpdates", "100000")
     query = plain_bronze_query(spark, config, root, available_now=False)
-    failure: list[BaseException] = []
-    try:
-        sent = _produce_while(spark, config, lambda: query.lastProgress is not None, failure)
-        _wait_for(lambda: _read_so_far(query) >= sent, failure, "the plain job did not catch up")
-        reports = [dict(p) for p in query.recentProgress]
-    finally:
-        query.stop()
-    ends = progress_rows(spark, reports).select("batch_id", _batch_end().alias("visible_at"))
-    bronze = spark.read.format("delta").load(str(root / "bronze"))
-    latencies = bronze.join(ends, "batch_id").select(
-        "sent_at", (F.col("visible_at") - F.col("sent_at")).alias("latency_s")
-    )
-    return latency_summary(_measured(latencies))
+    return _measure_query(spark, config, query, PLAIN)
 
 
 def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
@@ -289,7 +277,6 @@ def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
     from weir.layers.streaming import run_stream
     from weir.layers.streaming.queries import speed_query_name
 
-    lake = LakeLayout.from_config(config)
     speed = speed_query_name("kafka")
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -307,7 +294,6 @@ def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
         active = {q.name for q in spark.streams.active if q.lastProgress is not None}
         return len(active) >= 2
 
-    spark.conf.set("spark.sql.streaming.numRecentProgressUpdates", "100000")
     thread = threading.Thread(target=stream, name="bench-stream", daemon=True)
     thread.start()
     reports: list[dict] = []
@@ -324,13 +310,74 @@ def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
     finally:
         stop.set()
         thread.join(timeout=300)
-    raw = spark.read.format("delta").load(lake.raw)
-    records = raw.select(
-        F.col("source_partition").alias("partition"),
-        F.col("source_offset").cast("long").alias("offset"),
-        F.col("arrival_time").cast("double").alias("sent_at"),
+    return _latencies(spark, config, reports, speed)
+
+
+def speed_floor_freshness(spark: SparkSession, config: WeirConfig, root: Path) -> dict:
+    """The speed layer's query with its MERGE replaced by a blind append of the changed
+    windows: the contract's parse, watermark, dedup and windows, one commit, no upsert. The
+    least a design that keeps the speed layer's semantics must do; what it cannot reach, no
+    SPEED write can."""
+    from weir.layers.streaming.speed import speed_minutes
+    from weir.sources import source_records
+
+    name = "speed-floor"
+    table = str(root / "windows")
+
+    def append(minutes: DataFrame, batch_id: int) -> None:
+        minutes.write.format("delta").mode("append").save(table)
+
+    minutes = speed_minutes(
+        source_records(spark, config, "kafka"), config.timing.allowed_lateness_minutes
     )
-    latencies = record_batches(progress_rows(spark, reports), records, speed).select(
+    query = (
+        minutes.writeStream.queryName(name)
+        .outputMode("update")
+        .foreachBatch(append)
+        .option("checkpointLocation", str(root / "checkpoint"))
+        .trigger(processingTime=f"{config.timing.trigger_interval_seconds} seconds")
+        .start()
+    )
+    return _measure_query(spark, config, query, name)
+
+
+def _measure_query(
+    spark: SparkSession, config: WeirConfig, query: StreamingQuery, name: str
+) -> dict:
+    """Produce at FRESHNESS_RATE once ``query`` runs; its latency per record."""
+    failure: list[BaseException] = []
+    try:
+        sent = _produce_while(spark, config, lambda: query.lastProgress is not None, failure)
+        _wait_for(lambda: _read_so_far(query) >= sent, failure, f"{name} did not catch up")
+        reports = [dict(p) for p in query.recentProgress]
+    finally:
+        query.stop()
+    return _latencies(spark, config, reports, name)
+
+
+def _latencies(spark: SparkSession, config: WeirConfig, reports: list[dict], name: str) -> dict:
+    """Per record of the topic: the end of the batch of query ``name`` that read it - its
+    Kafka timestamp; summarised after the warm-up."""
+    from weir.sources.kafka import kafka_options
+
+    options = {
+        k: v
+        for k, v in kafka_options(config.sources.kafka).items()
+        if k not in ("maxOffsetsPerTrigger", "startingOffsets")
+    }
+    records = (
+        spark.read.format("kafka")
+        .options(**options)
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+        .select(
+            F.col("partition").cast("string").alias("partition"),
+            "offset",
+            F.col("timestamp").cast("double").alias("sent_at"),
+        )
+    )
+    latencies = record_batches(progress_rows(spark, reports), records, name).select(
         "sent_at", (F.col("visible_at") - F.col("sent_at")).alias("latency_s")
     )
     return latency_summary(_measured(latencies))
@@ -473,6 +520,8 @@ def run(
 
     result = SuiteResult(suite=SUITE)
     figures: dict = {"load_average_before": load_average()}
+    # Every progress report of a freshness run, not the last 100: they hold the batches' ends.
+    spark.conf.set("spark.sql.streaming.numRecentProgressUpdates", "100000")
     with tempfile.TemporaryDirectory(prefix="weir-bench-stream-") as folder:
         state = Path(folder)
         context = nullcontext(config) if running_stack else private_stack(config, state / "stack")
@@ -500,6 +549,10 @@ def run(
                 )
                 live = new_topic(stack, f"bench-weir-{int(time.time())}")
                 figures["weir_freshness"] = weir_freshness(spark, on(live, "fresh-weir"))
+                live = new_topic(stack, f"bench-floor-{int(time.time())}")
+                figures["speed_floor_freshness"] = speed_floor_freshness(
+                    spark, on(live, "fresh-floor"), state / "fresh-floor"
+                )
             if unified:
                 live = new_topic(stack, f"bench-unified-{int(time.time())}")
                 figures["unified_freshness"] = unified_freshness(spark, on(live, "unified"))

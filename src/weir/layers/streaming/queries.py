@@ -40,6 +40,7 @@ from weir.schemas import (
     QUARANTINE_SCHEMA,
     RAW_PARTITION_COLUMNS,
     RAW_SCHEMA,
+    SPEED_TABLE_PROPERTIES,
     STREAM_PROGRESS_PARTITION_COLUMNS,
     STREAM_PROGRESS_SCHEMA,
 )
@@ -68,10 +69,10 @@ def ensure_stream_tables(spark: SparkSession, lake: LakeLayout) -> None:
     the driver.
     """
     tables = [
-        (lake.raw, RAW_SCHEMA, RAW_PARTITION_COLUMNS),
-        (lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS),
-        (lake.speed, MINUTE_SCHEMA, MINUTE_PARTITION_COLUMNS),
-        (lake.stream_progress, STREAM_PROGRESS_SCHEMA, STREAM_PROGRESS_PARTITION_COLUMNS),
+        (lake.raw, RAW_SCHEMA, RAW_PARTITION_COLUMNS, {}),
+        (lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS, {}),
+        (lake.speed, MINUTE_SCHEMA, MINUTE_PARTITION_COLUMNS, SPEED_TABLE_PROPERTIES),
+        (lake.stream_progress, STREAM_PROGRESS_SCHEMA, STREAM_PROGRESS_PARTITION_COLUMNS, {}),
     ]
     with ThreadPoolExecutor(max_workers=len(tables), thread_name_prefix="weir-create") as pool:
         for created in [pool.submit(ensure_table, spark, *table) for table in tables]:

@@ -14,6 +14,8 @@ layer applies first-received exactly).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from functools import partial
@@ -26,6 +28,8 @@ from weir.contract import aggregate_minutes, classify_records, valid_events
 from weir.crashpoints import SPEED_BEFORE_MERGE, crash_point
 from weir.delta import retry_conflicts
 from weir.schemas import LAYER_SPEED, MINUTE_KEY
+
+log = logging.getLogger("weir.stream")
 
 
 def source_rows(raw: DataFrame, source: str, stream: str) -> DataFrame:
@@ -106,12 +110,15 @@ class SpeedUpserter:
         # Persisted: MERGE reads its source twice, and recomputing a stateful batch is waste.
         # One small job fills the cache and bounds the MERGE (dates, earliest window); a batch
         # that changed no window (a watermark-only batch) makes no commit.
+        started = time.monotonic()
         minutes.persist()
         try:
             bounds = minutes.agg(
+                F.count(F.lit(1)).alias("windows"),
                 F.collect_set("event_date").alias("dates"),
                 F.min("window_start").alias("since"),
             ).first()
+            computed = time.monotonic()
             if bounds["dates"]:
                 crash_point(SPEED_BEFORE_MERGE)
                 # A concurrent OPTIMIZE (weir maintain) or merge may commit to the same files
@@ -132,6 +139,14 @@ class SpeedUpserter:
                 )
         finally:
             minutes.unpersist()
+        log.info(
+            "speed batch %d: %d windows on %d dates, computed in %.2fs, merged in %.2fs",
+            batch_id,
+            bounds["windows"],
+            len(bounds["dates"]),
+            computed - started,
+            time.monotonic() - computed,
+        )
 
 
 def _aware_utc(moment: datetime) -> datetime:
