@@ -1,9 +1,8 @@
 """The streaming benchmark's arithmetic: which micro-batch made a record visible, and when.
 
-A record is archived by the raw batch whose Kafka offset range holds it (``record_batches``);
-that batch committed one RAW version (its transaction id); the record is visible once the
-first speed batch whose Delta end offset reaches that version has ended. Its latency is that
-instant minus the time it was produced."""
+A record is visible when the micro-batch whose Kafka offset range holds it has ended (for Weir,
+the speed query's batch: its MERGE into SPEED committed); its latency is that instant minus the
+time it was produced."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
-from weir.bench.streaming import record_batches, record_latencies, version_visibility
+from weir.bench.streaming import latency_summary, progress_rows, record_batches
 from weir.schemas import STREAM_PROGRESS_SCHEMA
 
 T0 = datetime(2026, 3, 1, 10, 0, 0, tzinfo=timezone.utc)
@@ -50,22 +49,11 @@ def _offset(position: dict) -> dict:
     return {"t": position}
 
 
-def delta_log(spark: SparkSession, commits: list[tuple]) -> object:
-    """(version, archiver batch id or None) per RAW commit, as the JSON log reads."""
-    return spark.createDataFrame(
-        [
-            (f"file:/lake/raw/_delta_log/{version:020d}.json", None if b is None else (b, "app"))
-            for version, b in commits
-        ],
-        "file string, txn struct<version:long, appId:string>",
-    )
-
-
 def raw(spark: SparkSession, rows: list[tuple]) -> object:
     """(partition, offset, produced second) per record."""
     return spark.createDataFrame(
-        [(p, str(o), T0.replace(second=s)) for p, o, s in rows],
-        "source_partition string, source_offset string, arrival_time timestamp",
+        [(p, o, T0.replace(second=s).timestamp()) for p, o, s in rows],
+        "partition string, offset long, sent_at double",
     )
 
 
@@ -108,51 +96,28 @@ def test_a_record_no_batch_has_read_yet_has_no_batch(spark: SparkSession, offset
     assert record_batches(batches, raw(spark, [("0", offset, 1)]), "raw-kafka").count() == 0
 
 
-def test_a_raw_version_is_visible_when_the_first_speed_batch_reaching_it_ends(
-    spark: SparkSession,
-) -> None:
-    batches = progress(
-        spark,
-        [
-            # The first batch reads the initial snapshot (version 0) and versions 1-2.
-            ("speed-kafka", 0, 2, 1000, 9, None, (2, 0)),
-            # Ends at (4, -1): version 3 read, none of version 4.
-            ("speed-kafka", 1, 4, 2000, 5, (2, 0), (4, -1)),
-            ("speed-kafka", 2, 7, 500, 0, (4, -1), (4, -1)),  # idle
-            ("speed-kafka", 3, 8, 500, 4, (4, -1), (4, 1)),
-        ],
+def test_progress_reports_become_progress_rows_with_their_batch_end(spark: SparkSession) -> None:
+    report = {
+        "id": "q",
+        "runId": "r",
+        "name": "plain-bronze",
+        "timestamp": "2026-03-01T10:00:02.000Z",
+        "batchId": 4,
+        "numInputRows": 3,
+        "durationMs": {"triggerExecution": 1500},
+        "sources": [{"startOffset": {"t": {"0": 2}}, "endOffset": {"t": {"0": 5}}}],
+    }
+    (row,) = progress_rows(spark, [report]).collect()
+    assert (row.query_name, row.batch_id, row.num_input_rows) == ("plain-bronze", 4, 3)
+    records = raw(spark, [("0", 2, 1), ("0", 4, 1), ("0", 5, 1)])
+    found = record_batches(progress_rows(spark, [report]), records, "plain-bronze")
+    assert sorted(r.offset for r in found.collect()) == [2, 4]
+
+
+def test_latency_summary_gives_the_quantiles_of_the_records_measured(spark: SparkSession) -> None:
+    latencies = spark.createDataFrame(
+        [(float(n), n / 10) for n in range(1, 101)], "sent_at double, latency_s double"
     )
-
-    visible = version_visibility(batches, "speed-kafka")
-
-    at = T0.timestamp()
-    expected = spark.createDataFrame(
-        [(0, at + 3.0), (1, at + 3.0), (2, at + 3.0), (3, at + 6.0), (4, at + 8.5)],
-        "version long, visible_at double",
-    )
-    assert_df_equality(visible, expected, ignore_row_order=True, ignore_nullable=True)
-
-
-def test_record_latency_runs_from_sending_to_the_speed_batch_that_read_its_raw_version(
-    spark: SparkSession,
-) -> None:
-    batches = progress(
-        spark,
-        [
-            ("raw-kafka", 0, 1, 1000, 2, None, {"0": 2}),  # ends :02, commits version 1
-            ("raw-kafka", 1, 3, 1000, 1, {"0": 2}, {"0": 3}),  # ends :04, commits version 3
-            ("speed-kafka", 0, 2, 1500, 2, None, (1, 0)),  # reads 0-1, ends :03.5
-            ("speed-kafka", 1, 5, 500, 1, (1, 0), (3, 0)),  # reads 2-3, ends :05.5
-        ],
-    )
-    log = delta_log(spark, [(0, None), (1, 0), (2, None), (3, 1)])  # 0: created, 2: maintenance
-    records = raw(spark, [("0", 0, 0), ("0", 1, 1), ("0", 2, 3)])
-
-    latencies = record_latencies(batches, records, log, "raw-kafka", "speed-kafka").select(
-        "offset", "version", "latency_s"
-    )
-
-    expected = spark.createDataFrame(
-        [(0, 1, 3.5), (1, 1, 2.5), (2, 3, 2.5)], "offset long, version long, latency_s double"
-    )
-    assert_df_equality(latencies, expected, ignore_row_order=True, ignore_nullable=True)
+    summary = latency_summary(latencies)
+    assert summary["records"] == 100 and summary["max_s"] == 10.0
+    assert 4.9 <= summary["p50_s"] <= 5.1 and 9.8 <= summary["p99_s"] <= 10.0

@@ -131,6 +131,10 @@ MINUTE_SCHEMA = StructType(
     ]
 )
 MINUTE_KEY = ("device_id", "window_start")
+# SPEED is MERGEd every micro-batch. With deletion vectors a MERGE marks the rows it replaces
+# instead of rewriting every file that holds one: its cost follows the batch's windows, not
+# the size of the day's partition (docs/streaming.md, "The SPEED write").
+SPEED_TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
 MINUTE_PARTITION_COLUMNS = ("event_date",)
 LAYER_BATCH = "batch"
 LAYER_SPEED = "speed"

@@ -62,6 +62,10 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
         # Readers outside Spark (Athena, the deltalake package) expect plain Parquet timestamps.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Every MERGE source Weir passes is already persisted and deterministic (a speed
+        # micro-batch's windows, the serving diff of pinned versions): Delta's own copy of it
+        # would be one more job and write per MERGE.
+        "spark.databricks.delta.merge.materializeSource": "none",
         # A streaming driver cycles through more generated classes per trigger (two queries,
         # Delta's commit and snapshot plans, the merge) than Spark's 100-entry codegen cache
         # holds: it kept evicting and recompiling them (Janino on the driver, then the JIT),

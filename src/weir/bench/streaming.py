@@ -1,31 +1,39 @@
-"""Benchmarks of `weir stream --source kafka`: backlog ingest beside the parse ceiling; freshness.
+"""`weir bench streaming`: Weir's stream beside the plain job a data engineer writes first.
 
-Ingest: the simulator fills a fresh topic with ``events`` records; then, in one session,
+In one run, on one private broker, each scenario on a fresh topic:
 
-* ceiling — a plain Spark job reads the same topic (batch read, earliest to latest, the same
-  consumer options) through the same typed ``from_json`` into the no-op sink, after a warm-up
-  read so neither side pays for the session's first Kafka read;
-* candidate — ``run_stream(..., available_now=True)``: the raw archiver (RAW + QUARANTINE)
-  drains the topic, then the speed layer (contract, watermark, dedup, per-minute MERGE into
-  SPEED) reads what RAW holds;
-* bound — the least any raw+speed design must do, in one pass: the topic's records appended
-  to a RAW Delta table and classified by the contract into the no-op sink (no QUARANTINE, no
-  dedup, no windows, no SPEED). Its ratio to the ceiling bounds what the candidate can reach;
-* the median seconds of one idempotent 5,000-row RAW append: the fixed cost of a commit.
+* **drain** — the simulator fills a topic with ``events`` records (the default fault mix), then
+  each job drains it from scratch with an available-now trigger:
 
-Freshness: the stream runs with a 1 s trigger while the simulator produces at a steady rate,
-started once both queries have finished a first trigger (steady state, not start-up).
-A record is visible in SPEED when the speed micro-batch that read it has finished (its MERGE
-committed). The chain, from ``_control/stream_progress`` and RAW's Delta log:
+  - ``plain-bronze``: Kafka -> ``from_json`` (the contract's typed schema) -> Delta append,
+    one commit per micro-batch through ``foreachBatch``: what a data engineer writes first;
+  - ``weir-stream``: ``run_stream(..., available_now=True)``, everything Weir writes: RAW
+    (idempotent), QUARANTINE (idempotent), SPEED (watermark, dedup, windows, MERGE).
 
-1. the raw batch that archived it: the raw query's batch whose Kafka offset range holds the
-   record (``record_batches``);
-2. the RAW version that batch committed: the commit carrying the archiver's transaction id
-   (``txn.version`` = batch id, ``raw_batch_versions``);
-3. the first speed batch whose Delta end offset reaches that version (``version_visibility``),
-   which finished at trigger_time + duration.
+  Target: Weir's records per second >= 0.5 x the plain job's.
 
-Latency = that instant − the record's Kafka timestamp (set by the producer when it sent it).
+* **freshness** — each job runs with a 1 s trigger while the simulator produces at 5,000
+  events/s for ``FRESHNESS_SECONDS`` (started once the job has finished a first trigger, so
+  start-up is not measured; the first ``FRESHNESS_WARMUP_SECONDS`` of records are left out).
+  A record's latency runs from its Kafka timestamp (set by the producer when it sent it) to
+  the end of the micro-batch that made it visible: for the plain job the batch that appended
+  it to its table, for Weir the speed batch that merged its window into SPEED. Both ends come
+  from the queries' own progress reports. Targets: Weir p50 <= 2 x plain p50, p99 <= 2 x
+  plain p99. Beside them, for the analysis, ``speed-floor``: the speed layer's query with the
+  MERGE replaced by a blind append of the changed windows (what no design that keeps the
+  speed layer's dedup and windows can beat).
+
+* **unified** — the stream, ``weir merge --every`` and the simulator together
+  (:func:`weir.bench.unified.measure`): produce -> visible in ``telemetry_minute``. Target:
+  p99 <= merge interval + 15 s.
+
+* **memory** — a fleet of 100,000 devices reporting every 20 s for 12 minutes of event time
+  (longer than the allowed lateness: the speed layer's state reaches its steady size) is
+  drained by ``weir stream --available-now`` in a process of its own; the peak resident memory
+  of its whole process tree (the Python driver, the JVM that is driver and executors in local
+  mode, Python workers) is sampled every half second. Target: <= 3 GiB.
+
+Figures go to ``bench/results/streaming-*.json`` with the machine's load average.
 """
 
 from __future__ import annotations
@@ -34,12 +42,14 @@ import tempfile
 import threading
 import time
 from contextlib import nullcontext
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import LongType, MapType, StringType
 
 from weir.bench.harness import (
@@ -54,131 +64,105 @@ from weir.bench.harness import (
 )
 from weir.config import WeirConfig
 from weir.errors import WeirError
-from weir.lake import LakeLayout
 from weir.schemas import PAYLOAD_TYPED_SCHEMA
 
 SUITE = "streaming"
-CEILING = "parse-ceiling"
-CANDIDATE = "raw+speed"
-BOUND = "archive+classify-bound"
+PLAIN = "plain-bronze"
+WEIR = "weir-stream"
 FRESHNESS_RATE = 5000  # events/s
+TRIGGER_SECONDS = 1
 FRESHNESS_SECONDS = 60
 FRESHNESS_WARMUP_SECONDS = 15  # the first batches pay for JIT and state-store set-up
-DRAIN_TIMEOUT_SECONDS = 300
-# A micro-batch's worth at the freshness rate with a 1 s trigger; the median of a few.
-APPEND_ROWS = FRESHNESS_RATE
-APPENDS = 7
+UNIFIED_INTERVAL_SECONDS = 30
+UNIFIED_SLACK_SECONDS = 15
+DRAIN_TIMEOUT_SECONDS = 600
 _OFFSETS = MapType(StringType(), MapType(StringType(), LongType()))
 
 
-def _backlog(config: WeirConfig, events: int) -> int:
-    """Fill the topic as fast as the simulator goes; the history ends now (see bench.simulate)."""
-    from weir.bench.simulate import simulate_options
-    from weir.simulate.run import run_simulation
-
-    sent = run_simulation(config, simulate_options(events, datetime.now(timezone.utc)))
-    if sent.status != "completed":
-        raise WeirError(f"simulator run {sent.run_id} ended {sent.status}")
-    return sent.acknowledged
+# --- The plain job ------------------------------------------------------------------------------
 
 
-def _whole_topic(spark: SparkSession, config: WeirConfig) -> DataFrame:
-    """The topic, earliest to latest, as a batch read with the stream's consumer options."""
+def plain_bronze_query(
+    spark: SparkSession, config: WeirConfig, root: Path, available_now: bool
+) -> StreamingQuery:
+    """Kafka -> ``from_json`` -> Delta append in ``foreachBatch``, under ``root``.
+
+    The freshness measure finds the batch that appended a record by its Kafka offset, from
+    the query's progress reports, as for every other query here.
+    """
     from weir.sources.kafka import kafka_options
 
-    options = {
-        k: v
-        for k, v in kafka_options(config.sources.kafka).items()
-        if k not in ("maxOffsetsPerTrigger", "startingOffsets")
-    }
-    return (
-        spark.read.format("kafka")
-        .options(**options)
-        .option("startingOffsets", "earliest")
-        .option("endingOffsets", "latest")
-        .load()
-    )
+    options = kafka_options(config.sources.kafka)
+    table = str(root / "bronze")
 
-
-def archive_classify_bound(spark: SparkSession, config: WeirConfig, raw_path: str) -> None:
-    """The topic's records appended to a RAW Delta table at ``raw_path``, then classified by
-    the contract into the no-op sink, from one read of the topic.
-
-    The least work a raw+speed run must do (it also writes QUARANTINE, deduplicates,
-    aggregates and merges into SPEED, and commits each micro-batch idempotently).
-    """
-    from weir.contract import classify_records
-    from weir.schemas import RAW_PARTITION_COLUMNS
-    from weir.sources.kafka import kafka_records
-    from weir.sources.records import with_ingest_time
-
-    records = (
-        _whole_topic(spark, config).transform(kafka_records).transform(with_ingest_time).persist()
-    )
-    try:
-        (
-            records.write.format("delta")
-            .mode("append")
-            .partitionBy(*RAW_PARTITION_COLUMNS)
-            .save(raw_path)
+    def append(batch: DataFrame, batch_id: int) -> None:
+        batch.withColumn("batch_id", F.lit(batch_id)).write.format("delta").mode("append").save(
+            table
         )
-        records.transform(classify_records).write.format("noop").mode("overwrite").save()
-    finally:
-        records.unpersist()
 
-
-def idempotent_append_seconds(
-    spark: SparkSession, config: WeirConfig, raw_path: str, rows: int, appends: int
-) -> float:
-    """Median seconds of one idempotent Delta append of ``rows`` RAW rows (the topic's first),
-    as the raw archiver commits a micro-batch: the fixed cost of a commit on this machine.
-
-    A record is visible in SPEED after at least two such commits (RAW, then SPEED), so this
-    bounds the freshness a steady stream can reach here.
-    """
-    from weir.delta import append_once
-    from weir.schemas import RAW_PARTITION_COLUMNS
-    from weir.sources.kafka import kafka_records
-    from weir.sources.records import with_ingest_time
-
-    batch = (
-        _whole_topic(spark, config)
-        .limit(rows)
-        .transform(kafka_records)
-        .transform(with_ingest_time)
-        .localCheckpoint()
+    parsed = (
+        spark.readStream.format("kafka")
+        .options(**options)
+        .load()
+        .select(
+            F.col("partition").cast("string").alias("partition"),
+            "offset",
+            F.col("timestamp").cast("double").alias("sent_at"),
+            F.from_json(F.col("value").cast("string"), PAYLOAD_TYPED_SCHEMA).alias("event"),
+        )
+        .select("partition", "offset", "sent_at", "event.*")
     )
-    seconds = []
-    for version in range(appends):
-        started = time.perf_counter()
-        append_once(batch, raw_path, RAW_PARTITION_COLUMNS, "bench-append", version)
-        seconds.append(time.perf_counter() - started)
-    return sorted(seconds)[len(seconds) // 2]
-
-
-def parse_ceiling(spark: SparkSession, config: WeirConfig) -> None:
-    """The topic, earliest to latest, through the same typed JSON parse into the no-op sink."""
-    (
-        _whole_topic(spark, config)
-        .select(F.from_json(F.col("value").cast("string"), PAYLOAD_TYPED_SCHEMA).alias("event"))
-        .select("event.*")
-        .write.format("noop")
-        .mode("overwrite")
-        .save()
+    trigger = (
+        {"availableNow": True}
+        if available_now
+        else {"processingTime": f"{config.timing.trigger_interval_seconds} seconds"}
+    )
+    return (
+        parsed.writeStream.queryName(PLAIN)
+        .foreachBatch(append)
+        .option("checkpointLocation", str(root / "checkpoint"))
+        .trigger(**trigger)
+        .start()
     )
 
 
-def _stream_available_now(spark: SparkSession, config: WeirConfig) -> None:
+def _await(query: StreamingQuery, timeout: float) -> None:
+    if not query.awaitTermination(timeout):
+        query.stop()
+        raise WeirError(f"{query.name} did not finish within {timeout:.0f}s")
+
+
+def drain_plain(spark: SparkSession, config: WeirConfig, root: Path) -> None:
+    _await(plain_bronze_query(spark, config, root, available_now=True), DRAIN_TIMEOUT_SECONDS)
+
+
+def drain_weir(spark: SparkSession, config: WeirConfig) -> None:
     from weir.layers.streaming import run_stream
 
     run_stream(spark, config, "kafka", available_now=True)
 
 
-def record_batches(progress: DataFrame, raw: DataFrame, query_name: str) -> DataFrame:
-    """Per RAW record: the batch of the Kafka query ``query_name`` that read it, and when that
-    batch ended (``visible_at``, epoch seconds) and the record was sent (``sent_at``).
+# --- Which micro-batch made a record visible, and when -------------------------------------------
 
-    ``progress`` is the stream_progress table, ``raw`` the RAW table; both of one topic.
+
+def _batch_end() -> Column:
+    return F.col("trigger_time").cast("double") + F.col("batch_duration_ms") / 1000.0
+
+
+def progress_rows(spark: SparkSession, reports: list[dict]) -> DataFrame:
+    """Progress reports (``StreamingQuery.recentProgress``) as STREAM_PROGRESS_SCHEMA rows."""
+    from weir.layers.streaming.progress import progress_row
+    from weir.schemas import STREAM_PROGRESS_SCHEMA
+
+    return spark.createDataFrame([progress_row(r) for r in reports], STREAM_PROGRESS_SCHEMA)
+
+
+def record_batches(progress: DataFrame, records: DataFrame, query_name: str) -> DataFrame:
+    """Per record: the batch of the Kafka query ``query_name`` that read it, and when that
+    batch ended (``visible_at``, epoch seconds).
+
+    ``progress``: STREAM_PROGRESS_SCHEMA rows; ``records``: ``partition`` (text),
+    ``offset`` (long) and ``sent_at`` (epoch seconds) of the records of one topic.
     """
     batches = (
         progress.where(F.col("query_name") == query_name)
@@ -209,11 +193,6 @@ def record_batches(progress: DataFrame, raw: DataFrame, query_name: str) -> Data
             "end_offset",
         )
     )
-    records = raw.select(
-        F.col("source_partition").alias("partition"),
-        F.col("source_offset").cast("long").alias("offset"),
-        F.col("arrival_time").cast("double").alias("sent_at"),
-    )
     return records.join(
         F.broadcast(batches),
         (records["partition"] == batches["partition"])
@@ -222,120 +201,83 @@ def record_batches(progress: DataFrame, raw: DataFrame, query_name: str) -> Data
     ).select(records["partition"], "offset", "sent_at", "batch_id", "visible_at")
 
 
-def _batch_end() -> Column:
-    return F.col("trigger_time").cast("double") + F.col("batch_duration_ms") / 1000.0
+def latency_summary(latencies: DataFrame) -> dict:
+    """p50 / p99 / max of ``latency_s`` and how many records were measured."""
+    row = latencies.agg(
+        F.count(F.lit(1)).alias("records"),
+        F.percentile_approx("latency_s", 0.5, 10_000).alias("p50"),
+        F.percentile_approx("latency_s", 0.99, 10_000).alias("p99"),
+        F.max("latency_s").alias("max"),
+    ).first()
+    if not row["records"]:
+        raise WeirError("no record was measured: the job read nothing after the warm-up")
+    return {
+        "records": int(row["records"]),
+        "p50_s": round(row["p50"], 3),
+        "p99_s": round(row["p99"], 3),
+        "max_s": round(row["max"], 3),
+    }
 
 
-def raw_batch_versions(delta_log: DataFrame) -> DataFrame:
-    """(``batch_id``, ``version``): the RAW version each archiver batch committed.
-
-    ``delta_log`` is RAW's ``_delta_log/*.json`` read as JSON with the file name in
-    ``file``; the archiver's commits carry a ``txn`` action whose version is the batch id.
-    """
-    return delta_log.where(F.col("txn").isNotNull()).select(
-        F.col("txn.version").cast("long").alias("batch_id"),
-        F.regexp_extract("file", r"(\d+)\.json$", 1).cast("long").alias("version"),
-    )
+def _measured(latencies: DataFrame) -> DataFrame:
+    first_sent = latencies.agg(F.min("sent_at")).first()[0]
+    return latencies.where(F.col("sent_at") >= first_sent + FRESHNESS_WARMUP_SECONDS)
 
 
-def version_visibility(progress: DataFrame, query_name: str) -> DataFrame:
-    """(``version``, ``visible_at``): when the speed query ``query_name`` (reading RAW as a
-    Delta stream) first finished a batch that read RAW version ``version``.
-
-    A Delta end offset (v, i) means every file of versions before v and files 0..i of v were
-    read (i = -1: none of v). A batch ending inside a version (more files than it takes per
-    trigger) would count that version read early; the archiver's versions are a few files
-    each, far below the speed query's per-trigger cap.
-    """
-    offset = "struct<reservoirVersion:long,index:long>"
-    batches = (
-        progress.where(F.col("query_name") == query_name)
-        .where(F.col("num_input_rows") > 0)
-        .select(
-            _batch_end().alias("visible_at"),
-            F.from_json("start_offset", offset).alias("start"),
-            F.from_json("end_offset", offset).alias("end"),
-        )
-        .select(
-            "visible_at",
-            F.coalesce(F.col("start.reservoirVersion"), F.lit(-1)).alias("from_version"),
-            F.when(F.col("end.index") >= 0, F.col("end.reservoirVersion"))
-            .otherwise(F.col("end.reservoirVersion") - 1)
-            .alias("to_version"),
-        )
-    )
-    versions = batches.select(
-        F.explode(F.sequence(F.greatest("from_version", F.lit(0)), "to_version")).alias("version"),
-        "visible_at",
-    )
-    return versions.groupBy("version").agg(F.min("visible_at").alias("visible_at"))
+# --- Freshness ----------------------------------------------------------------------------------
 
 
-def record_latencies(
-    progress: DataFrame, raw: DataFrame, delta_log: DataFrame, raw_query: str, speed_query: str
-) -> DataFrame:
-    """Per RAW record: seconds from its Kafka timestamp to the end of the speed batch that
-    first read the RAW version holding it (see the module docstring)."""
-    archived = record_batches(progress, raw, raw_query).drop("visible_at")
-    versions = raw_batch_versions(delta_log)
-    visible = version_visibility(progress, speed_query)
-    return (
-        archived.join(versions, "batch_id")
-        .join(visible, "version")
-        .select(
-            "partition",
-            "offset",
-            "sent_at",
-            "batch_id",
-            "version",
-            (F.col("visible_at") - F.col("sent_at")).alias("latency_s"),
-        )
-    )
-
-
-def _caught_up(spark: SparkSession, lake: LakeLayout, query: str, produced: int) -> bool:
-    from weir.delta import table_version
-
-    if table_version(spark, lake.stream_progress) is None:
-        return False
-    done = (
-        spark.read.format("delta")
-        .load(lake.stream_progress)
-        .where(F.col("query_name") == query)
-        .agg(F.sum("num_input_rows"))
-        .first()[0]
-    )
-    return (done or 0) >= produced
-
-
-def _wait_until_streaming(
-    spark: SparkSession, names: tuple[str, ...], failure: list[BaseException]
-) -> None:
-    """Until every query in ``names`` is active and has finished a first trigger.
-
-    Freshness is a steady-state figure: producing while the stream still creates its tables
-    and plans its first batches would measure a start-up backlog, not the latency of a
-    running stream.
-    """
-    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
-    while True:
-        started = {query.name for query in spark.streams.active if query.lastProgress}
-        if started.issuperset(names):
-            return
-        if failure or time.monotonic() > deadline:
-            raise WeirError(f"the stream did not start: {failure or 'deadline'}")
-        time.sleep(0.2)
-
-
-def measure_freshness(
-    spark: SparkSession, config: WeirConfig, seconds: int, rate: int
-) -> dict[str, float]:
-    """p50/p99/max latency (s) of records produced at ``rate`` for ``seconds``, after warm-up."""
-    from weir.layers.streaming import run_stream
-    from weir.layers.streaming.queries import raw_query_name, speed_query_name
+def _produce_while(
+    spark: SparkSession,
+    config: WeirConfig,
+    started: Callable[[], bool],
+    failure: list[BaseException],
+) -> int:
+    """Once ``started()``, produce at FRESHNESS_RATE for FRESHNESS_SECONDS; the records sent."""
     from weir.simulate.run import SimulateOptions
 
-    lake = LakeLayout.from_config(config)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    while not started():
+        if failure or time.monotonic() > deadline:
+            raise WeirError(f"the job did not start: {failure or 'deadline'}")
+        time.sleep(0.2)
+    sent = simulate_in_own_process(
+        config,
+        SimulateOptions(
+            devices=FRESHNESS_RATE,
+            rate=FRESHNESS_RATE,
+            duration_s=FRESHNESS_SECONDS,
+            sink="kafka",
+            seed=3,
+        ),
+    )
+    return sent.acknowledged
+
+
+def _wait_for(condition: Callable[[], bool], failure: list[BaseException], what: str) -> None:
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    while not condition():
+        if failure or time.monotonic() > deadline:
+            raise WeirError(f"{what}: {failure or 'deadline'}")
+        time.sleep(1.0)
+
+
+def _read_so_far(query: StreamingQuery) -> int:
+    return sum(p["numInputRows"] for p in query.recentProgress)
+
+
+def plain_freshness(spark: SparkSession, config: WeirConfig, root: Path) -> dict:
+    """The plain job's latency per record (module doc), at FRESHNESS_RATE."""
+    query = plain_bronze_query(spark, config, root, available_now=False)
+    return _measure_query(spark, config, query, PLAIN)
+
+
+def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
+    """Weir's latency per record: produced -> its window merged into SPEED (module doc)."""
+    from weir.layers.streaming import run_stream
+    from weir.layers.streaming.queries import speed_query_name
+
+    speed = speed_query_name("kafka")
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -345,46 +287,221 @@ def measure_freshness(
         except BaseException as error:  # reported by the caller
             failure.append(error)
 
+    def speed_query() -> Optional[StreamingQuery]:
+        return next((q for q in spark.streams.active if q.name == speed), None)
+
+    def started() -> bool:
+        active = {q.name for q in spark.streams.active if q.lastProgress is not None}
+        return len(active) >= 2
+
     thread = threading.Thread(target=stream, name="bench-stream", daemon=True)
     thread.start()
+    reports: list[dict] = []
     try:
-        _wait_until_streaming(spark, (raw_query_name("kafka"), speed_query_name("kafka")), failure)
-        sent = simulate_in_own_process(
-            config,
-            SimulateOptions(devices=rate, rate=rate, duration_s=seconds, sink="kafka", seed=3),
-        )
-        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
-        query = speed_query_name("kafka")
-        # The progress table is flushed every few seconds: wait until the speed query has
-        # reported every record (a condition with a deadline).
-        while not _caught_up(spark, lake, query, sent.acknowledged):
-            if failure or time.monotonic() > deadline:
-                raise WeirError(f"the stream did not catch up: {failure or 'deadline'}")
-            time.sleep(1.0)
+        sent = _produce_while(spark, config, started, failure)
+
+        def caught_up() -> bool:
+            query = speed_query()
+            return query is not None and _read_so_far(query) >= sent
+
+        _wait_for(caught_up, failure, "the speed layer did not catch up")
+        query = speed_query()
+        reports = [dict(p) for p in query.recentProgress] if query is not None else []
     finally:
         stop.set()
-        thread.join(timeout=180)
-    progress = spark.read.format("delta").load(lake.stream_progress)
-    raw = spark.read.format("delta").load(lake.raw)
-    first_sent = raw.agg(F.min(F.col("arrival_time").cast("double"))).first()[0]
-    delta_log = spark.read.json(f"{lake.raw}/_delta_log/*.json").withColumn(
-        "file", F.input_file_name()
+        thread.join(timeout=300)
+    return _latencies(spark, config, reports, speed)
+
+
+def speed_floor_freshness(spark: SparkSession, config: WeirConfig, root: Path) -> dict:
+    """The speed layer's query with its MERGE replaced by a blind append of the changed
+    windows: the contract's parse, watermark, dedup and windows, one commit, no upsert. The
+    least a design that keeps the speed layer's semantics must do; what it cannot reach, no
+    SPEED write can."""
+    from weir.layers.streaming.speed import speed_minutes
+    from weir.sources import source_records
+
+    name = "speed-floor"
+    table = str(root / "windows")
+
+    def append(minutes: DataFrame, batch_id: int) -> None:
+        minutes.write.format("delta").mode("append").save(table)
+
+    minutes = speed_minutes(
+        source_records(spark, config, "kafka"), config.timing.allowed_lateness_minutes
     )
-    latencies = record_latencies(
-        progress, raw, delta_log, raw_query_name("kafka"), speed_query_name("kafka")
-    ).where(F.col("sent_at") >= first_sent + FRESHNESS_WARMUP_SECONDS)
-    row = latencies.agg(
-        F.count(F.lit(1)).alias("records"),
-        F.percentile_approx("latency_s", 0.5, 10_000).alias("p50"),
-        F.percentile_approx("latency_s", 0.99, 10_000).alias("p99"),
-        F.max("latency_s").alias("max"),
-    ).first()
-    return {
-        "records": int(row["records"]),
-        "p50_s": round(row["p50"], 3),
-        "p99_s": round(row["p99"], 3),
-        "max_s": round(row["max"], 3),
+    query = (
+        minutes.writeStream.queryName(name)
+        .outputMode("update")
+        .foreachBatch(append)
+        .option("checkpointLocation", str(root / "checkpoint"))
+        .trigger(processingTime=f"{config.timing.trigger_interval_seconds} seconds")
+        .start()
+    )
+    return _measure_query(spark, config, query, name)
+
+
+def _measure_query(
+    spark: SparkSession, config: WeirConfig, query: StreamingQuery, name: str
+) -> dict:
+    """Produce at FRESHNESS_RATE once ``query`` runs; its latency per record."""
+    failure: list[BaseException] = []
+    try:
+        sent = _produce_while(spark, config, lambda: query.lastProgress is not None, failure)
+        _wait_for(lambda: _read_so_far(query) >= sent, failure, f"{name} did not catch up")
+        reports = [dict(p) for p in query.recentProgress]
+    finally:
+        query.stop()
+    return _latencies(spark, config, reports, name)
+
+
+def _latencies(spark: SparkSession, config: WeirConfig, reports: list[dict], name: str) -> dict:
+    """Per record of the topic: the end of the batch of query ``name`` that read it - its
+    Kafka timestamp; summarised after the warm-up."""
+    from weir.sources.kafka import kafka_options
+
+    options = {
+        k: v
+        for k, v in kafka_options(config.sources.kafka).items()
+        if k not in ("maxOffsetsPerTrigger", "startingOffsets")
     }
+    records = (
+        spark.read.format("kafka")
+        .options(**options)
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+        .select(
+            F.col("partition").cast("string").alias("partition"),
+            "offset",
+            F.col("timestamp").cast("double").alias("sent_at"),
+        )
+    )
+    latencies = record_batches(progress_rows(spark, reports), records, name).select(
+        "sent_at", (F.col("visible_at") - F.col("sent_at")).alias("latency_s")
+    )
+    return latency_summary(_measured(latencies))
+
+
+def unified_freshness(spark: SparkSession, config: WeirConfig) -> dict:
+    from weir.bench import unified
+
+    return unified.measure(spark, config, UNIFIED_INTERVAL_SECONDS, rate=FRESHNESS_RATE // 5)
+
+
+# --- Memory -------------------------------------------------------------------------------------
+
+MEMORY_DEVICES = 100_000
+MEMORY_INTERVAL_S = 20
+MEMORY_MINUTES = 12
+MEMORY_LIMIT_BYTES = 3 << 30
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of process ``root`` and its descendants, from /proc (0 once gone)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        pending.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def memory_peak(config: WeirConfig, folder: Path) -> dict:
+    """Peak RSS of a ``weir stream --available-now`` process tree draining a 100,000-device
+    backlog (module doc)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from weir.simulate.run import SimulateOptions, run_simulation
+
+    events = MEMORY_DEVICES * MEMORY_MINUTES * 60 // MEMORY_INTERVAL_S
+    now = datetime.now(timezone.utc)
+    sent = run_simulation(
+        config,
+        SimulateOptions(
+            devices=MEMORY_DEVICES,
+            rate=0,
+            count=events,
+            sink="kafka",
+            seed=4,
+            start=now - timedelta(minutes=MEMORY_MINUTES + 1),
+            interval_s=MEMORY_INTERVAL_S,
+        ),
+    )
+    conf = folder / "memory.yaml"
+    conf.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    weir = Path(sys.executable).parent / "weir"
+    command = [str(weir), "stream", "--conf", str(conf), "--source", "kafka", "--available-now"]
+    log = folder / "memory-stream.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _tree_rss(process.pid))
+            if time.monotonic() - started > DRAIN_TIMEOUT_SECONDS * 3:
+                process.kill()
+                raise WeirError(f"the memory run did not finish; see {log}")
+            time.sleep(0.5)
+    if process.returncode != 0:
+        raise WeirError(f"the memory run failed ({process.returncode}): {log.read_text()[-2000:]}")
+    return {
+        "devices": MEMORY_DEVICES,
+        "events": sent.acknowledged,
+        "seconds": round(time.monotonic() - started, 1),
+        "peak_rss_bytes": peak,
+        "peak_rss_gib": round(peak / (1 << 30), 3),
+    }
+
+
+# --- The suite ----------------------------------------------------------------------------------
+
+
+def _backlog(config: WeirConfig, events: int) -> int:
+    """Fill the topic as fast as the simulator goes (default fault mix)."""
+    from weir.bench.simulate import simulate_options
+    from weir.simulate.run import run_simulation
+
+    sent = run_simulation(config, simulate_options(events, datetime.now(timezone.utc)))
+    if sent.status != "completed":
+        raise WeirError(f"simulator run {sent.run_id} ended {sent.status}")
+    return sent.acknowledged
+
+
+def _timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _freshness_checks(plain: dict, weir: dict) -> list[dict]:
+    return [
+        {
+            "check": f"SPEED freshness {q} <= 2 x plain-bronze {q} at {FRESHNESS_RATE}/s, "
+            f"{TRIGGER_SECONDS} s trigger",
+            "value": weir[f"{q}_s"],
+            "baseline": plain[f"{q}_s"],
+            "met": weir[f"{q}_s"] <= 2 * plain[f"{q}_s"],
+        }
+        for q in ("p50", "p99")
+    ]
 
 
 def run(
@@ -394,78 +511,85 @@ def run(
     repeat: int = 1,
     config: WeirConfig,
     running_stack: bool = False,
-    freshness_seconds: Optional[int] = FRESHNESS_SECONDS,
+    freshness: bool = True,
+    unified: bool = True,
+    memory: bool = True,
 ) -> SuiteResult:
-    """Ingest (best of ``repeat``) and, unless ``freshness_seconds`` is None, freshness."""
+    """Drain (best of ``repeat`` each, taking turns), then freshness and unified freshness."""
     from weir.infra import private_stack
 
     result = SuiteResult(suite=SUITE)
-    checks_extra = []
+    figures: dict = {"load_average_before": load_average()}
+    # Every progress report of a freshness run, not the last 100: they hold the batches' ends.
+    spark.conf.set("spark.sql.streaming.numRecentProgressUpdates", "100000")
     with tempfile.TemporaryDirectory(prefix="weir-bench-stream-") as folder:
         state = Path(folder)
         context = nullcontext(config) if running_stack else private_stack(config, state / "stack")
         with context as stack:
-            topic = new_topic(stack, f"bench-ingest-{int(time.time())}")
-            produced = _backlog(kafka_bench_config(stack, state / "unused", topic, 1), events)
-            ceilings, candidates, bounds = [], [], []
-            # Warm-up, not measured: the session's first Kafka read loads the client classes.
-            parse_ceiling(spark, kafka_bench_config(stack, state / "unused", topic, 1))
+
+            def on(topic: str, name: str) -> WeirConfig:
+                return kafka_bench_config(stack, state / name, topic, TRIGGER_SECONDS)
+
+            topic = new_topic(stack, f"bench-drain-{int(time.time())}")
+            produced = _backlog(on(topic, "backlog"), events)
+            plains, weirs = [], []
             for attempt in range(repeat):
-                bench = kafka_bench_config(stack, state / f"lake-{attempt}", topic, 1)
-                started = time.perf_counter()
-                parse_ceiling(spark, bench)
-                ceilings.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                _stream_available_now(spark, bench)
-                candidates.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                archive_classify_bound(spark, bench, str(state / f"bound-{attempt}"))
-                bounds.append(time.perf_counter() - started)
+                plains.append(
+                    _timed(partial(drain_plain, spark, on(topic, "p"), state / f"plain-{attempt}"))
+                )
+                weirs.append(_timed(partial(drain_weir, spark, on(topic, f"weir-{attempt}"))))
             result.measurements = [
-                Measurement(CEILING, produced, min(ceilings)),
-                Measurement(CANDIDATE, produced, min(candidates)),
-                Measurement(BOUND, produced, min(bounds)),
+                Measurement(PLAIN, produced, min(plains)),
+                Measurement(WEIR, produced, min(weirs)),
             ]
-            append_seconds = idempotent_append_seconds(
-                spark,
-                kafka_bench_config(stack, state / "unused", topic, 1),
-                str(state / "appends"),
-                APPEND_ROWS,
-                APPENDS,
-            )
-            freshness = None
-            if freshness_seconds:
-                live_topic = new_topic(stack, f"bench-fresh-{int(time.time())}")
-                live = kafka_bench_config(stack, state / "lake-fresh", live_topic, 1)
-                freshness = measure_freshness(spark, live, freshness_seconds, FRESHNESS_RATE)
-                checks_extra = [
-                    {
-                        "check": f"freshness p50 <= 2 s at {FRESHNESS_RATE}/s, 1 s trigger",
-                        "value": freshness["p50_s"],
-                        "met": freshness["p50_s"] <= 2.0,
-                    },
-                    {
-                        "check": f"freshness p99 <= 5 s at {FRESHNESS_RATE}/s, 1 s trigger",
-                        "value": freshness["p99_s"],
-                        "met": freshness["p99_s"] <= 5.0,
-                    },
-                ]
+            if freshness:
+                live = new_topic(stack, f"bench-plain-{int(time.time())}")
+                figures["plain_freshness"] = plain_freshness(
+                    spark, on(live, "fresh-plain"), state / "fresh-plain"
+                )
+                live = new_topic(stack, f"bench-weir-{int(time.time())}")
+                figures["weir_freshness"] = weir_freshness(spark, on(live, "fresh-weir"))
+                live = new_topic(stack, f"bench-floor-{int(time.time())}")
+                figures["speed_floor_freshness"] = speed_floor_freshness(
+                    spark, on(live, "fresh-floor"), state / "fresh-floor"
+                )
+            if unified:
+                live = new_topic(stack, f"bench-unified-{int(time.time())}")
+                figures["unified_freshness"] = unified_freshness(spark, on(live, "unified"))
+            if memory:
+                live = new_topic(stack, f"bench-memory-{int(time.time())}")
+                figures["memory"] = memory_peak(on(live, "memory"), state)
+    figures["load_average_after"] = load_average()
     result.environment = environment(
         master=spark.sparkContext.master,
         partitions=config.sources.kafka.partitions,
-        freshness=freshness,
-        idempotent_append_rows=APPEND_ROWS,
-        idempotent_append_median_s=round(append_seconds, 3),
-        load_average=load_average(),
-        # What the least work reaches (see archive_classify_bound): the candidate's ratio and
-        # rate cannot exceed these here.
-        bound_ratio=round(
-            result.measurement(BOUND).events_per_second
-            / result.measurement(CEILING).events_per_second,
-            3,
-        ),
-        bound_events_per_second=round(result.measurement(BOUND).events_per_second),
+        trigger_s=TRIGGER_SECONDS,
+        **figures,
     )
-    result.evaluate([Target(CANDIDATE, CEILING, min_ratio=0.5, min_rate=100_000)])
-    result.checks.extend(checks_extra)
+    result.evaluate([Target(WEIR, PLAIN, min_ratio=0.5)])
+    if freshness:
+        result.checks.extend(
+            _freshness_checks(figures["plain_freshness"], figures["weir_freshness"])
+        )
+    if unified:
+        bound = UNIFIED_INTERVAL_SECONDS + UNIFIED_SLACK_SECONDS
+        p99 = figures["unified_freshness"]["p99_s"]
+        result.checks.append(
+            {
+                "check": f"unified freshness p99 <= merge interval + {UNIFIED_SLACK_SECONDS} s "
+                f"= {bound} s",
+                "value": p99,
+                "met": p99 is not None and p99 <= bound,
+            }
+        )
+    if memory:
+        peak = figures["memory"]["peak_rss_bytes"]
+        result.checks.append(
+            {
+                "check": f"peak RSS of the stream's process tree at {MEMORY_DEVICES:,} devices "
+                "<= 3 GiB",
+                "value": figures["memory"]["peak_rss_gib"],
+                "met": peak <= MEMORY_LIMIT_BYTES,
+            }
+        )
     return result

@@ -207,7 +207,13 @@ def write_conf(config: WeirConfig, path: Path) -> Path:
 class StreamProcess:
     """`weir stream` in its own process group (a kill reaches its JVM too), logging to a file."""
 
-    def __init__(self, config: WeirConfig, folder: Path, source: str) -> None:
+    def __init__(
+        self,
+        config: WeirConfig,
+        folder: Path,
+        source: str,
+        env: Optional[dict[str, str]] = None,
+    ) -> None:
         conf = write_conf(config, folder / "stream.yaml")
         self.log_path = folder / f"stream-{uuid.uuid4().hex[:6]}.log"
         with self.log_path.open("w") as log:
@@ -217,7 +223,10 @@ class StreamProcess:
                 stderr=subprocess.STDOUT,
                 cwd=folder,
                 start_new_session=True,
-                env={k: v for k, v in os.environ.items() if not k.startswith("WEIR__")},
+                env={
+                    **{k: v for k, v in os.environ.items() if not k.startswith("WEIR__")},
+                    **(env or {}),
+                },
             )
 
     @property

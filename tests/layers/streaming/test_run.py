@@ -15,12 +15,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from weir import crashpoints
 from weir.cli import main
 from weir.config import ConfigError, WeirConfig
 from weir.contract.rules import Reason
+from weir.crashpoints import CRASH_ENV, HOLD_ENV
 from weir.delta import committed_transactions
 from weir.errors import EXIT_BAD_CONFIG, WeirError
 from weir.lake import LakeLayout, local_path
@@ -34,6 +37,7 @@ from weir.sample import mixed_sample
 from .builders import (
     PROJECT_ROOT,
     UTC,
+    VIEW_COLUMNS,
     StreamProcess,
     assert_quarantine_shares_raw_ingest_time,
     assert_raw_is_valid_plus_quarantine,
@@ -121,6 +125,49 @@ def test_files_stream_archives_every_line_once_across_restarts(
     before = versions(spark, lake)
     run_stream(spark, config, "files", available_now=True)
     assert versions(spark, lake) == before
+
+
+@pytest.mark.slow
+def test_killed_between_the_raw_commit_and_the_speed_write_restarts_to_a_clean_runs_state(
+    spark: SparkSession, weir_config: WeirConfig, tmp_path: Path
+) -> None:
+    # Not a race: the speed layer is held before its MERGE, and the process kills itself
+    # (SIGKILL, with its JVM) right after RAW has committed the first micro-batch.
+    config = lake_config(weir_config, tmp_path / "lake")
+    lake = LakeLayout.from_config(config)
+    now = datetime.now(UTC).replace(microsecond=0)
+    sample, conflicting = split_conflicting_duplicate(mixed_sample(30, seed=5, now=now))
+    files = {"a.jsonl": [payload for payload, _ in sample], "b.jsonl": [conflicting]}
+    land(config, "a.jsonl", files["a.jsonl"], now - timedelta(seconds=60))
+    land(config, "b.jsonl", files["b.jsonl"], now - timedelta(seconds=30))
+
+    stream = StreamProcess(
+        config,
+        tmp_path,
+        "files",
+        env={CRASH_ENV: crashpoints.RAW_COMMITTED, HOLD_ENV: crashpoints.SPEED_BEFORE_MERGE},
+    )
+    assert stream.process.wait(timeout=300) == -signal.SIGKILL, stream.output[-3000:]
+    assert raw_count(spark, lake) == len(files["a.jsonl"])  # the first file, committed
+    assert table(spark, lake.speed).count() == 0  # the speed layer never wrote
+
+    run_stream(spark, config, "files", available_now=True)
+
+    assert raw_lines(spark, lake) == expected_lines(files)
+    assert_raw_is_valid_plus_quarantine(spark, lake)
+    assert_quarantine_shares_raw_ingest_time(spark, lake)
+    clean = lake_config(weir_config, tmp_path / "clean")
+    for name, modified in (("a.jsonl", 60), ("b.jsonl", 30)):
+        land(clean, name, files[name], now - timedelta(seconds=modified))
+    run_stream(spark, clean, "files", available_now=True)
+    clean_lake = LakeLayout.from_config(clean)
+    assert_df_equality(
+        table(spark, lake.speed).select(*VIEW_COLUMNS),
+        table(spark, clean_lake.speed).select(*VIEW_COLUMNS),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    assert table(spark, lake.quarantine).count() == table(spark, clean_lake.quarantine).count()
 
 
 @pytest.mark.slow

@@ -1,22 +1,25 @@
 """The raw archiver: every record exactly once in RAW, and its quarantine rows, per micro-batch.
 
 ``RawArchiver`` is the ``foreachBatch`` function of the ``raw-<source>`` query. For each
-micro-batch it appends the RAW rows, then classifies them with the shared contract and appends
-the invalid ones to QUARANTINE. Both appends are Delta idempotent writes keyed by
-(``txnAppId``, ``txnVersion`` = batch id): when a batch is replayed after a crash, a write
-that already committed is skipped by Delta, the other is done. Quarantine is derived from
-the very rows archived (same ``ingest_time``), so ``raw = valid + quarantine`` holds exactly.
+micro-batch it caches the RAW rows, then appends them to RAW and, side by side, classifies
+them with the shared contract and appends the invalid ones to QUARANTINE. Both appends are
+Delta idempotent writes keyed by (``txnAppId``, ``txnVersion`` = batch id): when a batch is
+replayed after a crash, a write that already committed is skipped by Delta, the other is done.
+Quarantine is derived from the very rows archived (same ``ingest_time``), so
+``raw = valid + quarantine`` holds exactly.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 
 from weir.contract import classify_records, quarantine_rows
+from weir.crashpoints import RAW_COMMITTED, crash_point
 from weir.delta import append_once
 from weir.lake import LakeLayout
 from weir.schemas import QUARANTINE_PARTITION_COLUMNS, RAW_PARTITION_COLUMNS
@@ -42,14 +45,20 @@ class RawArchiver:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        # Cached by the RAW append, its first action (a count first was one more pass over
-        # the source); the count and the quarantine then read the cache.
+        # The count fills the cache (one read of the source); the two appends then read the
+        # cache side by side: each is a write job and a commit mostly spent on the driver, so
+        # they overlap rather than queue.
         batch.persist()
         try:
-            self.append_raw(batch, batch_id)
             records = batch.count()
             quarantine = batch.transform(classify_records).transform(quarantine_rows)
-            self.append_quarantine(quarantine, batch_id)
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="weir-archive") as pool:
+                appends = [
+                    pool.submit(self.append_raw, batch, batch_id),
+                    pool.submit(self.append_quarantine, quarantine, batch_id),
+                ]
+                for append in appends:
+                    append.result()
         finally:
             batch.unpersist()
         elapsed = time.monotonic() - started
@@ -59,6 +68,7 @@ class RawArchiver:
 
     def append_raw(self, raw: DataFrame, batch_id: int) -> None:
         append_once(raw, self.lake.raw, RAW_PARTITION_COLUMNS, self.writer_ids.raw, batch_id)
+        crash_point(RAW_COMMITTED)
 
     def append_quarantine(self, quarantine: DataFrame, batch_id: int) -> None:
         append_once(

@@ -53,6 +53,33 @@ def last_planned_batch(spark: SparkSession, checkpoint: str) -> Optional[int]:
     return None if names is None or names["batch"] is None else int(names["batch"])
 
 
+def latest_offsets_text(spark: SparkSession, checkpoint: str) -> Optional[str]:
+    """The text of the newest file of a checkpoint's offset log; None if it never started."""
+    last = last_planned_batch(spark, checkpoint)
+    if last is None:
+        return None
+    lines = spark.read.text(f"{checkpoint.rstrip('/')}/offsets/{last}").collect()
+    return "\n".join(row["value"] for row in lines)
+
+
+def check_speed_checkpoint_reads_source(
+    spark: SparkSession, query_name: str, checkpoint: str
+) -> None:
+    """Refuse a speed checkpoint written when the speed query read RAW (a Delta source).
+
+    Its offsets are RAW table versions, meaningless to a query reading the source itself, and
+    Spark would fail on them mid-start. Deleting it is safe: SPEED is an upserted view, and the
+    new query rebuilds its open windows from the source.
+    """
+    text = latest_offsets_text(spark, checkpoint)
+    if text is not None and '"reservoirId"' in text:
+        raise WeirError(
+            f"{query_name}: the checkpoint {checkpoint} was written when the speed layer read "
+            "the RAW table; it now reads the source itself. Delete that folder (only that one) "
+            "and start again: the speed layer rebuilds its open windows from the source"
+        )
+
+
 def read_epoch(spark: SparkSession, checkpoint: str) -> Optional[int]:
     """The reset epoch recorded in a checkpoint folder, None when none was recorded."""
     try:

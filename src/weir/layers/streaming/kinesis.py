@@ -48,7 +48,7 @@ from weir.layers.streaming.queries import (
     start_speed_layer,
     stop_gracefully,
 )
-from weir.layers.streaming.speed import source_rows
+from weir.layers.streaming.speed import raw_stream, source_rows
 from weir.schemas import QUARANTINE_PARTITION_COLUMNS, RAW_PARTITION_COLUMNS, RAW_SCHEMA
 from weir.sources.kinesis import (
     KINESIS,
@@ -417,10 +417,17 @@ def _run(
         if available_now:
             archiver.drain(stop)
             if not stop.is_set():
-                speed = start_speed_layer(spark, config, KINESIS, available_now=True)
+                speed = start_speed_layer(
+                    spark,
+                    config,
+                    KINESIS,
+                    available_now=True,
+                    records=_archived(spark, lake, kinesis),
+                )
                 _await_finished(speed, stop)
         else:
-            speed = start_speed_layer(spark, config, KINESIS, available_now=False)
+            archived = _archived(spark, lake, kinesis)
+            speed = start_speed_layer(spark, config, KINESIS, False, records=archived)
             result.progress_rows += _follow(archiver, speed, recorder, config, stop)
         if speed is not None:
             raise_if_failed([speed])
@@ -437,6 +444,11 @@ def _run(
         result.records_archived = archiver.records_archived
     result.seconds = time.monotonic() - started
     return result
+
+
+def _archived(spark: SparkSession, lake: LakeLayout, kinesis: KinesisSourceConfig) -> DataFrame:
+    """The speed query's input: what the archiver committed to RAW for this stream."""
+    return raw_stream(spark, lake.raw, KINESIS, kinesis.stream)
 
 
 def _await_finished(query: StreamingQuery, stop: threading.Event) -> None:

@@ -2,13 +2,16 @@
 
 * ``raw-<source>``: source -> RAW rows -> :class:`~weir.layers.streaming.archiver.RawArchiver`
   (RAW and QUARANTINE, idempotent Delta appends keyed by batch id);
-* ``speed-<source>``: RAW (the Delta table as a streaming source, this source's rows) ->
-  contract -> watermark, dedup, per-minute windows in update mode ->
-  :class:`~weir.layers.streaming.speed.SpeedUpserter` (MERGE into SPEED).
+* ``speed-<source>``: the same source, read by a second consumer -> contract -> watermark,
+  dedup, per-minute windows in update mode -> :class:`~weir.layers.streaming.speed.SpeedUpserter`
+  (MERGE into SPEED).
 
-The Kafka and files sources run both as Structured Streaming queries
-(:mod:`weir.layers.streaming.run`); Kinesis runs its own archiver loop beside the same speed
-query (:mod:`weir.layers.streaming.kinesis`).
+The two queries are independent consumers of the source, as the speed and batch layers of a
+Lambda architecture are: a record reaches SPEED after one micro-batch of the speed query,
+whatever the archiver is doing (docs/streaming.md, "One hop"). The Kafka and files sources run
+both as Structured Streaming queries (:mod:`weir.layers.streaming.run`); the local Kinesis
+reader is not a Spark source, so its speed query reads what the archiver committed to RAW
+(:mod:`weir.layers.streaming.kinesis`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from weir.config import WeirConfig
@@ -29,7 +32,7 @@ from weir.delta import ensure_table
 from weir.errors import WeirError
 from weir.lake import LakeLayout
 from weir.layers.streaming.archiver import RawArchiver, WriterIds
-from weir.layers.streaming.speed import SpeedUpserter, raw_stream, speed_minutes
+from weir.layers.streaming.speed import SpeedUpserter, speed_minutes
 from weir.schemas import (
     MINUTE_PARTITION_COLUMNS,
     MINUTE_SCHEMA,
@@ -37,10 +40,11 @@ from weir.schemas import (
     QUARANTINE_SCHEMA,
     RAW_PARTITION_COLUMNS,
     RAW_SCHEMA,
+    SPEED_TABLE_PROPERTIES,
     STREAM_PROGRESS_PARTITION_COLUMNS,
     STREAM_PROGRESS_SCHEMA,
 )
-from weir.sources import source_records, source_stream
+from weir.sources import source_records
 
 log = logging.getLogger("weir.stream")
 
@@ -65,10 +69,10 @@ def ensure_stream_tables(spark: SparkSession, lake: LakeLayout) -> None:
     the driver.
     """
     tables = [
-        (lake.raw, RAW_SCHEMA, RAW_PARTITION_COLUMNS),
-        (lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS),
-        (lake.speed, MINUTE_SCHEMA, MINUTE_PARTITION_COLUMNS),
-        (lake.stream_progress, STREAM_PROGRESS_SCHEMA, STREAM_PROGRESS_PARTITION_COLUMNS),
+        (lake.raw, RAW_SCHEMA, RAW_PARTITION_COLUMNS, {}),
+        (lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS, {}),
+        (lake.speed, MINUTE_SCHEMA, MINUTE_PARTITION_COLUMNS, SPEED_TABLE_PROPERTIES),
+        (lake.stream_progress, STREAM_PROGRESS_SCHEMA, STREAM_PROGRESS_PARTITION_COLUMNS, {}),
     ]
     with ThreadPoolExecutor(max_workers=len(tables), thread_name_prefix="weir-create") as pool:
         for created in [pool.submit(ensure_table, spark, *table) for table in tables]:
@@ -102,12 +106,21 @@ def start_raw_archiver(
 
 
 def start_speed_layer(
-    spark: SparkSession, config: WeirConfig, source: str, available_now: bool
+    spark: SparkSession,
+    config: WeirConfig,
+    source: str,
+    available_now: bool,
+    records: Optional[DataFrame] = None,
 ) -> StreamingQuery:
-    """``speed-<source>``: this source's RAW rows -> speed_minutes -> MERGE into SPEED."""
+    """``speed-<source>``: the source's records -> speed_minutes -> MERGE into SPEED.
+
+    ``records``: the streaming RAW rows to read instead of the source itself (the local
+    Kinesis reader's RAW rows).
+    """
     lake = LakeLayout.from_config(config)
     name = speed_query_name(source)
-    records = raw_stream(spark, lake.raw, source, source_stream(config, source))
+    if records is None:
+        records = source_records(spark, config, source)
     minutes = speed_minutes(records, config.timing.allowed_lateness_minutes)
     return (
         minutes.writeStream.queryName(name)

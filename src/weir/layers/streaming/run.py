@@ -1,13 +1,12 @@
 """`weir stream`: the raw archiver and the speed layer of one source, in one driver process.
 
-The source is read once: the speed layer reads what the archiver committed to RAW. That halves
-the reads of Kafka and gives the speed layer the very ingest times the quarantine was judged by;
-every source (Kafka, files, Kinesis) feeds the speed layer the same way (the queries:
-:mod:`weir.layers.streaming.queries`; Kinesis: :mod:`weir.layers.streaming.kinesis`).
+The archiver and the speed layer are two consumers of the source, so a record reaches SPEED one
+speed micro-batch after it arrives, not after an archiver commit and a second trigger (the
+queries: :mod:`weir.layers.streaming.queries`; Kinesis: :mod:`weir.layers.streaming.kinesis`).
 
 ``run_stream`` validates, runs the checkpoint guard (:mod:`weir.layers.streaming.checkpoints`),
-creates the tables and starts the queries. With ``available_now`` it drains the source into RAW,
-then brings SPEED up to what RAW holds; otherwise both run until ``stop`` is set (SIGTERM /
+creates the tables and starts the queries. With ``available_now`` both drain what the source
+holds and stop; otherwise both run until ``stop`` is set (SIGTERM /
 SIGINT through :func:`weir.entry.run_until_stopped`), in which case each query is stopped once
 its current micro-batch is done. A failed query stops the other; a WeirError says why. See
 docs/streaming.md.
@@ -25,7 +24,10 @@ from pyspark.sql.streaming import StreamingQuery
 
 from weir.config import WeirConfig
 from weir.lake import LakeLayout
-from weir.layers.streaming.checkpoints import guard_checkpoint
+from weir.layers.streaming.checkpoints import (
+    check_speed_checkpoint_reads_source,
+    guard_checkpoint,
+)
 from weir.layers.streaming.kinesis import run_kinesis_stream
 from weir.layers.streaming.progress import ProgressRecorder
 from weir.layers.streaming.queries import (
@@ -68,6 +70,7 @@ def run_stream(
     writers = guard_checkpoint(
         spark, raw_name, lake.checkpoint(raw_name), (lake.raw, lake.quarantine), reset_checkpoint
     )
+    check_speed_checkpoint_reads_source(spark, speed_name, lake.checkpoint(speed_name))
     ensure_stream_tables(spark, lake)
     stop = stop or threading.Event()
     result = StreamResult(source=source)
@@ -81,11 +84,8 @@ def run_stream(
     def start_speed() -> StreamingQuery:
         return start_speed_layer(spark, config, source, available_now)
 
-    # Draining: the speed layer's available-now run sees RAW as it is when it starts, so it
-    # starts once the archiver has drained the source.
-    stages: list[list[Callable[[], StreamingQuery]]] = (
-        [[start_raw], [start_speed]] if available_now else [[start_raw, start_speed]]
-    )
+    # Both queries read the source: draining or not, they run side by side.
+    stages: list[list[Callable[[], StreamingQuery]]] = [[start_raw, start_speed]]
     try:
         log.info(
             "streaming %s: %s (writer epoch %d) and %s%s",
