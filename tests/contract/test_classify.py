@@ -8,6 +8,7 @@ table is checked against the plain-Python oracle in tests/test_oracle.py.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
@@ -878,14 +879,29 @@ def test_bytes_that_are_not_utf8_are_malformed_json_and_kept_as_received(spark):
     records = [
         RawRecord.received(data, source_offset=str(i)) for i, data in enumerate(NOT_UTF8.values())
     ]
-    # The lossy text alone would pass: U+FFFD inside a string is valid JSON.
-    assert all("\ufffd" in r.payload and r.payload_bytes is not None for r in records)
+    # Their text alone, U+FFFD where a byte could not be read, would pass when inside strings.
+    text_only = raw_frame(spark, [replace(r, payload_bytes=None) for r in records])
+    passing = text_only.transform(classify_records).where(F.col(REASON_COLUMN).isNull())
+    assert passing.count() == 5
 
     actual = raw_frame(spark, records).transform(classify_records).transform(quarantine_rows)
 
     rows = actual.orderBy(F.col("source_offset").cast("int")).collect()
     assert [row["reason"] for row in rows] == [Reason.MALFORMED_JSON] * len(NOT_UTF8)
     assert [bytes(row["payload_bytes"]) for row in rows] == list(NOT_UTF8.values())
+
+
+def test_raw_row_holding_bytes_not_utf8_in_its_payload_is_malformed_json(spark):
+    # As RAW rows archived before payload_bytes existed hold them: Kafka's value cast to text.
+    valid_without_them = utf8_event(b"ok")
+    rows = [(data,) for data in (NOT_UTF8["latin1_byte"], valid_without_them)]
+    payloads = spark.createDataFrame(rows, "data BINARY").select(
+        F.col("data").cast("string").alias("payload"), F.lit(INGEST_TIME).alias("ingest_time")
+    )
+
+    reasons = payloads.transform(classify_records).select("payload", REASON_COLUMN).collect()
+
+    assert sorted((row[REASON_COLUMN] or "") for row in reasons) == ["", Reason.MALFORMED_JSON]
 
 
 def test_utf8_text_beyond_ascii_is_valid_and_keeps_no_bytes(spark):

@@ -144,6 +144,13 @@ def _is_one_object(payload: Column) -> Column:
     return only_brace_is_last | (payload.rlike(_ENDS_WITH_CLOSING_BRACE) & _is_one_group(brackets))
 
 
+def _is_utf8_text(payload: Column) -> Column:
+    """Whether the payload's own bytes are UTF-8. The sources decode every record (a record
+    that is not UTF-8 has ``payload_bytes``), but a RAW row archived before they did holds the
+    bytes in ``payload`` as they came; decoding changes such bytes, and only such bytes."""
+    return F.decode(payload.cast("binary"), "UTF-8") == payload
+
+
 def _payload_bytes(raw: DataFrame) -> Column:
     """RAW's bytes of a record that is not UTF-8 (null for one that is, or a frame without)."""
     return F.col("payload_bytes") if "payload_bytes" in raw.columns else F.lit(None)
@@ -246,7 +253,10 @@ def classify_records(raw: DataFrame) -> DataFrame:
     event_time = F.col("event_time")
     # Not parsed at all (so malformed_json): bytes that are not UTF-8, or a number too long.
     parse_input = F.when(
-        _payload_bytes(raw).isNull() & ~_has_long_number(F.col("payload")), F.col("payload")
+        _payload_bytes(raw).isNull()
+        & _is_utf8_text(F.col("payload"))
+        & ~_has_long_number(F.col("payload")),
+        F.col("payload"),
     )
     # The one-object check lives in the parse's node: its rare exact path is a higher-order
     # function, which Spark cannot compile to Java, and an expression that cannot be compiled
