@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from contract.builders import event_payload
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -15,6 +18,7 @@ from weir.config import ConfigError, FilesSourceConfig, KafkaSourceConfig, WeirC
 from weir.contract import REASON_COLUMN, classify_records
 from weir.contract.rules import Reason
 from weir.errors import WeirError
+from weir.lake import LakeLayout
 from weir.schemas import RAW_SCHEMA
 from weir.sources import (
     KINESIS,
@@ -25,6 +29,7 @@ from weir.sources import (
     kafka_records,
     landing_line_options,
     landing_line_records,
+    landing_line_source,
     landing_lines,
     landing_records,
     source_records,
@@ -448,3 +453,116 @@ def test_lines_of_a_file_read_in_many_splits_keep_their_line_numbers(
         for name, texts in lines.items()
         for number, text in enumerate(texts, start=1)
     )
+
+
+# --- a landing file of 1 GiB, streamed ----------------------------------------------------------
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def sparse_landing_file(path: Path, events: dict[int, str]) -> dict[int, str]:
+    """A 1 GiB JSON-lines file that takes a few MB of disk; its event lines by line number.
+
+    The file is 1,024 chunks of 1 MiB, each ending in a line break; the rest of a chunk is a
+    hole (NUL bytes, never written). Chunk ``k`` of ``events`` starts with that event's line,
+    so the chunk holds two lines. Chunks at multiples of 128 MiB start where Spark splits the
+    file.
+    """
+    lines = {}
+    number = 0
+    with path.open("wb") as file:
+        file.truncate(GIB)
+        for chunk in range(GIB // MIB):
+            if chunk in events:
+                file.seek(chunk * MIB)
+                file.write(events[chunk].encode() + b"\n")
+                number += 1
+                lines[number] = events[chunk]
+            file.seek((chunk + 1) * MIB - 1)
+            file.write(b"\n")
+            number += 1
+    lines[0] = str(number)  # the total, under a number no line has
+    return lines
+
+
+@pytest.mark.slow
+def test_a_1gib_landing_file_is_streamed_in_splits_with_every_line_numbered(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    chunks = [0, 1, 127, 128, 129, 256, 511, 512, 895, 896, 1023]  # 128 = the first split's end
+    events = {chunk: event_payload(event_id=f"evt-{chunk}") for chunk in chunks}
+    expected = sparse_landing_file(folder / "big.jsonl", events)
+    total = int(expected.pop(0))
+    assert (folder / "big.jsonl").stat().st_blocks * 512 < 64 * MIB  # sparse: CI's disk is safe
+    landing = f"file://{folder}"
+
+    seen: dict[str, Any] = {"lines": 0, "splits": 0, "events": []}
+
+    def archive(batch: DataFrame, batch_id: int) -> None:
+        # What the raw archiver does with each micro-batch of the line reader.
+        records = landing_line_records(batch, landing)
+        seen["lines"] += records.count()
+        seen["splits"] += batch.select("file_block_start").distinct().count()
+        events_only = records.where(F.col("payload").startswith("{"))
+        classified = events_only.transform(classify_records)
+        seen["events"] += [
+            (int(row["source_offset"]), row["payload"], row[REASON_COLUMN])
+            for row in classified.collect()
+        ]
+
+    lake = LakeLayout(root=f"file://{tmp_path}/lake", landing_root=landing)
+    query = (
+        landing_line_source(spark, lake, FilesSourceConfig())
+        .writeStream.foreachBatch(archive)
+        .option("checkpointLocation", str(tmp_path / "checkpoint"))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination(600)
+    assert query.exception() is None
+
+    assert seen["lines"] == total == 1024 + len(chunks)  # every line once, none lost
+    assert seen["splits"] == 8  # read as eight 128 MiB splits, side by side, never whole
+    assert sorted(seen["events"]) == [(n, text, None) for n, text in sorted(expected.items())]
+
+
+# --- Kafka, at the local broker ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kafka_tombstone_and_value_not_utf8_reach_raw_as_sent_and_are_malformed_json(
+    spark: SparkSession, local_infra: WeirConfig
+) -> None:
+    from confluent_kafka import Producer
+
+    from weir.infra.kafka import create_topic
+
+    servers = local_infra.sources.kafka.bootstrap_servers
+    topic = create_topic(servers, f"inputs-{uuid.uuid4().hex[:8]}", 1, timeout=30)
+    not_utf8 = event_payload(status="@").encode().replace(b"@", b"caf\xe9")
+    values = [event_payload().encode(), None, not_utf8]  # None: a tombstone
+    producer = Producer({"bootstrap.servers": servers})
+    for value in values:
+        producer.produce(topic, value=value, key=b"dev-1")
+    assert producer.flush(30) == 0
+
+    messages = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", servers)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+    )
+    raw = with_ingest_time(kafka_records(messages))
+    rows = raw.transform(classify_records).orderBy(F.col("source_offset").cast("int")).collect()
+
+    assert [(r["payload_bytes"], r[REASON_COLUMN]) for r in rows] == [
+        (None, None),
+        (None, Reason.MALFORMED_JSON),
+        (bytearray(not_utf8), Reason.MALFORMED_JSON),
+    ]
+    assert rows[1]["payload"] is None and rows[0]["payload"] == values[0].decode()
