@@ -10,10 +10,11 @@ as a disagreement instead of being copied into the expected values.
 * ``aggregate_minutes(events)`` -> one dict per device and minute (MINUTE_SCHEMA without
   ``layer`` and ``computed_at``, which the caller supplies).
 
-Known gaps (kept out of the random corpora, see tests/contract/test_oracle_agreement.py): a JSON
+* ``classify_bytes(data, ingest_time)``: the same for a record's bytes, which must be UTF-8.
+
+Known gap (kept out of the random corpora, see tests/contract/test_oracle_agreement.py): a JSON
 fraction or exponent used as an id is rendered with Python's shortest digits in Java's layout,
-which older JDKs do not always produce; ``{..}{..}`` is malformed here, while the contract
-documents that Spark reads the first object.
+which older JDKs do not always produce.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Optional
@@ -41,6 +43,8 @@ INT32 = (-(2**31), 2**31 - 1)
 MAX_EPOCH_MILLIS = 253402300799999
 MAX_OFFSET_MINUTES = 18 * 60
 FUTURE_TOLERANCE_MICROS = 5 * 60 * 1_000_000
+MAX_NESTING_DEPTH = 1000  # objects and arrays, the record's object being level 1
+MAX_NUMBER_LENGTH = 10_000  # characters of one number token
 
 # Python's re: `[0-9]` rather than `\d` (which matches any Unicode digit) and fullmatch rather
 # than `$` (which matches before a trailing newline).
@@ -65,19 +69,78 @@ def _reject_constant(token: str) -> Any:
     raise _MalformedJsonError(f"non-standard JSON token {token}")
 
 
+def _bounded(token: str) -> str:
+    if len(token) > MAX_NUMBER_LENGTH:
+        raise _MalformedJsonError(f"a number of {len(token)} characters")
+    return token
+
+
+def _json_int(token: str) -> int:
+    # Decimal, not int(token): Python refuses to convert more than 4,300 digits that way.
+    return int(Decimal(_bounded(token)))
+
+
+def _json_float(token: str) -> float:
+    return float(_bounded(token))
+
+
+def _loads(payload: str) -> Any:
+    return json.loads(
+        payload,
+        parse_constant=_reject_constant,
+        parse_int=_json_int,
+        parse_float=_json_float,
+    )
+
+
 def parse_object(payload: Optional[str]) -> Optional[dict]:
     """The payload as a dict, or None when it is not one strict JSON object.
 
     json.loads already allows only space, tab, CR and LF around the value and rejects any
-    other trailing text; duplicate keys keep the last occurrence (dict assignment).
+    other trailing text (a second value included) and a byte-order mark; duplicate keys keep
+    the last occurrence (dict assignment). The contract's bounds: nesting deeper than
+    MAX_NESTING_DEPTH and numbers longer than MAX_NUMBER_LENGTH characters are malformed.
     """
     if payload is None:
         return None
     try:
-        value = json.loads(payload, parse_constant=_reject_constant)
+        try:
+            value = _loads(payload)
+        except RecursionError:
+            # Python's stack gives out before the bound: parse again with room for it.
+            limit = sys.getrecursionlimit()
+            sys.setrecursionlimit(limit + 4 * MAX_NESTING_DEPTH)
+            try:
+                value = _loads(payload)
+            finally:
+                sys.setrecursionlimit(limit)
     except (ValueError, RecursionError):
         return None
+    if nesting_depth_over_bound(value):
+        return None
     return value if isinstance(value, dict) else None
+
+
+def nesting_depth_over_bound(value: Any) -> bool:
+    """Whether a parsed value nests deeper than MAX_NESTING_DEPTH (iteratively)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_NESTING_DEPTH:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def classify_bytes(data: bytes, ingest_time: datetime) -> tuple[Optional[dict], Optional[str]]:
+    """``classify`` for a record's bytes: bytes that are not UTF-8 are malformed_json."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "malformed_json"
+    return classify(text, ingest_time)
 
 
 # --- Text of a JSON value, as Jackson writes it compactly ---------------------------------------
@@ -132,7 +195,7 @@ def compact_json(value: Any) -> str:
     if value is False:
         return "false"
     if isinstance(value, int):
-        return str(value)
+        return integer_text(value)
     if isinstance(value, float):
         return _java_double(value)
     if isinstance(value, str):
@@ -140,6 +203,11 @@ def compact_json(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ",".join(compact_json(item) for item in value) + "]"
     return "{" + ",".join(f"{_jackson_string(k)}:{compact_json(v)}" for k, v in value.items()) + "}"
+
+
+def integer_text(value: int) -> str:
+    """An integer's digits, however many (str() refuses more than 4,300)."""
+    return str(Decimal(value))
 
 
 def text_of(value: Any) -> Optional[str]:
@@ -172,7 +240,7 @@ def event_time_micros(value: Any) -> Optional[int]:
     """
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         return None
-    text = str(value)
+    text = value if isinstance(value, str) else integer_text(value)
     if EPOCH_MILLIS.fullmatch(text):
         millis = int(text)
         return millis * 1000 if millis <= MAX_EPOCH_MILLIS else None

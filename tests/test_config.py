@@ -424,6 +424,72 @@ def test_error_message_quotes_the_bad_value_verbatim(
     assert f"spark.master: {master!r}" in err
 
 
+def test_config_check_names_every_problem_each_with_its_key(
+    valid_document: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    valid_document["envv"] = valid_document.pop("env")  # a misspelt key: unknown, env missing
+    valid_document["sources"]["kafka"]["topik"] = "telemetry"
+    valid_document["spark"]["shuffle_partitions"] = "many"
+    del valid_document["catalog"]
+    conf = tmp_path / "bad.yaml"
+    conf.write_text(yaml.safe_dump(valid_document), "utf-8")
+
+    code, _, err = run_cli(["config", "check", "--conf", str(conf)], capsys)
+
+    assert code == EXIT_BAD_CONFIG
+    expected = {
+        "env": "required key is missing",
+        "envv": "unknown key",
+        "sources.kafka.topik": "unknown key",
+        "spark.shuffle_partitions": "Input should be a valid integer",
+        "catalog": "required key is missing",
+    }
+    assert f"{len(expected)} problems" in err
+    for key, message in expected.items():
+        assert f"{key}: {message}" in err
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(conf), environ={})
+    assert sorted(key for key, _ in raised.value.problems) == sorted(expected)
+
+
+def test_every_unset_variable_is_named_once(valid_document: dict[str, Any]) -> None:
+    valid_document["lake"]["root"] = "${WEIR_TEST_NEVER_SET}/lake"
+    valid_document["aws"]["region"] = "${WEIR_TEST_NEVER_SET_EITHER}"
+    with pytest.raises(ConfigError) as raised:
+        config_from_mapping(valid_document, environ={"WEIR__SPARK____MASTER": "x"})
+    keys = [key for key, _ in raised.value.problems]
+    assert sorted(keys) == ["WEIR__SPARK____MASTER", "aws.region", "lake.root"]
+
+
+def test_conf_file_that_is_not_utf8_exits_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], demo_must_not_run: None
+) -> None:
+    conf = tmp_path / "latin1.yaml"
+    conf.write_bytes("env: local\n# réglages\n".encode("latin-1"))
+    code, _, err = run_cli(["config", "check", "--conf", str(conf)], capsys)
+    assert code == EXIT_BAD_CONFIG
+    assert f"--conf: {conf} is not UTF-8 text (byte 0xe9 at offset 14)" in err
+    assert "Traceback" not in err
+
+
+def test_conf_file_that_cannot_be_read_exits_2_with_the_reason(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    demo_must_not_run: None,
+) -> None:
+    conf = tmp_path / "locked.yaml"
+    conf.write_text("env: local\n", "utf-8")
+
+    def refused(self: Path, *args: Any, **kwargs: Any) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refused)  # root reads any file: a mode would not do
+    code, _, err = run_cli(["config", "check", "--conf", str(conf)], capsys)
+    assert code == EXIT_BAD_CONFIG
+    assert f"--conf: cannot read {conf}: Permission denied" in err
+
+
 # --- the reference page ---------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import pytest
 from delta.exceptions import ConcurrentAppendException
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import BinaryType, DateType, LongType, StructField, StructType
 
 from weir.delta import (
     ConflictsOutlastedError,
@@ -57,6 +58,27 @@ def test_ensure_table_creates_an_empty_table_once(spark: SparkSession, path: str
     detail = DeltaTable.forPath(spark, path).detail().first()
     assert detail["partitionColumns"] == ["day"]
     assert detail["properties"]["delta.appendOnly"] == "true"
+
+
+def test_ensure_table_adds_new_nullable_columns_to_an_older_table(
+    spark: SparkSession, path: str
+) -> None:
+    older = StructType([StructField("n", LongType(), False), StructField("day", DateType(), False)])
+    newer = StructType([*older.fields, StructField("extra", BinaryType(), True)])
+    spark.createDataFrame([(1, date(2026, 3, 1))], older).write.format("delta").partitionBy(
+        "day"
+    ).save(path)
+
+    ensure_table(spark, path, newer, ("day",))
+    ensure_table(spark, path, newer, ("day",))  # nothing left to add: no commit
+
+    table = spark.read.format("delta").load(path)
+    assert table.schema.fieldNames() == ["n", "day", "extra"]
+    assert [tuple(row) for row in table.collect()] == [(1, date(2026, 3, 1), None)]
+    assert table_version(spark, path) == 1
+    spark.createDataFrame([(2, date(2026, 3, 2), b"\xff")], newer).write.format("delta").mode(
+        "append"
+    ).save(path)  # a writer of the new schema is accepted
 
 
 def test_append_once_skips_a_version_its_app_id_already_wrote(

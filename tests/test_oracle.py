@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import oracle
 import pytest
-from contract.builders import INGEST_TIME, Case, event_payload
-from contract.test_classify import ALL_CASES
+from contract.builders import INGEST_TIME, Case, Json, event_payload
+from contract.test_classify import ALL_CASES, NOT_UTF8
 
 UTC = timezone.utc
 
@@ -21,6 +21,23 @@ def test_oracle_gives_every_pinned_case_its_reason(case: Case):
     event, reason = oracle.classify(case.payload, case.ingest_time)
     assert reason == case.reason
     assert (event is None) == (reason is not None)
+
+
+@pytest.mark.parametrize("data", NOT_UTF8.values(), ids=NOT_UTF8.keys())
+def test_oracle_bytes_that_are_not_utf8_are_malformed_json(data: bytes):
+    assert oracle.classify_bytes(data, INGEST_TIME) == (None, "malformed_json")
+
+
+def test_oracle_reads_utf8_bytes_as_their_text():
+    payload = event_payload(status="über ✓")
+    assert oracle.classify_bytes(payload.encode(), INGEST_TIME) == oracle.classify(
+        payload, INGEST_TIME
+    )
+
+
+def test_oracle_keeps_every_digit_of_a_long_integer_id():
+    event, reason = oracle.classify(event_payload(event_id=Json("7" * 5000)), INGEST_TIME)
+    assert reason is None and event["event_id"] == "7" * 5000
 
 
 def test_oracle_valid_event_is_typed():

@@ -3,7 +3,8 @@
 Loading is strict and happens once, up front, before anything is written:
 
 * an unknown key, a wrong type or a bad value raises :class:`ConfigError` naming the key
-  (``sources.kafka.topic: ...``); the CLI turns that into exit code 2;
+  (``sources.kafka.topic: ...``), every problem of the file at once; the CLI turns that into
+  exit code 2, as it does a file it cannot read or that is not UTF-8;
 * ``${VAR}`` and ``${VAR:-default}`` in string values are expanded from the environment;
 * ``WEIR__SECTION__KEY=value`` environment variables override any key (values are read as
   YAML scalars, so ``true`` and ``5`` keep their types) - the way deployments inject a bucket,
@@ -47,12 +48,30 @@ _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ConfigError(Exception):
-    """Bad configuration or arguments, found before anything was written (exit code 2)."""
+    """Bad configuration or arguments, found before anything was written (exit code 2).
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}" if key else message)
+    It names every problem found, each with its key (``problems``); ``key`` and ``message``
+    are the first one's.
+    """
+
+    def __init__(self, key: str, message: str, more: tuple[tuple[str, str], ...] = ()) -> None:
+        self.problems = ((key, message), *more)
         self.key = key
         self.message = message
+        super().__init__(_describe(self.problems))
+
+
+def _describe(problems: tuple[tuple[str, str], ...]) -> str:
+    lines = [f"{key}: {message}" if key else message for key, message in problems]
+    if len(lines) == 1:
+        return lines[0]
+    return f"{len(lines)} problems:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _raise_all(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        (key, message), *more = problems
+        raise ConfigError(key, message, tuple(more))
 
 
 class _Section(BaseModel):
@@ -516,13 +535,16 @@ class WeirConfig(_Section):
     emr: EmrConfig = EmrConfig()
 
 
-def _interpolate(value: Any, key: str, environ: Mapping[str, str]) -> Any:
+def _interpolate(
+    value: Any, key: str, environ: Mapping[str, str], problems: list[tuple[str, str]]
+) -> Any:
     if isinstance(value, dict):
         return {
-            k: _interpolate(v, f"{key}.{k}" if key else str(k), environ) for k, v in value.items()
+            k: _interpolate(v, f"{key}.{k}" if key else str(k), environ, problems)
+            for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_interpolate(v, f"{key}[{i}]", environ) for i, v in enumerate(value)]
+        return [_interpolate(v, f"{key}[{i}]", environ, problems) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -533,37 +555,46 @@ def _interpolate(value: Any, key: str, environ: Mapping[str, str]) -> Any:
             return environ[name]
         if default is not None:
             return default
-        if name in environ:
-            return ""
-        raise ConfigError(key, f"environment variable {name} is not set (no default given)")
+        if name not in environ:
+            problems.append((key, f"environment variable {name} is not set (no default given)"))
+        return ""
 
     return _INTERPOLATION.sub(substitute, value)
 
 
-def _environment_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
+def _environment_overrides(
+    environ: Mapping[str, str], problems: list[tuple[str, str]]
+) -> list[tuple[list[str], Any, str]]:
     overrides = []
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if not all(path):
-            raise ConfigError(name, "malformed override; use WEIR__SECTION__KEY=value")
+            problems.append((name, "malformed override; use WEIR__SECTION__KEY=value"))
+            continue
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as error:
-            raise ConfigError(
-                ".".join(path), f"value of {name} is not a YAML scalar: {error}"
-            ) from None
+            problems.append((".".join(path), f"value of {name} is not a YAML scalar: {error}"))
+            continue
         overrides.append((path, value, name))
     return overrides
 
 
-def _apply_override(document: dict[str, Any], path: list[str], value: Any, origin: str) -> None:
+def _apply_override(
+    document: dict[str, Any],
+    path: list[str],
+    value: Any,
+    origin: str,
+    problems: list[tuple[str, str]],
+) -> None:
     node = document
     for depth, part in enumerate(path[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(".".join(path[: depth + 1]), f"is not a section (set by {origin})")
+            problems.append((".".join(path[: depth + 1]), f"is not a section (set by {origin})"))
+            return
         node = child
     node[path[-1]] = value
 
@@ -572,31 +603,48 @@ def _format_location(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location)
 
 
+def _validation_problems(error: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for problem in error.errors():
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif problem["type"] == "missing":
+            message = "required key is missing"
+        problems.append((_format_location(problem["loc"]), message.removeprefix("Value error, ")))
+    return problems
+
+
+def _within(key: str, named: set[str]) -> bool:
+    """Whether ``key`` is one of ``named`` or inside one of them."""
+    return any(key == other or key.startswith(f"{other}.") for other in named)
+
+
 def config_from_mapping(
     document: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None
 ) -> WeirConfig:
-    """Validate a parsed document (plus environment overrides) into a :class:`WeirConfig`."""
+    """Validate a parsed document (plus environment overrides) into a :class:`WeirConfig`.
+
+    Raises :class:`ConfigError` naming every problem found, each with its key: unset
+    variables, malformed overrides, unknown keys, missing keys and bad values alike.
+    """
     environ = os.environ if environ is None else environ
     if not isinstance(document, Mapping):
         raise ConfigError("", "the configuration must be a YAML mapping of sections")
-    data: dict[str, Any] = _interpolate(dict(document), "", environ)
-    for path, value, origin in _environment_overrides(environ):
-        _apply_override(data, path, value, origin)
+    problems: list[tuple[str, str]] = []
+    data: dict[str, Any] = _interpolate(dict(document), "", environ, problems)
+    for path, value, origin in _environment_overrides(environ, problems):
+        _apply_override(data, path, value, origin, problems)
     try:
-        return WeirConfig.model_validate(data)
+        config = WeirConfig.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        key = _format_location(first["loc"])
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif first["type"] == "missing":
-            message = "required key is missing"
-        message = message.removeprefix("Value error, ")
-        more = len(error.errors()) - 1
-        if more:
-            message += f" (and {more} more problem{'s' if more > 1 else ''})"
-        raise ConfigError(key, message) from None
+        # A key already named (an unset variable left it empty) is not named twice.
+        named = {key for key, _ in problems}
+        problems += [p for p in _validation_problems(error) if not _within(p[0], named)]
+        config = None
+    _raise_all(problems)
+    assert config is not None
+    return config
 
 
 def load_config(
@@ -607,7 +655,17 @@ def load_config(
     if not file.is_file():
         raise ConfigError("--conf", f"no configuration file at {path}")
     try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            "--conf",
+            f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}); save it as UTF-8",
+        ) from None
+    except OSError as error:
+        raise ConfigError("--conf", f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError("--conf", f"{path} is not valid YAML: {error}") from None
     if document is not None and not isinstance(document, Mapping):

@@ -291,7 +291,8 @@ def ensure_table(
     partition_columns: tuple[str, ...],
     properties: Mapping[str, str] = MappingProxyType({}),
 ) -> None:
-    """Create an empty Delta table at ``path`` unless one exists (schema and partitioning).
+    """Create an empty Delta table at ``path`` unless one exists (schema and partitioning); an
+    existing table gains the nullable columns of ``schema`` it lacks, at its end.
 
     Path-based on purpose: ``DeltaTable.createIfNotExists`` resolves ``delta.`path``` through
     the session catalog, which locally boots the embedded Derby metastore and holds it for the
@@ -300,6 +301,7 @@ def ensure_table(
     filled. ``ignore`` makes a concurrent creator's table win.
     """
     if table_version(spark, path) is not None:
+        add_missing_columns(spark, path, schema, partition_columns)
         return
     (
         spark.createDataFrame([], schema)
@@ -309,6 +311,40 @@ def ensure_table(
         .partitionBy(*partition_columns)
         .save(path)
     )
+
+
+def add_missing_columns(
+    spark: SparkSession, path: str, schema: StructType, partition_columns: tuple[str, ...]
+) -> list[str]:
+    """Add to the table at ``path`` the columns of ``schema`` it lacks; their names.
+
+    For a schema that grew by nullable columns at its end (docs/contract.md: RAW's
+    ``payload_bytes``): one commit that changes only the table's schema, an empty append with
+    ``mergeSchema``, so every writer of the new schema finds the table ready. Idempotent; a
+    concurrent writer doing the same makes the second commit a no-op or a conflict that a
+    rerun settles. A missing column that is not nullable is an error: old rows have no value.
+    """
+    existing = set(spark.read.format("delta").load(path).schema.fieldNames())
+    missing = [f for f in schema.fields if f.name not in existing]
+    if not missing:
+        return []
+    required = [f.name for f in missing if not f.nullable]
+    if required:
+        raise WeirError(
+            f"{path} lacks the required column(s) {', '.join(required)}: a table written "
+            "before them cannot be upgraded in place"
+        )
+    (
+        spark.createDataFrame([], schema)
+        .write.format("delta")
+        .mode("append")
+        .option("mergeSchema", "true")
+        .partitionBy(*partition_columns)
+        .save(path)
+    )
+    names = [f.name for f in missing]
+    log.info("%s: added the column(s) %s", path, ", ".join(names))
+    return names
 
 
 def append_once(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BinaryType,
     BooleanType,
     DataType,
     DateType,
@@ -39,6 +40,11 @@ def _fields(*pairs: tuple[str, DataType], nullable: bool = True) -> list:
 # --- RAW zone: every record exactly as received, with where and when it came from --------------
 # source_offset is a string because Kinesis sequence numbers (up to 128 digits) fit no integer
 # type; ordering compares it by (length, text), numeric order for numbers (weir.contract.dedup).
+# payload is always valid UTF-8 text. A record whose bytes are not UTF-8 keeps them exactly in
+# payload_bytes (null for every other record), and payload holds them decoded with U+FFFD in
+# place of each invalid sequence, for reading only: the record is malformed_json
+# (docs/contract.md). payload_bytes comes last so that adding it to an older table (whose
+# columns end at ingest_date) gives the same column order as a new table.
 RAW_SCHEMA = StructType(
     [
         StructField("source", StringType(), False),  # kafka | kinesis | files
@@ -50,6 +56,7 @@ RAW_SCHEMA = StructType(
         StructField("arrival_time", TimestampType(), True),  # the source's own timestamp
         StructField("ingest_time", TimestampType(), False),  # when Weir wrote it
         StructField("ingest_date", DateType(), False),  # partition column
+        StructField("payload_bytes", BinaryType(), True),  # only when not valid UTF-8
     ]
 )
 RAW_PARTITION_COLUMNS = ("ingest_date",)
@@ -72,9 +79,15 @@ PAYLOAD_TYPED_SCHEMA = StructType(
     )
 )
 # Parse 2 (only rows that parse 1 flagged): every field as text, to tell a value of the
-# wrong type (present here, null in parse 1) from malformed JSON (corrupt here too).
+# wrong type from malformed JSON (corrupt here too). It reads the payload with STRING_MARK put
+# after the opening quote of every JSON string (weir.contract.parse), so a string's text starts
+# with the mark and a number's never does, and the field names carry the mark too.
+STRING_MARK = "\ue000"  # a private-use character: valid inside a JSON string, no JSON syntax
 PAYLOAD_TEXT_SCHEMA = StructType(
-    _fields(*((f.name, StringType()) for f in PAYLOAD_TYPED_SCHEMA.fields))
+    [
+        *_fields(*((STRING_MARK + f.name, StringType()) for f in PAYLOAD_TYPED_SCHEMA.fields[:-1])),
+        StructField(CORRUPT_RECORD_COLUMN, StringType(), True),
+    ]
 )
 
 # --- A valid event, typed, with the coordinates that decide which duplicate came first --------
@@ -97,13 +110,15 @@ EVENT_COLUMNS = tuple(EVENT_SCHEMA.fieldNames())
 EVENT_CONTENT_COLUMNS = EVENT_COLUMNS[: EVENT_COLUMNS.index("status") + 1]
 
 # --- QUARANTINE zone: the raw record, the first reason, and best-effort identifiers -----------
+# payload_bytes last, as in RAW: an older table gains it at the end.
 QUARANTINE_SCHEMA = StructType(
     [
-        *[f for f in RAW_SCHEMA.fields if f.name != "ingest_date"],
+        *[f for f in RAW_SCHEMA.fields if f.name not in ("ingest_date", "payload_bytes")],
         StructField("reason", StringType(), False),
         StructField("event_id", StringType(), True),  # as text, when the payload had one
         StructField("device_id", StringType(), True),
         StructField("ingest_date", DateType(), False),
+        StructField("payload_bytes", BinaryType(), True),
     ]
 )
 QUARANTINE_PARTITION_COLUMNS = ("ingest_date",)

@@ -73,6 +73,15 @@ class RawRecord:
     source_offset: str = "0"
     source_stream: str = "telemetry"
     record_key: Optional[str] = None
+    payload_bytes: Optional[bytes] = None  # set, as the sources do, only for bytes not UTF-8
+
+    @classmethod
+    def received(cls, data: bytes, **coordinates: Any) -> RawRecord:
+        """The RAW record of bytes as a source archives them (``weir.sources.records``)."""
+        try:
+            return cls(data.decode("utf-8"), **coordinates)
+        except UnicodeDecodeError:
+            return cls(data.decode("utf-8", errors="replace"), payload_bytes=data, **coordinates)
 
     def as_row(self) -> tuple:
         return (
@@ -85,6 +94,7 @@ class RawRecord:
             self.ingest_time,  # arrival_time
             self.ingest_time,
             self.ingest_time.astimezone(UTC).date(),
+            self.payload_bytes,
         )
 
 

@@ -8,6 +8,7 @@ table is checked against the plain-Python oracle in tests/test_oracle.py.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
@@ -34,6 +35,8 @@ from weir.contract import REASON_COLUMN, classify_records, quarantine_rows, vali
 from weir.contract.rules import (
     FUTURE_TOLERANCE_MINUTES,
     MAX_EPOCH_MILLIS,
+    MAX_NESTING_DEPTH,
+    MAX_NUMBER_LENGTH,
     METRIC_BOUNDS,
     METRIC_FIELDS,
     REQUIRED_FIELDS,
@@ -97,9 +100,103 @@ MALFORMED_CASES = [
     Case("invalid_escape", event_payload(status=Json('"a\\xb"')), Reason.MALFORMED_JSON),
     # A malformed payload is malformed_json even when it also lacks every required field.
     Case("malformed_before_missing_field", "{", Reason.MALFORMED_JSON),
+    # Exactly one object: nothing after its closing brace, whatever the rest ends with.
+    Case(
+        "two_objects_back_to_back",
+        event_payload() + event_payload(event_id="evt-2"),
+        Reason.MALFORMED_JSON,
+    ),
+    Case(
+        "two_objects_on_two_lines", event_payload() + "\n" + event_payload(), Reason.MALFORMED_JSON
+    ),
+    Case("object_then_empty_object", event_payload() + " {}", Reason.MALFORMED_JSON),
+    Case("object_comma_object", event_payload() + "," + event_payload(), Reason.MALFORMED_JSON),
+    Case("object_then_array", event_payload() + "[1]", Reason.MALFORMED_JSON),
+    Case("trailing_brace_after_space", event_payload() + " }", Reason.MALFORMED_JSON),
+    Case(
+        "second_object_then_whitespace",
+        event_payload() + "{}" + " \r\n",
+        Reason.MALFORMED_JSON,
+    ),
+    Case(
+        "nested_object_then_extra_brace",
+        event_payload(status={"a": {"b": 1}}) + "}",
+        Reason.MALFORMED_JSON,
+    ),
+    Case(
+        "brace_in_a_string_then_extra_brace",
+        event_payload(status="a}b{") + "}",
+        Reason.MALFORMED_JSON,
+    ),
+    Case(
+        "trailing_unclosed_string_ending_in_brace",
+        event_payload() + ' "x\\"}',
+        Reason.MALFORMED_JSON,
+    ),
+    Case(
+        "trailing_array_then_object",
+        event_payload()[:-1] + ',"a":[1]}],[{}',
+        Reason.MALFORMED_JSON,
+    ),
+    # A byte-order mark is not JSON whitespace (RFC 8259 lets a parser refuse it).
+    Case("byte_order_mark", "\ufeff" + event_payload(), Reason.MALFORMED_JSON),
+    Case("byte_order_mark_inside_whitespace", " \ufeff" + event_payload(), Reason.MALFORMED_JSON),
+    # The bounds of docs/contract.md: nesting depth (the record's object is level 1) and the
+    # characters of one number token, sign, point and exponent included.
+    Case(
+        "nesting_1001_levels",
+        event_payload(extra=Json("[" * (MAX_NESTING_DEPTH) + "]" * MAX_NESTING_DEPTH)),
+        Reason.MALFORMED_JSON,
+    ),
+    Case(
+        "number_over_the_length_bound_in_extra_field",
+        event_payload(counter=Json("1" * (MAX_NUMBER_LENGTH + 1))),
+        Reason.MALFORMED_JSON,
+    ),
+    Case(
+        "number_over_the_length_bound_in_metric",
+        event_payload(temperature_c=Json("2" * (MAX_NUMBER_LENGTH + 1))),
+        Reason.MALFORMED_JSON,
+    ),
+    Case(
+        "negative_fraction_over_the_length_bound",
+        event_payload(lat=Json("-0." + "1" * (MAX_NUMBER_LENGTH - 2))),
+        Reason.MALFORMED_JSON,
+    ),
+    Case(
+        "number_over_the_length_bound_after_the_object",
+        event_payload() + "1" * (MAX_NUMBER_LENGTH + 1) + "}",
+        Reason.MALFORMED_JSON,
+    ),
 ]
 STRICT_JSON_VALID_CASES = [
     Case("surrounding_json_whitespace", " \t\r\n" + event_payload() + " \t\r\n", VALID),
+    Case(
+        "nested_objects_and_brackets_in_strings",
+        event_payload(status={"a": {"b": "}{"}}, note="]}[{", list=[{"c": []}]),
+        VALID,
+    ),
+    Case("nested_object_then_whitespace", event_payload(status={"a": 1}) + " \r\n", VALID),
+    Case(
+        "escaped_quotes_and_backslashes_in_strings",
+        event_payload(status='a\\"}{\\', note='\\\\"'),
+        VALID,
+    ),
+    Case(
+        "nesting_1000_levels",
+        event_payload(extra=Json("[" * (MAX_NESTING_DEPTH - 1) + "]" * (MAX_NESTING_DEPTH - 1))),
+        VALID,
+    ),
+    Case(
+        "number_at_the_length_bound_in_extra_field",
+        event_payload(counter=Json("-" + "1" * (MAX_NUMBER_LENGTH - 1))),
+        VALID,
+    ),
+    Case(
+        "id_at_the_number_length_bound",
+        event_payload(event_id=Json("7" * MAX_NUMBER_LENGTH)),
+        VALID,
+    ),
     Case("escaped_newline_in_string", event_payload(status="a\nb"), VALID),
     Case("nan_as_extra_string_is_fine", event_payload(note="NaN"), VALID),
 ]
@@ -206,6 +303,26 @@ BAD_TYPE_CASES = [
         "schema_version_string",
         event_payload(schema_version="1"),
         Reason.bad_type("schema_version"),
+    ),
+    Case(
+        "schema_version_repeated_last_is_a_string_spelling_the_same_number",
+        event_payload()[:-1] + ',"schema_version":"1"}',
+        Reason.bad_type("schema_version"),
+    ),
+    Case(
+        "escaped_key_name_is_the_same_field",
+        event_payload()[:-1] + ',"temperatur\\u0065_c":"hot"}',
+        Reason.bad_type("temperature_c"),
+    ),
+    Case(
+        "key_with_an_escaped_backslash_is_another_field",
+        event_payload(lon="x")[:-1] + ',"temperature\\\\_c":"hot"}',
+        Reason.bad_type("lon"),
+    ),
+    Case(
+        "wrong_type_beside_escaped_quotes_in_strings",
+        event_payload(status='say \\"}\\"', humidity_pct="x"),
+        Reason.bad_type("humidity_pct"),
     ),
     Case(
         "schema_version_above_int32",
@@ -419,6 +536,16 @@ OUT_OF_RANGE_CASES = [
         event_payload(speed_kmh=Json("1" + "0" * 1000)),
         Reason.out_of_range("speed_kmh"),
     ),
+    Case(
+        "metric_integer_at_the_length_bound_is_infinite",
+        event_payload(battery_pct=Json("9" * MAX_NUMBER_LENGTH)),
+        Reason.out_of_range("battery_pct"),
+    ),
+    Case(
+        "metric_long_fraction_is_its_double",
+        event_payload(humidity_pct=Json("12." + "5" * (MAX_NUMBER_LENGTH - 3))),
+        VALID,
+    ),
     Case("metric_tiny_underflows_to_zero", event_payload(humidity_pct=Json("1e-400")), VALID),
     Case("metric_negative_zero_at_zero_bound", event_payload(battery_pct=Json("-0.0")), VALID),
     Case(
@@ -474,6 +601,11 @@ LENIENCY_CASES = [
         Reason.bad_type("temperature_c"),
     ),
     Case(
+        "duplicate_key_last_number_wins_over_its_own_spelling",
+        event_payload(temperature_c="21.5")[:-1] + ',"temperature_c":21.5}',
+        VALID,
+    ),
+    Case(
         "duplicate_key_last_fraction_schema_version_wins",
         event_payload()[:-1] + ',"schema_version":1.0}',
         Reason.bad_type("schema_version"),
@@ -518,37 +650,9 @@ ALL_CASES = [
 ]
 
 
-# Strict JSON says these are malformed, but Spark reads them as their first object: the known
-# limitation of docs/contract.md names only `{..}{..}`, while its cause (Jackson stops after one
-# value; the payload still ends with `}`) covers any trailing text that ends in a brace.
-TRAILING_BRACE_LIMITATION = pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: trailing text ending in '}' is read as the first object",
-)
-# Jackson (StreamReadConstraints) refuses numbers longer than 1000 characters, so Spark calls
-# the whole payload malformed; the contract says a number too large for a double is infinite.
-LONG_NUMBER_LIMITATION = pytest.mark.xfail(
-    strict=True, reason="known limitation: Jackson refuses numbers over 1000 characters"
-)
-# The typed parse keeps the last value that converted; a last value that is a string spelling
-# that same number cannot be told from the number itself (weir.contract.parse._text_as_typed).
-NUMERIC_STRING_REPEAT_LIMITATION = pytest.mark.xfail(
-    strict=True, reason="known limitation: a repeated key's string spelling the earlier number"
-)
-KNOWN_LIMITATIONS = {
-    "trailing_extra_brace": TRAILING_BRACE_LIMITATION,
-    "trailing_text_ending_in_brace": TRAILING_BRACE_LIMITATION,
-    "metric_1001_digit_integer_is_infinite": LONG_NUMBER_LIMITATION,
-    "extra_field_1001_digit_number_ignored": LONG_NUMBER_LIMITATION,
-    "duplicate_key_last_string_spelling_the_same_number_wins": NUMERIC_STRING_REPEAT_LIMITATION,
-}
-
-
 def params(cases: list[Case]) -> list:
-    """pytest params named by case id, the known limitations marked strict xfail."""
-    return [
-        pytest.param(case, id=case.id, marks=KNOWN_LIMITATIONS.get(case.id, ())) for case in cases
-    ]
+    """pytest params named by case id."""
+    return [pytest.param(case, id=case.id) for case in cases]
 
 
 def case_records(cases: list[Case]) -> list[RawRecord]:
@@ -704,11 +808,13 @@ def test_valid_events_carry_typed_contract_fields(spark):
         (event_payload(event_id=12345, device_id=42), dict(event_id="12345", device_id="42")),
         (event_payload(event_id=2**70), dict(event_id=str(2**70))),
         (event_payload()[:-1] + ',"temperature_c":20}', dict(temperature_c=20.0)),
-        # Known limitation (docs/contract.md): `{..}{..}` is read as its first object.
         (
-            event_payload(event_id="first") + event_payload(event_id="second"),
-            dict(event_id="first"),
+            event_payload(temperature_c="hot")[:-1] + ',"temperature_c":-3.5}',
+            dict(temperature_c=-3.5),
         ),
+        (event_payload(event_id=Json("7" * 10_000)), dict(event_id="7" * 10_000)),
+        (event_payload(lat=Json("12." + "5" * 9_000)), dict(lat=12.555555555555555)),
+        (event_payload(status={"a": "}{"}) + "\r\n", dict(status='{"a":"}{"}')),
     ]
     raw = raw_payloads(spark, [payload for payload, _ in payloads_and_events])
 
@@ -716,6 +822,13 @@ def test_valid_events_carry_typed_contract_fields(spark):
 
     expected = [event(i, **fields) for i, (_, fields) in enumerate(payloads_and_events)]
     assert_rows_equal(actual, EVENT_SCHEMA, expected)
+
+
+def quarantined(record: RawRecord, reason: str, event_id: Any, device_id: Any) -> tuple:
+    """The QUARANTINE row of a RAW record: its columns, the reason and the best-effort ids."""
+    raw = dict(zip(RAW_SCHEMA.fieldNames(), record.as_row()))
+    values = {**raw, "reason": reason, "event_id": event_id, "device_id": device_id}
+    return tuple(values[name] for name in QUARANTINE_SCHEMA.fieldNames())
 
 
 def test_quarantine_row_keeps_the_raw_record_with_its_first_reason(spark):
@@ -731,10 +844,6 @@ def test_quarantine_row_keeps_the_raw_record_with_its_first_reason(spark):
         RawRecord(event_payload(event_id="e-11")),  # valid: no quarantine row
     ]
 
-    def quarantined(record: RawRecord, reason: str, event_id: Any, device_id: Any) -> tuple:
-        raw = record.as_row()
-        return (*raw[:-1], reason, event_id, device_id, raw[-1])
-
     actual = raw_frame(spark, raw_records).transform(classify_records).transform(quarantine_rows)
 
     assert_rows_equal(
@@ -747,3 +856,68 @@ def test_quarantine_row_keeps_the_raw_record_with_its_first_reason(spark):
             quarantined(raw_records[3], Reason.missing_field("device_id"), "e-10", None),
         ],
     )
+
+
+# --- bytes that are not UTF-8 -------------------------------------------------------------------
+def utf8_event(status: bytes) -> bytes:
+    """A valid event's bytes with ``status`` as the raw bytes of its JSON string."""
+    return event_payload(status="@").encode().replace(b'"@"', b'"' + status + b'"')
+
+
+NOT_UTF8 = {
+    "lone_continuation_byte": utf8_event(b"a\x80b"),
+    "latin1_byte": utf8_event(b"caf\xe9"),
+    "overlong_slash": utf8_event(b"\xc0\xaf"),
+    "encoded_surrogate": utf8_event(b"\xed\xa0\x80"),
+    "code_point_over_u10ffff": utf8_event(b"\xf4\x90\x80\x80"),
+    "truncated_sequence_at_the_end": event_payload().encode() + b"\xe2\x82",
+    "invalid_byte_outside_strings": event_payload().encode().replace(b"{", b"{\xff ", 1),
+}
+
+
+def test_bytes_that_are_not_utf8_are_malformed_json_and_kept_as_received(spark):
+    records = [
+        RawRecord.received(data, source_offset=str(i)) for i, data in enumerate(NOT_UTF8.values())
+    ]
+    # Their text alone, U+FFFD where a byte could not be read, would pass when inside strings.
+    text_only = raw_frame(spark, [replace(r, payload_bytes=None) for r in records])
+    passing = text_only.transform(classify_records).where(F.col(REASON_COLUMN).isNull())
+    assert passing.count() == 5
+
+    actual = raw_frame(spark, records).transform(classify_records).transform(quarantine_rows)
+
+    rows = actual.orderBy(F.col("source_offset").cast("int")).collect()
+    assert [row["reason"] for row in rows] == [Reason.MALFORMED_JSON] * len(NOT_UTF8)
+    assert [bytes(row["payload_bytes"]) for row in rows] == list(NOT_UTF8.values())
+
+
+def test_raw_row_holding_bytes_not_utf8_in_its_payload_is_malformed_json(spark):
+    # As RAW rows archived before payload_bytes existed hold them: Kafka's value cast to text.
+    valid_without_them = utf8_event(b"ok")
+    rows = [(data,) for data in (NOT_UTF8["latin1_byte"], valid_without_them)]
+    payloads = spark.createDataFrame(rows, "data BINARY").select(
+        F.col("data").cast("string").alias("payload"), F.lit(INGEST_TIME).alias("ingest_time")
+    )
+
+    reasons = payloads.transform(classify_records).select("payload", REASON_COLUMN).collect()
+
+    assert sorted((row[REASON_COLUMN] or "") for row in reasons) == ["", Reason.MALFORMED_JSON]
+
+
+def test_utf8_text_beyond_ascii_is_valid_and_keeps_no_bytes(spark):
+    data = utf8_event("über ✓ 🚗 \ufffd".encode())
+    record = RawRecord.received(data)
+    assert record.payload_bytes is None
+
+    actual = raw_frame(spark, [record]).transform(classify_records).transform(valid_events)
+
+    assert [row["status"] for row in actual.collect()] == ["über ✓ 🚗 \ufffd"]
+
+
+def test_20mb_string_in_an_extra_field_is_a_valid_event(spark):
+    blob = "x" * (20 * 1024 * 1024)
+    raw = raw_payloads(spark, [event_payload(blob=blob), event_payload(status=blob[:-1] + "}")])
+
+    reasons = raw.transform(classify_records).select(REASON_COLUMN).collect()
+
+    assert [row[0] for row in reasons] == [VALID, VALID]

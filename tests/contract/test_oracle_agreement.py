@@ -5,12 +5,13 @@ conflicting duplicates, with random JSON types, forms and whitespace. Both sides
 classify every record, deduplicate and aggregate; they must agree on each record's reason and
 typed fields, on each event_id's winner (offset, copies, contents) and on every minute row.
 
-What the generator leaves out, on purpose:
-* fractions or exponents as ids, or inside an object sent as an id or status: Jackson renders
-  them with Java's Double.toString, which the oracle imitates only for common values;
-* two objects back to back (`{..}{..}`) or any trailing text ending in `}`: read as the first
-  object by Spark, a documented known limitation (see test_classify.py), malformed here;
-* numbers of more than 1000 characters (Jackson's limit) and nesting deeper than Python's.
+Malformed records include the hard ones: a second value or trailing text ending in `}`, a
+byte-order mark, a number over the length bound, nesting over the depth bound, and bytes that
+are not UTF-8 (the oracle reads the bytes as received, Spark the RAW row a source makes).
+
+What the generator leaves out, on purpose: fractions or exponents as ids, or inside an object
+sent as an id or status: Jackson renders them with Java's Double.toString, which the oracle
+imitates only for common values.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
@@ -42,7 +44,14 @@ from weir.contract import (
     dedup_first_received,
     valid_events,
 )
-from weir.contract.rules import METRIC_BOUNDS, METRIC_FIELDS, REQUIRED_FIELDS, TYPED_FIELDS
+from weir.contract.rules import (
+    MAX_NESTING_DEPTH,
+    MAX_NUMBER_LENGTH,
+    METRIC_BOUNDS,
+    METRIC_FIELDS,
+    REQUIRED_FIELDS,
+    TYPED_FIELDS,
+)
 from weir.schemas import LAYER_BATCH, MINUTE_SCHEMA
 
 SEEDS = (7, 1234, 20260301)
@@ -69,8 +78,11 @@ class Corpus:
         self.next_id = 0
 
     def build(self, count: int) -> list[RawRecord]:
-        kinds = ["valid", "fault", "retry", "conflict", "invalid_copy", "double_fault"]
-        weights = [50, 25, 8, 7, 4, 6]
+        kinds = [
+            *("valid", "fault", "retry", "conflict", "invalid_copy", "double_fault"),
+            *("bytes", "hard_json"),
+        ]
+        weights = [50, 25, 8, 7, 4, 6, 3, 8]
         while len(self.records) < count:
             kind = self.rng.choices(kinds, weights)[0]
             if kind != "valid" and kind != "fault" and kind != "double_fault" and not self.sent:
@@ -87,6 +99,10 @@ class Corpus:
                 self.emit(self.faulty(once, ingest), ingest)
             elif kind == "retry":
                 self.emit(self.render(self.rng.choice(self.sent)), ingest)
+            elif kind == "bytes":
+                self.emit_bytes(self.not_utf8(self.valid_pairs(ingest)), ingest)
+            elif kind == "hard_json":
+                self.emit(self.hard_json(self.valid_pairs(ingest)), ingest)
             elif kind == "conflict":
                 pairs = self.conflicting(self.rng.choice(self.sent), ingest)
                 self.sent.append(pairs)
@@ -101,6 +117,12 @@ class Corpus:
         return BASE_INGEST + timedelta(seconds=seconds, microseconds=self.rng.choice([0, 0, 7]))
 
     def emit(self, payload: Optional[str], ingest: datetime) -> None:
+        self.emit_record(RawRecord(payload), ingest)
+
+    def emit_bytes(self, data: bytes, ingest: datetime) -> None:
+        self.emit_record(RawRecord.received(data), ingest)
+
+    def emit_record(self, received: RawRecord, ingest: datetime) -> None:
         rng = self.rng
         while True:
             source = rng.choice(["kafka", "kafka", "kinesis", "files"])
@@ -118,7 +140,16 @@ class Corpus:
                 break
         self.coordinates.add((source, partition, offset))
         key = f"{self.seed}:{len(self.records)}"
-        self.records.append(RawRecord(payload, ingest, source, partition, offset, record_key=key))
+        self.records.append(
+            replace(
+                received,
+                ingest_time=ingest,
+                source=source,
+                source_partition=partition,
+                source_offset=offset,
+                record_key=key,
+            )
+        )
 
     # --- valid events ----------------------------------------------------------------------------
     def valid_pairs(self, ingest: datetime) -> Pairs:
@@ -226,6 +257,33 @@ class Corpus:
             return self.malformed(pairs)
         return self.render(self.with_fault(pairs, ingest))
 
+    def hard_json(self, pairs: Pairs) -> str:
+        """A payload on an edge of "exactly one JSON object": mostly malformed, some valid."""
+        rng = self.rng
+        text = self.render(pairs)
+        kind = rng.randrange(4)
+        if kind == 0:  # anything after the object that ends in a brace
+            other = json_object(rng.choice(self.sent)) if self.sent else "{}"
+            return text + rng.choice([other, "\n" + other, "}", " x}", ",{}", " {} \r\n", "]{}"])
+        if kind == 1:
+            return rng.choice(["\ufeff", " \ufeff"]) + text
+        if kind == 2:  # a number at or just over the length bound, anywhere
+            digits = MAX_NUMBER_LENGTH + rng.choice([0, 1, 1])
+            name = rng.choice([*METRIC_FIELDS, "counter", "event_id"])
+            return self.render([*pairs, (name, Json("9" * digits))])
+        # nesting at or just over the depth bound (the object itself is level 1)
+        depth = MAX_NESTING_DEPTH + rng.choice([-1, 0, 0])
+        return self.render([*pairs, ("deep", Json("[" * depth + "]" * depth))])
+
+    def not_utf8(self, pairs: Pairs) -> bytes:
+        """An event's bytes with an invalid UTF-8 sequence inside a string (or outside one)."""
+        rng = self.rng
+        data = self.render(pairs).encode()
+        bad = rng.choice([b"\x80", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"])
+        quote = data.find(b'"', rng.randrange(len(data)))
+        at = quote + 1 if quote >= 0 else rng.randrange(len(data))
+        return data[:at] + bad + data[at:]
+
     def malformed(self, pairs: Pairs) -> Optional[str]:
         rng = self.rng
         text = json_object(pairs)
@@ -297,9 +355,13 @@ class Corpus:
                 Json("-1e400"),
             ]
             return replaced(pairs, name, rng.choice(outside))
-        # A repeated key: the last occurrence decides, whatever it holds.
+        # A repeated key: the last occurrence decides, whatever it holds; a string spelling
+        # the number it repeats too.
         name = rng.choice(TYPED_FIELDS)
-        return [*pairs, (name, rng.choice([None, 20, 999, "hot", Json("1e400"), True, 1]))]
+        earlier = dict(pairs).get(name)
+        spelled = [json.dumps(earlier)] if isinstance(earlier, (int, float)) else []
+        last = rng.choice([None, 20, 999, "hot", Json("1e400"), True, 1, *spelled * 3])
+        return [*pairs, (name, last)]
 
     def conflicting(self, pairs: Pairs, ingest: datetime) -> Pairs:
         """The same event_id with different content (or, now and then, the same content)."""
@@ -342,7 +404,12 @@ def spark_records(classified: DataFrame) -> dict[str, tuple]:
 def oracle_records(records: list[RawRecord]) -> tuple[dict[str, tuple], list[dict]]:
     outcomes, events = {}, []
     for record in records:
-        event, reason = oracle.classify(record.payload, record.ingest_time)
+        if record.payload is None:
+            event, reason = oracle.classify(None, record.ingest_time)
+        else:
+            # The bytes as received: the oracle decodes them itself.
+            received = record.payload_bytes or record.payload.encode()
+            event, reason = oracle.classify_bytes(received, record.ingest_time)
         if event is None:
             outcomes[record.record_key] = (reason, None)
             continue
@@ -424,6 +491,27 @@ def test_corpus_has_every_reason_valid_events_and_conflicts(seed: int):
     copies = [w["received_copies"] for w in winners]
     contents = [w["distinct_contents"] for w in winners]
     assert max(copies) > 1 and max(contents) > 1
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_corpus_has_the_hard_malformed_records(seed: int):
+    """Guards the generator: bytes not UTF-8, a second value after the object, a bound."""
+    records = Corpus(seed).build(RECORDS_PER_SEED)
+    decoder = json.JSONDecoder()
+
+    def after_the_object(payload: str) -> str:
+        try:
+            _, end = decoder.raw_decode(payload.strip())
+        except (ValueError, RecursionError):
+            return ""
+        return payload.strip()[end:]
+
+    texts = [r.payload for r in records if r.payload is not None and r.payload_bytes is None]
+    assert sum(r.payload_bytes is not None for r in records) >= 3
+    assert sum(after_the_object(t).endswith("}") for t in texts) >= 3
+    assert any(t.lstrip(" ").startswith("\ufeff") for t in texts)
+    assert any("9" * (MAX_NUMBER_LENGTH + 1) in t for t in texts)
+    assert any("[" * MAX_NESTING_DEPTH in t for t in texts)
 
 
 def test_spark_and_oracle_agree_on_every_record(corpus_run):

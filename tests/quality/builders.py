@@ -51,6 +51,7 @@ def raw_row(offset: int, payload: str, ingest_time: datetime = RECEIVED) -> tupl
         ingest_time,
         ingest_time,
         ingest_time.date(),
+        None,  # payload_bytes
     )
 
 
@@ -62,7 +63,7 @@ def raw_rows(valid: int = 29, malformed: int = 1) -> list[tuple]:
 
 def quarantine_row(offset: int, reason: Optional[str] = Reason.MALFORMED_JSON) -> tuple:
     raw = raw_row(offset, '{"event_id": "broken')
-    return (*raw[:-1], reason, None, None, raw[-1])
+    return (*raw[:-2], reason, None, None, *raw[-2:])
 
 
 def minute_row(

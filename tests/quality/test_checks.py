@@ -139,7 +139,7 @@ CASES = {
         frames=lambda spark, lake: {
             lake.raw: b.frame(
                 spark,
-                [*b.raw_rows()[:-1], (*b.raw_rows()[-1][:7], None, b.RECEIVED.date())],
+                [*b.raw_rows()[:-1], (*b.raw_rows()[-1][:7], None, b.RECEIVED.date(), None)],
                 nullable(RAW_SCHEMA),
             )
         },

@@ -146,6 +146,7 @@ def classify(spark: SparkSession, payloads: list[bytes]) -> list[str | None]:
             None,
             INGEST_TIME,
             INGEST_TIME.date(),
+            None,  # payload_bytes
         )
         for number, payload in enumerate(payloads)
     ]

@@ -163,6 +163,7 @@ def test_the_ledger_matches_what_weir_contract_makes_of_the_landed_files(
                 None,
                 ingest_time,
                 ingest_time.date(),
+                None,  # payload_bytes
             )
             for (path, offset), line in lines.items()
         ],

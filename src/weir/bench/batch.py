@@ -136,6 +136,7 @@ def generate_raw(spark: SparkSession, events: int) -> DataFrame:
         ingest_time.alias("arrival_time"),
         ingest_time.alias("ingest_time"),
         F.to_date(ingest_time).alias("ingest_date"),
+        F.lit(None).cast("binary").alias("payload_bytes"),
     )
     return rows.select(*(F.col(f.name).cast(f.dataType) for f in RAW_SCHEMA.fields))
 

@@ -74,6 +74,7 @@ def generate_raw(spark: SparkSession, events: int, seed: int = 42) -> DataFrame:
             F.lit(None).cast("timestamp").alias("arrival_time"),
             ingest.alias("ingest_time"),
             F.to_date(ingest).alias("ingest_date"),
+            F.lit(None).cast("binary").alias("payload_bytes"),
         )
         .select(*(F.col(f.name).cast(f.dataType) for f in RAW_SCHEMA.fields))
     )

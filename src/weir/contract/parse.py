@@ -5,6 +5,8 @@ Shared by the batch and speed layers; built-in Spark functions only (this is the
 * one typed ``from_json`` per record;
 * a second, all-text ``from_json`` only for the rare records the first flagged, to tell
   a value of the wrong JSON type (``bad_type``) from malformed JSON;
+* a check that the payload is exactly one JSON object (``from_json`` reads the first value
+  and ignores what follows), settled for almost every record by two byte scans;
 * the first applicable reason, in the contract's order (docs/contract.md), from one ``CASE WHEN``.
 
 Each costly value (a parse, the event time, the reason) is computed once per record, in its
@@ -25,6 +27,8 @@ from weir.contract.rules import (
     FUTURE_TOLERANCE_MINUTES,
     ISO_TIMESTAMP_JAVA_REGEX,
     MAX_EPOCH_MILLIS,
+    MAX_NESTING_DEPTH,
+    MAX_NUMBER_LENGTH,
     METRIC_BOUNDS,
     METRIC_FIELDS,
     REQUIRED_FIELDS,
@@ -37,22 +41,33 @@ from weir.schemas import (
     PAYLOAD_TEXT_SCHEMA,
     PAYLOAD_TYPED_SCHEMA,
     QUARANTINE_SCHEMA,
+    STRING_MARK,
 )
 
 REASON_COLUMN = "quarantine_reason"
 
-# Strict JSON: NaN/Infinity tokens are malformed, and "NaN" strings are not numbers.
+_NO_LIMIT = str(2**31 - 1)
+# Strict JSON: NaN/Infinity tokens are malformed, and "NaN" strings are not numbers. Spark's
+# limits are Jackson's defaults (numbers of 1,000 characters, strings of 20,000,000): the
+# contract bounds numbers itself, before the parse (_has_long_number), and strings only by the
+# record's size.
 _JSON_OPTIONS = {
     "mode": "PERMISSIVE",
     "columnNameOfCorruptRecord": CORRUPT_RECORD_COLUMN,
     "allowNonNumericNumbers": "false",
     "allowSingleQuotes": "false",  # Spark's default is true; strict JSON has only '"'
+    "maxNestingDepth": str(MAX_NESTING_DEPTH),
+    "maxNumLen": _NO_LIMIT,
+    "maxStringLen": _NO_LIMIT,
 }
-# Jackson stops after the first JSON value, so `{"a":1} trailing` would parse; the contract
-# calls that malformed. An object's last non-blank character is its closing brace.
+# An object's last non-blank character is its closing brace (blank: JSON's four whitespace).
 _ENDS_WITH_CLOSING_BRACE = r"\}[ \t\r\n]*\z"
+# A run of number characters outside strings longer than the bound; the look-behind makes the
+# search try each run once, from its start (no quadratic rescans of a long run).
+_LONG_NUMBER = rf"(?<![-+.0-9eE])[-+.0-9eE]{{{MAX_NUMBER_LENGTH + 1}}}"
 
-_TYPED = "_typed"
+_PARSED = "_parsed"  # the typed parse and the one-object check, made in one plan node
+_TYPED = f"{_PARSED}.typed"
 _TEXT = "_text"
 _EVENT_TIME_PARSED = "_event_time_parsed"
 
@@ -69,6 +84,78 @@ def _once(value: Column) -> Column:
     return F.explode(F.array(value))
 
 
+def _quotes_only_delimit(text: Column) -> Column:
+    """``text`` with each escaped backslash and escaped quote rewritten as a ``\\u`` escape.
+
+    Inside a JSON string this changes nothing a parser reads; afterwards every ``"`` of valid
+    JSON opens or closes a string, so ``"[^"]*+"`` finds the strings, left to right, with no
+    backtracking (and no stack depth growing with a string's length).
+    """
+    return F.replace(
+        F.replace(text, F.lit("\\\\"), F.lit("\\u005c")), F.lit('\\"'), F.lit("\\u0022")
+    )
+
+
+def _outside_strings(payload: Column) -> Column:
+    """The payload with every JSON string removed (keys too): its structure and numbers."""
+    return F.regexp_replace(_quotes_only_delimit(payload), r'"[^"]*+"', "")
+
+
+def _marked_strings(payload: Column) -> Column:
+    """The payload with STRING_MARK after the opening quote of every string: the same JSON,
+    except that a string's text (a key's too) now starts with the mark."""
+    return F.regexp_replace(_quotes_only_delimit(payload), r'"([^"]*+)"', f'"{STRING_MARK}$1"')
+
+
+def _has_long_number(payload: Column) -> Column:
+    """A number token longer than MAX_NUMBER_LENGTH characters (a short payload has none)."""
+    return (F.octet_length(payload) > MAX_NUMBER_LENGTH) & _outside_strings(payload).rlike(
+        _LONG_NUMBER
+    )
+
+
+def _is_one_group(brackets: Column) -> Column:
+    """Whether a string of brackets closes its first bracket at its very end: the depth,
+    counted from 0, comes back to 0 once, after the last character."""
+
+    def step(state: Column, bracket: Column) -> Column:
+        depth = state["depth"] + F.when(bracket.isin("{", "["), 1).otherwise(-1)
+        closes = state["closes"] + F.when(depth <= 0, 1).otherwise(0)
+        return F.struct(depth.alias("depth"), closes.alias("closes"))
+
+    start = F.struct(F.lit(0).alias("depth"), F.lit(0).alias("closes"))
+    final = F.aggregate(F.split(brackets, ""), start, step)
+    return (final["closes"] == 1) & (final["depth"] == 0)
+
+
+def _is_one_object(payload: Column) -> Column:
+    """For a payload whose start parsed as a JSON object: nothing but whitespace follows it.
+
+    The object's closing brace is its last ``}``. Almost every payload ends with ``}`` and holds
+    no other one, which settles it with a scan of bytes (``contains`` on all but the last byte:
+    ``instr`` would walk characters, ten times slower). Otherwise (a nested object, a brace in
+    a string, trailing whitespace) the brackets outside strings must form one group: after the
+    object closes, a second value or trailing text ending in ``}`` opens or closes another.
+    Anything else after the object would not end in ``}``.
+    """
+    all_but_last_byte = payload.cast("binary").substr(F.lit(1), F.octet_length(payload) - 1)
+    only_brace_is_last = payload.endswith("}") & ~all_but_last_byte.cast("string").contains("}")
+    brackets = F.regexp_replace(_outside_strings(payload), r"[^\[\]{}]++", "")
+    return only_brace_is_last | (payload.rlike(_ENDS_WITH_CLOSING_BRACE) & _is_one_group(brackets))
+
+
+def _is_utf8_text(payload: Column) -> Column:
+    """Whether the payload's own bytes are UTF-8. The sources decode every record (a record
+    that is not UTF-8 has ``payload_bytes``), but a RAW row archived before they did holds the
+    bytes in ``payload`` as they came; decoding changes such bytes, and only such bytes."""
+    return F.decode(payload.cast("binary"), "UTF-8") == payload
+
+
+def _payload_bytes(raw: DataFrame) -> Column:
+    """RAW's bytes of a record that is not UTF-8 (null for one that is, or a frame without)."""
+    return F.col("payload_bytes") if "payload_bytes" in raw.columns else F.lit(None)
+
+
 def _event_time_parsed() -> Column:
     """event_time from its text: epoch milliseconds (digits only) or ISO-8601 with an offset.
 
@@ -76,7 +163,7 @@ def _event_time_parsed() -> Column:
     (15 digits always fit a long). try_cast rather than cast: an impossible date
     (2024-02-30) is null, never an error, whatever spark.sql.ansi.enabled says.
     """
-    text = F.col(_TYPED)["event_time"]
+    text = F.col(_PARSED)["typed"]["event_time"]
     millis = text.cast("long")
     return F.when(
         text.rlike(EPOCH_MILLIS_JAVA_REGEX),
@@ -93,28 +180,37 @@ def _event_time() -> Column:
     return F.when(parsed >= F.timestamp_millis(F.lit(0)), parsed)
 
 
-def _text_as_typed(name: str) -> Column:
-    """The all-text parse's value read back as the typed field's type (null if it is not one).
+def _text_of(name: str) -> Column:
+    """The second parse's text of a field: a string's content after STRING_MARK; a number,
+    boolean, object or array as Jackson writes it (1e400 as ``"Infinity"``)."""
+    return F.col(_TEXT)[STRING_MARK + name]
 
-    Jackson writes a number's text (`20`, `1.0E20`, `"Infinity"` for 1e400), which reads back
-    as the typed parse's value; a string, boolean, object or array does not (a string that
-    spells the earlier occurrence's number exactly is the one case this cannot tell apart).
+
+def _has_its_type(name: str) -> Column:
+    """Whether the field's last value (its text) is of the field's JSON type.
+
+    Spark's typed parse keeps the last value that converted, so a repeated key whose last value
+    has the wrong type must be judged on that last value's text; the mark tells a string that
+    spells a number from the number.
     """
-    text = f"{_TEXT}.{name}"
+    text = _text_of(name)
     if name in METRIC_FIELDS:
-        return F.expr(f"try_cast(trim(BOTH '\"' FROM {text}) AS DOUBLE)")
-    return F.when(F.col(_TEXT)[name].rlike(r"^-?[0-9]+\z"), F.expr(f"try_cast({text} AS INT)"))
+        number = F.expr(f"try_cast(trim(BOTH '\"' FROM `{_TEXT}`.`{STRING_MARK}{name}`) AS DOUBLE)")
+        return ~text.startswith(STRING_MARK) & number.isNotNull()
+    integer = F.expr(f"try_cast(`{_TEXT}`.`{STRING_MARK}{name}` AS INT)")
+    return text.rlike(r"^-?[0-9]+\z") & integer.isNotNull()
 
 
-def _first_reason(typed: Column, text: Column, event_time: Column, ingest_time: Column) -> Column:
+def _first_reason(
+    typed: Column, text: Column, one_object: Column, event_time: Column, ingest_time: Column
+) -> Column:
     malformed = (
         typed.isNull()
         | (
             typed[CORRUPT_RECORD_COLUMN].isNotNull()
             & (text.isNull() | text[CORRUPT_RECORD_COLUMN].isNotNull())
         )
-        # endswith first: a byte comparison settles almost every record without the regex.
-        | ~(F.col("payload").endswith("}") | F.col("payload").rlike(_ENDS_WITH_CLOSING_BRACE))
+        | ~one_object
     )
     reason = F.when(malformed, F.lit(Reason.MALFORMED_JSON))
     for name in REQUIRED_FIELDS:
@@ -126,13 +222,9 @@ def _first_reason(typed: Column, text: Column, event_time: Column, ingest_time: 
         ~typed["device_id"].rlike(DEVICE_ID_JAVA_REGEX), F.lit(Reason.BAD_DEVICE_ID)
     )
     for name in TYPED_FIELDS:
-        # Present as text but null once typed: the JSON value had the wrong type. A repeated
-        # key also counts: typed keeps the last value that converted, text the last value
-        # (the one that counts), so when they disagree the last value had the wrong type.
+        # Only a record the typed parse flagged has text: a value of some field did not convert.
         reason = reason.when(
-            text[name].isNotNull()
-            & (typed[name].isNull() | ~typed[name].eqNullSafe(_text_as_typed(name))),
-            F.lit(Reason.bad_type(name)),
+            _text_of(name).isNotNull() & ~_has_its_type(name), F.lit(Reason.bad_type(name))
         )
     reason = reason.when(event_time.isNull(), F.lit(Reason.BAD_TIMESTAMP))
     reason = reason.when(
@@ -150,24 +242,40 @@ def _first_reason(typed: Column, text: Column, event_time: Column, ingest_time: 
 def classify_records(raw: DataFrame) -> DataFrame:
     """Add the typed contract fields and ``quarantine_reason`` (null for a valid event).
 
-    Input: rows with at least ``payload`` and ``ingest_time`` (the RAW schema). Output: the
-    input columns, the contract fields typed (``event_time`` as a UTC timestamp,
-    ``schema_version`` defaulted to 1) and the first applicable quarantine reason.
-    Pure: no clock, no I/O; one JSON parse per record (two for flagged records).
+    Input: rows with at least ``payload`` and ``ingest_time`` (the RAW schema; a record with
+    ``payload_bytes`` is malformed_json). Output: the input columns, the contract fields typed
+    (``event_time`` as a UTC timestamp, ``schema_version`` defaulted to 1) and the first
+    applicable quarantine reason. Pure: no clock, no I/O; one JSON parse per record (two for
+    flagged records).
     """
-    typed = F.col(_TYPED)
+    typed = F.col(_PARSED)["typed"]
     text = F.col(_TEXT)
     event_time = F.col("event_time")
+    # Not parsed at all (so malformed_json): bytes that are not UTF-8, or a number too long.
+    parse_input = F.when(
+        _payload_bytes(raw).isNull()
+        & _is_utf8_text(F.col("payload"))
+        & ~_has_long_number(F.col("payload")),
+        F.col("payload"),
+    )
+    # The one-object check lives in the parse's node: its rare exact path is a higher-order
+    # function, which Spark cannot compile to Java, and an expression that cannot be compiled
+    # takes its whole node out of code generation. from_json's node is interpreted anyway;
+    # the reason's CASE stays compiled.
+    parsed = F.struct(
+        F.from_json(parse_input, PAYLOAD_TYPED_SCHEMA, _JSON_OPTIONS).alias("typed"),
+        _is_one_object(F.col("payload")).alias("one_object"),
+    )
     with_parse = (
-        raw.select(
-            "*", _once(F.from_json("payload", PAYLOAD_TYPED_SCHEMA, _JSON_OPTIONS)).alias(_TYPED)
-        )
+        raw.select("*", _once(parsed).alias(_PARSED))
         .select(
             "*",
             _once(
                 F.when(
                     typed[CORRUPT_RECORD_COLUMN].isNotNull(),
-                    F.from_json("payload", PAYLOAD_TEXT_SCHEMA, _JSON_OPTIONS),
+                    F.from_json(
+                        _marked_strings(F.col("payload")), PAYLOAD_TEXT_SCHEMA, _JSON_OPTIONS
+                    ),
                 )
             ).alias(_TEXT),
         )
@@ -175,7 +283,7 @@ def classify_records(raw: DataFrame) -> DataFrame:
     )
     with_fields = with_parse.select(
         *raw.columns,
-        typed,
+        F.col(_PARSED),
         text,
         typed["event_id"].alias("event_id"),
         typed["device_id"].alias("device_id"),
@@ -184,8 +292,9 @@ def classify_records(raw: DataFrame) -> DataFrame:
         *(typed[name].alias(name) for name in METRIC_FIELDS),
         typed["status"].alias("status"),
     )
-    reason = _first_reason(typed, text, event_time, F.col("ingest_time"))
-    return with_fields.select("*", _once(reason).alias(REASON_COLUMN)).drop(_TYPED, _TEXT)
+    one_object = F.col(_PARSED)["one_object"]
+    reason = _first_reason(typed, text, one_object, event_time, F.col("ingest_time"))
+    return with_fields.select("*", _once(reason).alias(REASON_COLUMN)).drop(_PARSED, _TEXT)
 
 
 def valid_events(classified: DataFrame) -> DataFrame:

@@ -43,6 +43,14 @@ ISO_TIMESTAMP_JAVA_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|
 EPOCH_MILLIS_JAVA_REGEX = r"^\d{1,15}\z"
 MAX_EPOCH_MILLIS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
+# Bounds on a payload's JSON (docs/contract.md, "malformed_json"): deeper nesting, or a longer
+# number token (its characters: sign, digits, point, exponent), makes the record malformed.
+# Depth is Jackson's own guard against unbounded recursion; the number bound keeps one record
+# from stalling a stream: Jackson turns a long integer into an id's text in time quadratic in
+# its length (a 1,000,000-digit id takes half a minute).
+MAX_NESTING_DEPTH = 1000
+MAX_NUMBER_LENGTH = 10_000
+
 # An event is from the future when event_time > ingest_time + this tolerance.
 FUTURE_TOLERANCE_MINUTES = 5
 

@@ -1,11 +1,11 @@
 """Streaming sources: each returns a streaming DataFrame of RAW rows (``weir.schemas.RAW_SCHEMA``).
 
-Every source fills the same columns — source coordinates, the payload as text, the source's
-own timestamp — and stamps ``ingest_time`` with ``current_timestamp()``, which Structured
-Streaming pins to the micro-batch's timestamp. That timestamp is stored in the query's offset
-log, so a micro-batch replayed after a crash carries exactly the same ``ingest_time``: the raw
-archiver's idempotent writes and the classification (``future_event`` compares with
-``ingest_time``) give the same rows on every attempt.
+Every source fills the same columns — source coordinates, the payload as text (and as bytes
+when they are not UTF-8), the source's own timestamp — and stamps ``ingest_time`` with
+``current_timestamp()``, which Structured Streaming pins to the micro-batch's timestamp. That
+timestamp is stored in the query's offset log, so a micro-batch replayed after a crash carries
+exactly the same ``ingest_time``: the raw archiver's idempotent writes and the classification
+(``future_event`` compares with ``ingest_time``) give the same rows on every attempt.
 """
 
 from __future__ import annotations
@@ -15,9 +15,19 @@ from pyspark.sql import DataFrame, SparkSession
 from weir.config import ConfigError, WeirConfig
 from weir.errors import WeirError
 from weir.lake import LakeLayout
-from weir.sources.files import FILES, files_reader_options, files_source, landing_records
+from weir.sources.files import (
+    FILES,
+    files_reader_options,
+    files_source,
+    landing_line_options,
+    landing_line_records,
+    landing_line_source,
+    landing_lines,
+    landing_records,
+    line_numbers,
+)
 from weir.sources.kafka import KAFKA, kafka_options, kafka_records, kafka_source
-from weir.sources.records import with_ingest_time
+from weir.sources.records import decoded_payload, utf8_payload, with_ingest_time
 
 KINESIS = "kinesis"
 SOURCE_NAMES = (KAFKA, KINESIS, FILES)
@@ -65,13 +75,20 @@ __all__ = [
     "SOURCE_NAMES",
     "SPARK_SOURCES",
     "check_source",
+    "decoded_payload",
     "files_reader_options",
     "files_source",
     "kafka_options",
     "kafka_records",
     "kafka_source",
+    "landing_line_options",
+    "landing_line_records",
+    "landing_line_source",
+    "landing_lines",
     "landing_records",
+    "line_numbers",
     "source_records",
     "source_stream",
+    "utf8_payload",
     "with_ingest_time",
 ]

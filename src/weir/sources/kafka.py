@@ -1,7 +1,9 @@
 """The Kafka source: Spark's Kafka source, options built from ``sources.kafka`` (pure, tested).
 
 Coordinates: stream = topic, partition and offset as text, key as text; the payload is the
-record value as UTF-8 text and ``arrival_time`` the Kafka record timestamp.
+record value as UTF-8 text (a value that is not UTF-8 also kept as bytes, a null value -- a
+tombstone -- as a null payload: both are malformed_json) and ``arrival_time`` the Kafka record
+timestamp.
 
 Data loss (offsets the checkpoint expects are gone: retention expired, topic recreated) fails
 the query by default (``failOnDataLoss=true``); ``weir.layers.streaming`` turns that failure
@@ -14,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from weir.config import ConfigError, KafkaSourceConfig
-from weir.sources.records import with_ingest_time
+from weir.sources.records import utf8_payload, with_ingest_time
 
 KAFKA = "kafka"
 
@@ -106,14 +108,16 @@ def kafka_options(kafka: KafkaSourceConfig) -> dict[str, str]:
 
 def kafka_records(messages: DataFrame) -> DataFrame:
     """RAW rows (without ingest time) from Kafka source rows (key, value, topic, …). Pure."""
+    payload, payload_bytes = utf8_payload(F.col("value"))
     return messages.select(
         F.lit(KAFKA).alias("source"),
         F.col("topic").alias("source_stream"),
         F.col("partition").cast("string").alias("source_partition"),
         F.col("offset").cast("string").alias("source_offset"),
         F.col("key").cast("string").alias("record_key"),
-        F.col("value").cast("string").alias("payload"),
+        payload.alias("payload"),
         F.col("timestamp").alias("arrival_time"),
+        payload_bytes.alias("payload_bytes"),
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any, Optional, TypeVar
 
 from weir.config import KinesisSourceConfig, WeirConfig
 from weir.errors import WeirError
+from weir.sources.records import decoded_payload
 
 log = logging.getLogger("weir.stream")
 
@@ -255,24 +256,28 @@ def raw_rows(
 ) -> list[tuple]:
     """RAW_SCHEMA tuples for GetRecords records of one shard, stamped ``ingest_time``. Pure.
 
-    The payload is the data as UTF-8 text (invalid bytes become U+FFFD, as Spark's cast of
-    binary to string does for Kafka; such a record is quarantined, never dropped).
+    The payload is the data as UTF-8 text; data that is not UTF-8 is also kept as bytes
+    (``payload_bytes``), and classified malformed_json (weir.sources.records.decoded_payload).
     """
     ingest_utc = ingest_time.astimezone(timezone.utc)
-    return [
-        (
-            KINESIS,
-            stream,
-            shard_id,
-            record["SequenceNumber"],
-            record.get("PartitionKey"),
-            bytes(record["Data"]).decode("utf-8", errors="replace"),
-            record.get("ApproximateArrivalTimestamp"),
-            ingest_utc,
-            ingest_utc.date(),
+    rows = []
+    for record in records:
+        payload, payload_bytes = decoded_payload(bytes(record["Data"]))
+        rows.append(
+            (
+                KINESIS,
+                stream,
+                shard_id,
+                record["SequenceNumber"],
+                record.get("PartitionKey"),
+                payload,
+                record.get("ApproximateArrivalTimestamp"),
+                ingest_utc,
+                ingest_utc.date(),
+                payload_bytes,
+            )
         )
-        for record in records
-    ]
+    return rows
 
 
 class KinesisShardReader:

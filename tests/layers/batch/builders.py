@@ -99,6 +99,7 @@ def fault(payload: str, ingest_time: str, offset: int, partition: str = "0") -> 
         received,
         received,
         received.date(),
+        None,  # payload_bytes
     )
 
 

@@ -181,7 +181,7 @@ def event(event_id: str, device: str, moment: datetime, temperature: float) -> s
 def raw_rows(spark: SparkSession, count: int) -> DataFrame:
     now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     rows = [
-        ("files", "landing", "a.jsonl", str(n), None, "{}", None, now, now.date())
+        ("files", "landing", "a.jsonl", str(n), None, "{}", None, now, now.date(), None)
         for n in range(1, count + 1)
     ]
     return spark.createDataFrame(rows, RAW_SCHEMA)

@@ -158,6 +158,7 @@ def test_raw_rows_carry_shard_sequence_key_and_the_round_time() -> None:
             arrival,
             ingest,
             ingest.date(),
+            b'{"a": 1}\xff',  # payload_bytes: the data as received
         )
     ]
 
@@ -175,11 +176,11 @@ def test_positions_compare_sequence_numbers_as_numbers(spark: SparkSession) -> N
     now = datetime(2026, 3, 1, 12, tzinfo=UTC)
     later = now + timedelta(seconds=5)
     rows = [
-        ("kinesis", "s", "shard-0", "9", None, "{}", None, now, now.date()),
-        ("kinesis", "s", "shard-0", "10", None, "{}", None, later, now.date()),
-        ("kinesis", "s", "shard-1", "7", None, "{}", None, now, now.date()),
-        ("kinesis", "other", "shard-0", "99", None, "{}", None, later, now.date()),
-        ("kafka", "s", "shard-0", "100", None, "{}", None, later, now.date()),
+        ("kinesis", "s", "shard-0", "9", None, "{}", None, now, now.date(), None),
+        ("kinesis", "s", "shard-0", "10", None, "{}", None, later, now.date(), None),
+        ("kinesis", "s", "shard-1", "7", None, "{}", None, now, now.date(), None),
+        ("kinesis", "other", "shard-0", "99", None, "{}", None, later, now.date(), None),
+        ("kafka", "s", "shard-0", "100", None, "{}", None, later, now.date(), None),
     ]
     actual = shard_positions(spark.createDataFrame(rows, RAW_SCHEMA), "s")
     expected = spark.createDataFrame(

@@ -16,11 +16,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from weir.contract import classify_records, quarantine_rows
-from weir.delta import read_table, table_version
+from weir.delta import add_missing_columns, read_table, table_version
 from weir.lake import LakeLayout
 from weir.layers.batch.transforms import adopted_records, unarchived_files
-from weir.schemas import QUARANTINE_PARTITION_COLUMNS, QUARANTINE_SCHEMA, RAW_PARTITION_COLUMNS
-from weir.sources.files import FILES
+from weir.schemas import (
+    QUARANTINE_PARTITION_COLUMNS,
+    QUARANTINE_SCHEMA,
+    RAW_PARTITION_COLUMNS,
+    RAW_SCHEMA,
+)
+from weir.sources.files import FILES, LINE_SEPARATOR, landing_lines
 
 log = logging.getLogger("weir.layers.batch")
 
@@ -75,6 +80,13 @@ def adopt_files(spark: SparkSession, lake: LakeLayout, prefix: str) -> Adoption:
     commits re-adopts the same files next time and adds only what is missing, so
     count(raw) = count(valid) + count(quarantine) holds after any completed run.
     """
+    # Tables written before RAW gained payload_bytes take it first (weir.delta).
+    for path, schema, partitions in (
+        (lake.raw, RAW_SCHEMA, RAW_PARTITION_COLUMNS),
+        (lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS),
+    ):
+        if table_version(spark, path) is not None:
+            add_missing_columns(spark, path, schema, partitions)
     raw = read_table(spark, lake.raw)
     archived = (
         spark.createDataFrame([], "source_partition STRING")
@@ -86,17 +98,9 @@ def adopt_files(spark: SparkSession, lake: LakeLayout, prefix: str) -> Adoption:
     if not paths:
         log.info("batch: every file under %s is already in RAW", prefix)
         return Adoption(prefix, 0, 0, 0, None)
-    files = (
-        spark.read.format("text")
-        .option("wholetext", "true")
-        .load(paths)
-        .select(
-            F.col("value"),
-            F.col("_metadata.file_path").alias("file_path"),
-            F.col("_metadata.file_modification_time").alias("file_modification_time"),
-        )
-    )
-    records = adopted_records(files, prefix).persist(StorageLevel.MEMORY_AND_DISK)
+    # A line per row: a file of any size is read in splits, never whole (docs/batch.md).
+    lines = landing_lines(spark.read.format("text").option("lineSep", LINE_SEPARATOR).load(paths))
+    records = adopted_records(lines, prefix).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         count = records.count()
         quarantined = _append_quarantine_once(spark, lake, records, prefix)

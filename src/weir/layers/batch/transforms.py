@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 
 from weir.contract import aggregate_minutes, classify_records, valid_events
 from weir.contract.dedup import CONTENT_FINGERPRINTS, RECEIVED_COPIES, first_received_with_contents
-from weir.schemas import EVENT_COLUMNS, LAYER_BATCH, RAW_SCHEMA, SOURCE_COORDINATES
-from weir.sources.files import landing_records, relative_to
+from weir.schemas import EVENT_COLUMNS, LAYER_BATCH, SOURCE_COORDINATES
+from weir.sources.files import landing_line_records, relative_to
 
 
 def received_before(raw: DataFrame, cutoff: datetime) -> DataFrame:
@@ -111,23 +111,20 @@ def records_new_since(
     )
 
 
-def adopted_records(files: DataFrame, prefix: str) -> DataFrame:
-    """RAW rows (RAW_SCHEMA) from whole files under ``prefix``, one per line, as the files
-    source maps them, with ``ingest_time`` = the file's modification time.
+def adopted_records(lines: DataFrame, prefix: str) -> DataFrame:
+    """RAW rows (RAW_SCHEMA) from the lines of files under ``prefix``, one per line, as the
+    files source maps them, with ``ingest_time`` = the file's modification time.
 
-    Input columns: ``value``, ``file_path``, ``file_modification_time``. Pure. The
-    modification time is when the file reached the store (on S3: when Firehose delivered it),
-    the closest to "received" the file itself knows, and the same on every re-run: so a record
-    is stamped the same whichever run adopts it (docs/batch.md, "Adopting a lake").
+    Input columns: those of ``weir.sources.files.landing_lines``. Pure, a batch step (the lines
+    are numbered per file without a file being read whole). The modification time is when the
+    file reached the store (on S3: when Firehose delivered it), the closest to "received" the
+    file itself knows, and the same on every re-run: so a record is stamped the same whichever
+    run adopts it (docs/batch.md, "Adopting a lake").
     """
-    stamped = (
-        landing_records(files, prefix)
-        .withColumn("ingest_time", F.col("arrival_time"))
-        .withColumn("ingest_date", F.to_date(F.col("arrival_time")))
+    stamped = lines.withColumn("ingest_time", F.col("file_modification_time")).withColumn(
+        "ingest_date", F.to_date(F.col("file_modification_time"))
     )
-    return stamped.select(
-        *(F.col(f.name).cast(f.dataType).alias(f.name) for f in RAW_SCHEMA.fields)
-    )
+    return landing_line_records(stamped, prefix)
 
 
 def unarchived_files(listing: DataFrame, archived: DataFrame, prefix: str) -> DataFrame:
