@@ -62,14 +62,14 @@ def client() -> Any:
     )
 
 
-def application(application_id: str) -> dict[str, Any]:
+def application(application_id: str, state: str = "STARTED") -> dict[str, Any]:
     return {
         "application": {
             "applicationId": application_id,
             "arn": arn(application_id),
             "releaseLabel": "emr-7.12.0",
             "type": "SPARK",
-            "state": "STARTED",
+            "state": state,
             "createdAt": NOW,
             "updatedAt": NOW,
         },
@@ -105,9 +105,15 @@ class TaskInstance:
         pass
 
 
-def submit(task: Any, document: dict[str, Any], final_state: str = "SUCCESS") -> dict[str, Any]:
+def submit(
+    task: Any,
+    document: dict[str, Any],
+    final_state: str = "SUCCESS",
+    application_state: str = "STARTED",
+) -> dict[str, Any]:
     """Run one Weir task, EMR Serverless answering for ``document``'s application; the
-    StartJobRun request it sent, and what it returned or the error it ended with."""
+    StartJobRun request it sent, the operations it called, and what it returned or the error
+    it ended with."""
     from airflow.providers.amazon.aws.hooks.emr import EmrServerlessHook
 
     # A fresh hook per run: the operator caches its hook and the hook its client.
@@ -119,11 +125,18 @@ def submit(task: Any, document: dict[str, Any], final_state: str = "SUCCESS") ->
         sent.update(params)
 
     emr.meta.events.register("before-parameter-build.emr-serverless.StartJobRun", record)
+    outcome: dict[str, Any] = {"operations": []}
+    emr.meta.events.register(
+        "before-parameter-build.emr-serverless",
+        lambda model, **kwargs: outcome["operations"].append(model.name),
+    )
     stub = Stubber(emr)
-    outcome: dict[str, Any] = {}
     with stub, mock.patch.object(EmrServerlessHook, "conn", emr):
         application_id = document["job_runs"][task.task_id]["applicationId"]
-        stub.add_response("get_application", application(application_id))
+        stub.add_response("get_application", application(application_id, application_state))
+        if application_state != "STARTED":
+            stub.add_response("start_application", dict(OK))
+            stub.add_response("get_application", application(application_id))
         stub.add_response(
             "start_job_run",
             {
@@ -178,7 +191,11 @@ def stream_check(task: Any, pages: list[list[tuple[str, str]]], application_id: 
         if number + 1 < len(pages):
             response["nextToken"] = f"page-{number + 1}"
         stub.add_response("list_job_runs", response)
-    outcome: dict[str, Any] = {"asked": asked}
+    outcome: dict[str, Any] = {"asked": asked, "operations": []}
+    emr.meta.events.register(
+        "before-parameter-build.emr-serverless",
+        lambda model, **kwargs: outcome["operations"].append(model.name),
+    )
     with stub, mock.patch.object(EmrServerlessHook, "conn", emr):
         try:
             outcome["returned"] = task.python_callable()
@@ -201,6 +218,9 @@ def behaviour(bag: Any, document_text: str) -> dict[str, Any]:
     os.environ[VARIABLE] = document_text
     report["submitted"] = {name: submit(tasks[name], document) for name in weir_tasks}
     report["failed_run"] = submit(tasks["dq_batch_run"], document, final_state="FAILED")
+    report["stopped_application"] = submit(
+        tasks["batch_rebuild"], document, application_state="STOPPED"
+    )
 
     reads: list[dict[str, Any]] = []
 

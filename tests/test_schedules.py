@@ -25,6 +25,7 @@ from deploy.conftest import ROLE_ARN, small_package
 from weir.cli import main
 from weir.config import WeirConfig, load_config
 from weir.deploy.package import JOBS, Package
+from weir.deploy.resources import deploy_files
 from weir.deploy.schedule import (
     FRESHNESS,
     HOURLY,
@@ -248,6 +249,38 @@ def test_a_task_without_the_variable_fails_naming_it_and_submits_nothing(airflow
 def test_a_failed_job_run_fails_its_task(airflow: dict) -> None:
     # EMR Serverless marks a run FAILED when spark-submit exits non-zero (3: failed checks)
     assert "Serverless Job failed" in airflow["behaviour"]["failed_run"]["error"]
+
+
+def test_a_stopped_application_is_started_before_the_job_run(
+    airflow: dict, scheduled: Scheduled
+) -> None:
+    # the template's application stops itself when idle: most hours begin with it stopped
+    outcome = airflow["behaviour"]["stopped_application"]
+    assert outcome["operations"] == [
+        "GetApplication",
+        "StartApplication",
+        "GetApplication",
+        "StartJobRun",
+        "GetJobRun",
+    ]
+    expected = job_run_request(scheduled.config, scheduled.package, "batch", [], scheduled.root)
+    assert_same_request(outcome["request"], expected, "batch_rebuild after a start")
+
+
+def test_the_submit_policy_allows_every_call_the_dags_make(airflow: dict) -> None:
+    behaviour = airflow["behaviour"]
+    outcomes = [
+        *behaviour["submitted"].values(),
+        behaviour["stopped_application"],
+        *behaviour["stream_checks"].values(),
+    ]
+    called = {f"emr-serverless:{op}" for outcome in outcomes for op in outcome["operations"]}
+    # the S3 form reads an SSE-KMS object; every job run passes the job role
+    called |= {"s3:GetObject", "kms:Decrypt", "iam:PassRole"}
+    policy = json.loads(deploy_files()["iam/weir-submit-policy.json"])
+    allowed = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert "emr-serverless:ListJobRuns" in called
+    assert called <= allowed, called - allowed
 
 
 def test_tasks_follow_their_job_runs_as_long_as_weir_emr_submit_waits(airflow: dict) -> None:
