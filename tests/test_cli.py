@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "maintain": (),
     "bench": (),
     "package": (),
-    "emr": ("submit", "status"),
+    "emr": ("submit", "status", "schedule"),
     "config": ("check",),
 }
 GROUPS = {name: subs for name, subs in COMMANDS.items() if subs}

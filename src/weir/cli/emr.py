@@ -155,3 +155,54 @@ def render(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, "utf-8")
         console.print(str(path), highlight=False)
+
+
+@emr_app.command("schedule")
+def schedule(
+    conf: str = conf_option(),
+    package_dir: str = typer.Option("dist/emr", "--package", help="the `weir package` folder"),
+    out: Optional[str] = typer.Option(
+        None, "--out", help="where the files go; default <package>/schedule"
+    ),
+    stream_source: str = typer.Option(
+        "kafka", "--stream-source", help="kafka | kinesis | files: the scheduled stream's source"
+    ),
+    upload: bool = typer.Option(
+        False,
+        "--upload",
+        help="also upload the package and the DAGs' job runs to emr.code_uri (the URI to set "
+        "as the Airflow Variable weir_job_runs is printed)",
+    ),
+) -> None:
+    """Write what the schedules run for the package: the Airflow DAGs' EMR Serverless job runs
+    (job-runs.json) and the EMR steps (emr-steps*.json), the requests `weir emr submit` sends.
+
+    job-runs.json needs emr.application_id and emr.execution_role_arn; without them it is
+    skipped with the key it needs (and --upload stops before uploading anything).
+    """
+    from weir.deploy.package import Package
+    from weir.deploy.schedule import JOB_RUNS_FILE, SCHEDULE_FOLDER, schedule_files, upload_schedule
+    from weir.deploy.submit import code_root
+    from weir.sources import check_source
+
+    config = load(conf)
+    check_source(config, stream_source)
+    package = Package.load(Path(package_dir))
+    root = code_root(config, package)
+    try:
+        files = schedule_files(config, package, root, stream_source)
+    except ConfigError as error:
+        if upload:
+            raise
+        files = schedule_files(config, package, root, stream_source, job_runs=False)
+        console.print(f"skipped {JOB_RUNS_FILE}: {error}", highlight=False)
+    folder = Path(out) if out else package.root / SCHEDULE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / JOB_RUNS_FILE).unlink(missing_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, "utf-8")
+        console.print(str(folder / name), highlight=False)
+    if upload:
+        verbose()
+        uri = upload_schedule(config, package, files[JOB_RUNS_FILE])
+        console.print(f"weir_job_runs = {uri}", highlight=False)

@@ -204,8 +204,8 @@ def job_policy() -> dict[str, Any]:
 
 
 def submit_policy() -> dict[str, Any]:
-    """What `weir emr submit` / `weir emr status` need: the code prefix, the application, the
-    job role to pass on, the cluster's steps."""
+    """What `weir emr submit` / `weir emr status` / `weir emr schedule` and the DAGs need: the
+    code prefix, the application, the job role to pass on, the cluster's steps."""
     serverless = (
         "arn:${AWS::Partition}:emr-serverless:${AWS::Region}:${AWS::AccountId}"
         ":/applications/${ApplicationId}"
@@ -224,7 +224,10 @@ def submit_policy() -> dict[str, Any]:
                 ["s3:GetObject", "s3:PutObject"],
                 [f"{_S3}/${{LakePrefix}}/code/*"],
             ),
-            _statement("EncryptPackage", ["kms:Encrypt", "kms:GenerateDataKey"], [_KEY_ARN]),
+            # Decrypt: reading back the manifest of an upload and the schedule's job runs.
+            _statement(
+                "PackageKey", ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"], [_KEY_ARN]
+            ),
             _statement(
                 "RunJobs",
                 [
@@ -233,6 +236,13 @@ def submit_policy() -> dict[str, Any]:
                     "emr-serverless:GetJobRun",
                 ],
                 [serverless, f"{serverless}/jobruns/*"],
+            ),
+            # The DAGs (dags/weir_pipeline.py): a stopped application is started before a job
+            # run, and the stream's runs are looked up.
+            _statement(
+                "ScheduleJobs",
+                ["emr-serverless:StartApplication", "emr-serverless:ListJobRuns"],
+                [serverless],
             ),
             _statement(
                 "PassTheJobRole",

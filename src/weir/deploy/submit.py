@@ -127,24 +127,39 @@ def spark_submit_command(
     return [*command, entry_point, "--conf", CONF_NAME, *job_args]
 
 
+def emr_step(
+    config: WeirConfig,
+    package: Package,
+    job: str,
+    job_args: list[str],
+    root: str,
+    action_on_failure: str = "CONTINUE",
+) -> dict[str, Any]:
+    """The EMR step that runs ``job``: ``command-runner.jar`` with its spark-submit command."""
+    return {
+        "Name": f"weir {job} {package.package_id}",
+        "ActionOnFailure": action_on_failure,
+        "HadoopJarStep": {
+            "Jar": "command-runner.jar",
+            "Args": spark_submit_command(
+                config, package, job, job_args, root=root, target=TARGET_CLUSTER
+            ),
+        },
+    }
+
+
 def step_request(
-    config: WeirConfig, package: Package, job: str, job_args: list[str], root: str
+    config: WeirConfig,
+    package: Package,
+    job: str,
+    job_args: list[str],
+    root: str,
+    action_on_failure: str = "CONTINUE",
 ) -> dict[str, Any]:
     """The ``AddJobFlowSteps`` request that runs ``job`` on ``emr.cluster_id``."""
     return {
         "JobFlowId": required(config.emr.cluster_id, "emr.cluster_id", "an EMR step"),
-        "Steps": [
-            {
-                "Name": f"weir {job} {package.package_id}",
-                "ActionOnFailure": "CONTINUE",
-                "HadoopJarStep": {
-                    "Jar": "command-runner.jar",
-                    "Args": spark_submit_command(
-                        config, package, job, job_args, root=root, target=TARGET_CLUSTER
-                    ),
-                },
-            }
-        ],
+        "Steps": [emr_step(config, package, job, job_args, root, action_on_failure)],
     }
 
 
@@ -314,6 +329,7 @@ __all__ = [
     "Submitted",
     "check_target",
     "code_root",
+    "emr_step",
     "job_run_request",
     "put_object_encryption",
     "spark_submit_command",
