@@ -387,8 +387,8 @@ class FaultInjector:
         if variant == 0:  # truncated in flight: never ends with the closing brace
             bad = text[: self.rng.randint(1, len(text) - 2)]
         elif variant == 1:  # trailing garbage after the object
-            # (not a second object or brace: Jackson stops after the first value, see
-            # docs/contract.md, so only a non-brace ending is reliably malformed)
+            # The contract makes a second object or a stray brace malformed too; these
+            # endings are kept so that a seed's record stream stays what it always was.
             bad = text + self.rng.choice((" x", ",", " ]", "\t#"))
         elif variant == 2:  # a NaN token (not strict JSON)
             _set(fields, "temperature_c", "NaN")

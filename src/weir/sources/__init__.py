@@ -10,6 +10,9 @@ exactly the same ``ingest_time``: the raw archiver's idempotent writes and the c
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 from pyspark.sql import DataFrame, SparkSession
 
 from weir.config import ConfigError, WeirConfig
@@ -18,13 +21,13 @@ from weir.lake import LakeLayout
 from weir.sources.files import (
     FILES,
     files_reader_options,
-    files_source,
     landing_line_options,
     landing_line_records,
     landing_line_source,
     landing_lines,
     landing_records,
     line_numbers,
+    unnumbered_line_records,
 )
 from weir.sources.kafka import KAFKA, kafka_options, kafka_records, kafka_source
 from weir.sources.records import decoded_payload, utf8_payload, with_ingest_time
@@ -55,17 +58,51 @@ def source_stream(config: WeirConfig, source: str) -> str:
     return LakeLayout.from_config(config).landing.rstrip("/")
 
 
-def source_records(spark: SparkSession, config: WeirConfig, source: str) -> DataFrame:
-    """The streaming DataFrame of RAW rows for ``source`` (kafka | files)."""
+def _spark_source(config: WeirConfig, source: str) -> None:
     check_source(config, source)
     if source not in SPARK_SOURCES:
         raise WeirError(
             f"the {source} source has no Spark streaming reader here; "
             "weir.layers.streaming.run_stream runs weir.layers.streaming.kinesis for it"
         )
+
+
+def source_records(spark: SparkSession, config: WeirConfig, source: str) -> DataFrame:
+    """The streaming DataFrame of RAW-shaped rows for ``source`` (kafka | files), one per record.
+
+    For consumers of the records themselves (the speed layer): a landing file is read line by
+    line, never whole, and its lines carry no line number (``source_offset`` null). The raw
+    archiver, which records where every line came from, reads with :func:`archive_source`.
+    """
+    _spark_source(config, source)
     if source == KAFKA:
         return kafka_source(spark, config.sources.kafka)
-    return files_source(spark, LakeLayout.from_config(config), config.sources.files)
+    lake = LakeLayout.from_config(config)
+    return unnumbered_line_records(
+        landing_line_source(spark, lake, config.sources.files), lake.landing
+    )
+
+
+def archive_source(
+    spark: SparkSession, config: WeirConfig, source: str
+) -> tuple[DataFrame, Callable[[DataFrame], DataFrame]]:
+    """The raw archiver's streaming DataFrame for ``source``, and the function that turns one
+    of its micro-batches into RAW rows.
+
+    Kafka's rows are RAW rows already. A landing file is read line by line in splits; a line's
+    number in its file is known only across the whole micro-batch (a batch step), so the
+    archiver numbers each batch's lines (``landing_line_records``) before it writes them.
+    """
+    _spark_source(config, source)
+    if source == KAFKA:
+        return kafka_source(spark, config.sources.kafka), _as_is
+    lake = LakeLayout.from_config(config)
+    lines = landing_line_source(spark, lake, config.sources.files)
+    return lines, partial(landing_line_records, landing=lake.landing)
+
+
+def _as_is(batch: DataFrame) -> DataFrame:
+    return batch
 
 
 __all__ = [
@@ -74,10 +111,10 @@ __all__ = [
     "KINESIS",
     "SOURCE_NAMES",
     "SPARK_SOURCES",
+    "archive_source",
     "check_source",
     "decoded_payload",
     "files_reader_options",
-    "files_source",
     "kafka_options",
     "kafka_records",
     "kafka_source",

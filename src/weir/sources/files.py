@@ -8,14 +8,16 @@ one that is not UTF-8 is in RAW's ``payload_bytes`` (docs/contract.md). A UTF-8 
 at the very start of a file marks the file's encoding and is not part of its first line
 (Hadoop's line reader drops it; the whole-file reader does the same); anywhere else it is.
 
-Two readers map files to the same RAW rows (docs/streaming.md, "Files"):
+Files are read line by line, in splits side by side, never whole (docs/streaming.md, "Files"):
 
-* ``landing_records``: a whole file is one Spark row (``wholetext``), split into lines. What
-  ``weir stream --source files`` runs today; a file must fit in a task's memory several times.
-* ``landing_line_records``: Spark reads lines, a file in splits side by side, never whole;
-  line numbers come from each split's position in its file, which takes an aggregate over
-  the lines read: a batch step (a batch read, or a streaming micro-batch in ``foreachBatch``).
-  ``--input`` adoption uses it; ``landing_line_source`` is its streaming reader.
+* ``landing_line_source`` streams the lines; ``landing_line_records`` turns a micro-batch of
+  them into RAW rows. Line numbers come from each split's position in its file, which takes
+  an aggregate over the lines read: a batch step (a batch read, or a streaming micro-batch in
+  the archiver's ``foreachBatch``). ``--input`` adoption reads the same way.
+* ``unnumbered_line_records``: the same rows without line numbers, per row, for the speed
+  layer (it needs the records, not where they sit).
+* ``landing_records`` maps whole files (one Spark row each, ``wholetext``) to the same RAW
+  rows: the plain reference the line reader is tested against.
 
 Only ``*.jsonl`` files are streamed, in sub-folders too. Names starting with ``.`` or ``_``
 are ignored by Spark: writers land a temporary name and rename it when complete.
@@ -28,7 +30,7 @@ from pyspark.sql import functions as F
 
 from weir.config import FilesSourceConfig
 from weir.lake import LakeLayout
-from weir.sources.records import as_raw_rows, utf8_payload, with_ingest_time
+from weir.sources.records import as_raw_rows, utf8_payload
 
 FILES = "files"
 LANDING_GLOB = "*.jsonl"
@@ -122,21 +124,6 @@ def landing_records(files: DataFrame, landing: str) -> DataFrame:
     )
 
 
-def files_source(spark: SparkSession, lake: LakeLayout, files: FilesSourceConfig) -> DataFrame:
-    """Streaming RAW rows from the landing folder (``LakeLayout.landing``), a file per row."""
-    whole_files = (
-        spark.readStream.format("text")
-        .options(**files_reader_options(files))
-        .load(lake.landing)
-        .select(
-            F.col("value"),
-            F.col("_metadata.file_path").alias("file_path"),
-            F.col("_metadata.file_modification_time").alias("file_modification_time"),
-        )
-    )
-    return with_ingest_time(landing_records(whole_files, lake.landing))
-
-
 # --- a line per row ---------------------------------------------------------------------------
 
 
@@ -198,18 +185,37 @@ def line_numbers(lines: DataFrame) -> DataFrame:
     )
 
 
+def _line_bytes() -> Column:
+    """A line's bytes without the CR of a CRLF line end."""
+    raw_bytes = F.col("value").cast("binary")
+    return F.when(
+        F.col("value").endswith("\r"), raw_bytes.substr(F.lit(1), F.octet_length("value") - 1)
+    ).otherwise(raw_bytes)
+
+
+def unnumbered_line_records(lines: DataFrame, landing: str) -> DataFrame:
+    """RAW-shaped rows from landing lines, without their line numbers (``source_offset`` null).
+
+    Per row, so usable in any streaming plan: for consumers that need the records but not
+    their place in the file (the speed layer). The archiver numbers them
+    (``landing_line_records``).
+    """
+    rows = lines.select(
+        *_coordinates(landing, F.lit(None), _line_bytes()),
+        F.col("ingest_time"),
+        F.col("ingest_date"),
+    )
+    return as_raw_rows(rows)
+
+
 def landing_line_records(lines: DataFrame, landing: str) -> DataFrame:
     """RAW rows (RAW_SCHEMA) from landing lines stamped with ``ingest_time`` and ``ingest_date``.
 
     Input columns: those of ``landing_lines``, ``ingest_time`` and ``ingest_date``. The same
     rows as ``landing_records`` gives for the same files, without a file ever read whole.
     """
-    raw_bytes = F.col("value").cast("binary")
-    without_cr = F.when(
-        F.col("value").endswith("\r"), raw_bytes.substr(F.lit(1), F.octet_length("value") - 1)
-    ).otherwise(raw_bytes)
     rows = line_numbers(lines).select(
-        *_coordinates(landing, F.col("line_number"), without_cr),
+        *_coordinates(landing, F.col("line_number"), _line_bytes()),
         F.col("ingest_time"),
         F.col("ingest_date"),
     )

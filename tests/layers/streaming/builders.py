@@ -19,7 +19,6 @@ from pyspark.sql import DataFrame, SparkSession
 
 from weir.config import FilesSourceConfig, LakeConfig, TimingConfig, WeirConfig
 from weir.contract import aggregate_minutes, classify_records, dedup_first_received, valid_events
-from weir.contract.rules import Reason
 from weir.delta import table_version
 from weir.infra.process import wait_until
 from weir.lake import LakeLayout, local_path
@@ -298,17 +297,20 @@ def assert_raw_and_quarantine_match_the_ledger(
     invalid records, each with its reason; raw = valid + quarantine."""
     import zlib
 
-    raw = table(spark, lake.raw).select("source_partition", "source_offset", "payload").collect()
+    raw = (
+        table(spark, lake.raw)
+        .select("source_partition", "source_offset", "payload", "payload_bytes")
+        .collect()
+    )
     archived = Counter((r.source_partition, r.source_offset) for r in raw)
     assert [c for c, n in archived.items() if n > 1] == [], "records archived twice"
     assert set(archived) - set(ledger) == set(), "records nobody sent"
     assert set(ledger) - set(archived) == set(), "records lost"
+    # The bytes as sent: RAW keeps them in payload_bytes when they are not UTF-8.
     changed = [
         (r.source_partition, r.source_offset)
         for r in raw
-        # Bytes that are not UTF-8 (one malformed_json variant) cannot survive a text payload.
-        if ledger[(r.source_partition, r.source_offset)]["reason"] != Reason.MALFORMED_JSON
-        and zlib.crc32(r.payload.encode("utf-8"))
+        if zlib.crc32(bytes(r.payload_bytes) if r.payload_bytes is not None else r.payload.encode())
         != ledger[(r.source_partition, r.source_offset)]["payload_crc32"]
     ]
     assert changed == [], "payloads not archived as sent"

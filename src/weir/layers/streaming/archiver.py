@@ -15,6 +15,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 from pyspark.sql import DataFrame
 
@@ -38,17 +39,25 @@ class WriterIds:
 class RawArchiver:
     """``foreachBatch`` function of the raw archiver: append RAW and QUARANTINE exactly once."""
 
-    def __init__(self, lake: LakeLayout, writer_ids: WriterIds, query_name: str) -> None:
+    def __init__(
+        self,
+        lake: LakeLayout,
+        writer_ids: WriterIds,
+        query_name: str,
+        raw_rows: Callable[[DataFrame], DataFrame] = lambda batch: batch,
+    ) -> None:
         self.lake = lake
         self.writer_ids = writer_ids
         self.query_name = query_name
+        self.raw_rows = raw_rows  # a micro-batch of the source -> its RAW rows
 
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+    def __call__(self, source_batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         # The count fills the cache (one read of the source); the two appends then read the
         # cache side by side: each is a write job and a commit mostly spent on the driver, so
         # they overlap rather than queue.
-        batch.persist()
+        source_batch.persist()
+        batch = self.raw_rows(source_batch).persist()
         try:
             records = batch.count()
             quarantine = batch.transform(classify_records).transform(quarantine_rows)
@@ -61,6 +70,7 @@ class RawArchiver:
                     append.result()
         finally:
             batch.unpersist()
+            source_batch.unpersist()
         elapsed = time.monotonic() - started
         log.info(
             "%s batch %d: %d records archived in %.2fs", self.query_name, batch_id, records, elapsed

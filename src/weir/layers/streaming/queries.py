@@ -44,7 +44,7 @@ from weir.schemas import (
     STREAM_PROGRESS_PARTITION_COLUMNS,
     STREAM_PROGRESS_SCHEMA,
 )
-from weir.sources import source_records
+from weir.sources import archive_source, source_records
 
 log = logging.getLogger("weir.stream")
 
@@ -95,10 +95,10 @@ def start_raw_archiver(
     """``raw-<source>``: the source's records -> RAW and QUARANTINE, exactly once."""
     lake = LakeLayout.from_config(config)
     name = raw_query_name(source)
+    stream, raw_rows = archive_source(spark, config, source)
     return (
-        source_records(spark, config, source)
-        .writeStream.queryName(name)
-        .foreachBatch(RawArchiver(lake, writers, name))
+        stream.writeStream.queryName(name)
+        .foreachBatch(RawArchiver(lake, writers, name, raw_rows))
         .option("checkpointLocation", lake.checkpoint(name))
         .trigger(**_trigger(config, available_now))
         .start()
