@@ -358,24 +358,12 @@ def _measure_query(
 def _latencies(spark: SparkSession, config: WeirConfig, reports: list[dict], name: str) -> dict:
     """Per record of the topic: the end of the batch of query ``name`` that read it - its
     Kafka timestamp; summarised after the warm-up."""
-    from weir.sources.kafka import kafka_options
+    from weir.sources.kafka import whole_topic
 
-    options = {
-        k: v
-        for k, v in kafka_options(config.sources.kafka).items()
-        if k not in ("maxOffsetsPerTrigger", "startingOffsets")
-    }
-    records = (
-        spark.read.format("kafka")
-        .options(**options)
-        .option("startingOffsets", "earliest")
-        .option("endingOffsets", "latest")
-        .load()
-        .select(
-            F.col("partition").cast("string").alias("partition"),
-            "offset",
-            F.col("timestamp").cast("double").alias("sent_at"),
-        )
+    records = whole_topic(spark, config.sources.kafka).select(
+        F.col("partition").cast("string").alias("partition"),
+        "offset",
+        F.col("timestamp").cast("double").alias("sent_at"),
     )
     latencies = record_batches(progress_rows(spark, reports), records, name).select(
         "sent_at", (F.col("visible_at") - F.col("sent_at")).alias("latency_s")

@@ -140,20 +140,9 @@ def produced_records(spark: SparkSession, config: WeirConfig) -> DataFrame:
     first-received copy is the first one produced.
     """
     from weir.contract import classify_records, dedup_first_received, valid_events
-    from weir.sources.kafka import kafka_options, kafka_records
+    from weir.sources.kafka import kafka_records, whole_topic
 
-    options = {
-        k: v
-        for k, v in kafka_options(config.sources.kafka).items()
-        if k not in ("maxOffsetsPerTrigger", "startingOffsets")
-    }
-    messages = (
-        spark.read.format("kafka")
-        .options(**options)
-        .option("startingOffsets", "earliest")
-        .option("endingOffsets", "latest")
-        .load()
-    )
+    messages = whole_topic(spark, config.sources.kafka)
     raw = kafka_records(messages).withColumn("ingest_time", F.col("arrival_time"))
     events = dedup_first_received(valid_events(classify_records(raw)))
     return events.select(

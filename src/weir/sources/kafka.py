@@ -125,3 +125,20 @@ def kafka_source(spark: SparkSession, kafka: KafkaSourceConfig) -> DataFrame:
     """Streaming RAW rows from the topic ``sources.kafka.topic``."""
     messages = spark.readStream.format("kafka").options(**kafka_options(kafka)).load()
     return with_ingest_time(kafka_records(messages))
+
+
+def whole_topic(spark: SparkSession, kafka: KafkaSourceConfig) -> DataFrame:
+    """The topic's messages as a batch read, earliest to latest, with the stream's consumer
+    options (for benchmarks and checks that look at everything a topic holds)."""
+    options = {
+        k: v
+        for k, v in kafka_options(kafka).items()
+        if k not in ("maxOffsetsPerTrigger", "startingOffsets")
+    }
+    return (
+        spark.read.format("kafka")
+        .options(**options)
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+    )
