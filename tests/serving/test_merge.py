@@ -389,6 +389,22 @@ def test_the_gate_keeps_serving_the_previous_batch_run_when_a_critical_check_fai
 
 
 @pytest.mark.usefixtures("merged_1")
+def test_a_blocked_batch_run_with_nothing_else_new_leaves_the_unified_table_untouched(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    before = table_version(spark, lake.serving)
+    write_view(spark, lake.batch, BATCH_ROWS_2)
+    batch_run(spark, lake, H2)
+    judge(spark, lake, f"batch-{H2:%H%M}-full", passed=False)
+
+    blocked = run_merge(spark, config)
+
+    assert table_version(spark, lake.serving) == before  # no commit at all
+    assert (blocked.scope, blocked.horizon) == (SCOPE_NONE, H1)
+    assert_unified(spark, lake, UNIFIED_1)
+
+
+@pytest.mark.usefixtures("merged_1")
 def test_the_gate_lets_a_batch_run_through_when_its_checks_passed_or_it_is_off(
     spark: SparkSession, config: WeirConfig, lake: LakeLayout
 ) -> None:
