@@ -189,7 +189,7 @@ def test_environment_holds_weir_for_python_39_and_no_credential(
 ) -> None:
     entries = members(built_package.root / ENV_ARCHIVE)
     site = f"lib/python{EMR_PYTHON}/site-packages"
-    assert f"{site}/weir/layers/batch.py" in entries
+    assert f"{site}/weir/layers/batch/run.py" in entries
     assert f"{site}/delta/tables.py" in entries
     assert not [n for n in entries if n.startswith(f"{site}/pyspark/")]
     home = built_package.manifest["target"]["python_home"]

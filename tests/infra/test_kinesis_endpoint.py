@@ -62,7 +62,17 @@ def test_s3_glue_and_emr_answer_through_the_one_endpoint(local_infra: WeirConfig
     glue.create_database(DatabaseInput={"Name": database})
     assert glue.get_database(Name=database)["Database"]["Name"] == database
 
-    assert aws_client(local_infra, "emr").list_clusters()["Clusters"] == []
+    # The endpoint is shared by the session's tests, so look for this test's own cluster.
+    emr = aws_client(local_infra, "emr")
+    cluster = emr.run_job_flow(
+        Name=f"weir-endpoint-{uuid.uuid4().hex[:8]}",
+        ReleaseLabel="emr-7.12.0",
+        Instances={"InstanceCount": 1, "MasterInstanceType": "m5.xlarge"},
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+    )["JobFlowId"]
+    assert cluster in {c["Id"] for c in emr.list_clusters()["Clusters"]}
+    emr.terminate_job_flows(JobFlowIds=[cluster])
     assert "applications" in aws_client(local_infra, "emr-serverless").list_applications()
 
 

@@ -75,7 +75,7 @@ def test_a_bad_conf_is_a_sentence_naming_the_key(tmp_path: Path) -> None:
     conf = tmp_path / "bad.yaml"
     conf.write_text("env: elsewhere\n")
 
-    with pytest.raises(NotebookError, match=r"^CONF = '.*bad\.yaml': env: "):
+    with pytest.raises(NotebookError, match=r"^CONF = '.*bad\.yaml': \d+ problems:\n  env: "):
         open_lake(str(conf))
 
 
