@@ -336,13 +336,13 @@ def test_the_cap_per_shard_spreads_a_backlog_over_rounds_and_the_tip_ends_the_dr
 def test_a_resharded_stream_is_read_parents_first_and_children_after() -> None:
     kinesis = FakeKinesis(
         [
-            FakeShard("parent", closed=True, records=["p1", "p2"]),
+            FakeShard("parent", closed=True, records=["p0", "p1", "p2"]),
             FakeShard("child-a", parents=("parent",), records=["a1"]),
             FakeShard("child-b", parents=("parent",), records=["b1"]),
         ]
     )
-    reader = KinesisShardReader(
-        kinesis, "stream", "LATEST", positions={"parent": "0"}, retry_delays=NO_WAIT
+    reader = KinesisShardReader(  # p0 (sequence number 1) was archived before
+        kinesis, "stream", "LATEST", positions={"parent": "1"}, retry_delays=NO_WAIT
     )
 
     first = reader.read_round(max_records_per_shard=10)
