@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from weir.config import WeirConfig
 from weir.control.fences import (
     FenceHeldError,
     FenceKeeper,
     FenceLostError,
     Lease,
     LocalFenceStore,
+    S3FenceStore,
     acquire,
+    fence_store,
     is_free,
     read_lease,
 )
@@ -176,3 +180,23 @@ def test_of_writers_racing_for_one_fence_exactly_one_wins(store: LocalFenceStore
     winners = [o for o in outcomes if isinstance(o, Lease)]
     assert len(winners) == 1 and len(outcomes) == 6
     assert read_lease(store, "race").holder == winners[0].holder
+
+
+@pytest.mark.slow
+def test_on_s3_a_claim_is_a_conditional_put_of_which_one_wins(local_infra: WeirConfig) -> None:
+    from weir.aws import aws_client
+
+    s3 = aws_client(local_infra, "s3")
+    bucket = f"weir-fences-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    store = fence_store(local_infra, f"s3a://{bucket}/lake/_control/writer_fences")
+    assert isinstance(store, S3FenceStore)
+
+    assert store.create("f", "epoch-1.json", b"a") is True
+    assert store.create("f", "epoch-1.json", b"b") is False
+    assert store.read("f", "epoch-1.json") == b"a"
+
+    first = acquire(store, "stream-kafka", 90, host="host-a", pid=1)
+    with pytest.raises(FenceHeldError, match=first.holder):
+        acquire(store, "stream-kafka", 90, host="host-b", pid=2)
+    assert read_lease(store, "stream-kafka").epoch == first.epoch == 1
