@@ -22,10 +22,12 @@ HOLD_ENV = "WEIR_HOLD_AT"
 
 # The archiver committed its RAW append for a micro-batch (QUARANTINE may or may not have).
 RAW_COMMITTED = "raw-committed"
+# The Kinesis archiver committed a round to RAW, not yet to QUARANTINE.
+KINESIS_RAW_COMMITTED = "kinesis-raw-committed"
 # The speed layer is about to MERGE a micro-batch's windows into SPEED.
 SPEED_BEFORE_MERGE = "speed-before-merge"
 
-POINTS = (RAW_COMMITTED, SPEED_BEFORE_MERGE)
+POINTS = (RAW_COMMITTED, KINESIS_RAW_COMMITTED, SPEED_BEFORE_MERGE)
 
 _never = threading.Event()
 
