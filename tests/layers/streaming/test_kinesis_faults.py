@@ -539,6 +539,7 @@ def test_a_second_sigterm_stops_the_process_at_once_and_a_restart_loses_nothing(
     finally:
         stream.kill()
     assert "SIGTERM: stopping after" in stream.output
+    assert stream.process.returncode == 130  # interrupted, not reported as success
 
     run_kinesis_stream(spark, config, available_now=True)
 
