@@ -95,8 +95,10 @@ def run(
     repeat: int = 1,
     config: WeirConfig,
     data_dir: Optional[Path] = None,
+    warm_up: bool = True,
 ) -> SuiteResult:
-    """Both jobs on the same generated RAW, taking turns after an untimed warm-up round."""
+    """Both jobs on the same generated RAW, taking turns after an untimed warm-up round
+    (left out with ``warm_up`` False: the quick run checks the chain, not the speed)."""
     from weir.bench import batch
     from weir.control import MODE_FULL
     from weir.layers.batch import RebuildRequest, rebuild_batch
@@ -114,8 +116,9 @@ def run(
     def plain() -> None:
         run_plain_batch(spark, lake.raw, out)
 
-    weir()
-    plain()
+    if warm_up:
+        weir()
+        plain()
     weirs: list[Measurement] = []
     plains: list[Measurement] = []
     for _ in range(repeat):
