@@ -62,6 +62,9 @@ def test_records_without_a_key_or_a_readable_event_time_are_not_upserted(
     records = [
         (event("e1"), 0),
         (event(None), 0),
+        (event(""), 0),
+        (event("  ", device_id="vehicle-2"), 0),
+        (event("e5", device_id=""), 0),
         (event("e3", event_time="yesterday"), 0),
         ('{"event_id": "e4"', 0),
     ]

@@ -93,8 +93,9 @@ def hudi_session_settings(config: WeirConfig, jars: list[str]) -> dict[str, str]
 
 
 def hudi_events(kafka_rows: DataFrame) -> DataFrame:
-    """Kafka rows -> the events to upsert: one ``from_json``, records without an event id,
-    device id or event time dropped (Hudi needs the key; the plain job keeps no reasons),
+    """Kafka rows -> the events to upsert: one ``from_json``, records without an event id
+    (null or blank), device id or readable event time dropped (Hudi refuses such a key and
+    stops the stream; a plain job keeps no reasons),
     the receive rank (first received = greatest) and the partition path (event date)."""
     event = F.from_json(F.col("value").cast("string"), PAYLOAD_TYPED_SCHEMA)
     fields = [f.name for f in PAYLOAD_TYPED_SCHEMA.fields if not f.name.startswith("_")]
@@ -107,8 +108,8 @@ def hudi_events(kafka_rows: DataFrame) -> DataFrame:
             F.col("timestamp").alias("received_at"),
         )
         .where(
-            F.col("event_id").isNotNull()
-            & F.col("device_id").isNotNull()
+            (F.trim("event_id") != "")  # Hudi refuses an empty key (and null != "" is null)
+            & (F.trim("device_id") != "")
             & F.col("event_time").isNotNull()
         )
         .withColumn("event_date", F.to_date("event_time").cast("string"))
