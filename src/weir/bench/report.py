@@ -45,6 +45,24 @@ SUITE_TITLES = {
     "dq": "Data-quality run vs hand-written aggregations",
 }
 PLOTS = ("throughput", "freshness", "history")
+# What a reader must know to read a suite's table (its analysis: bench/README.md and the
+# layers' pages).
+SUITE_NOTES = {
+    "hudi": (
+        "Hudi 1.0.2 runs in its own process and Spark session (Hudi's extension, no Delta "
+        "jars); upsert keyed by `event_id`, first received wins through the precombine field "
+        "`receive_rank` = minus the Kafka timestamp under `EVENT_TIME_ORDERING`. It keeps one "
+        "row per event and nothing else: no quarantine, no per-minute view. Weir writes RAW "
+        "(every record, idempotent), QUARANTINE (with reasons) and SPEED (per-minute windows, "
+        "MERGE). Hudi's drain seconds are its query's, not its JVM's start-up. Where a Hudi "
+        "figure beats Weir's, the target below reads **missed**."
+    ),
+    "plain-batch": (
+        "The plain job keeps any one copy of a retried event and drops invalid records "
+        "silently; `rebuild_full` also quarantines with reasons, keeps the first received "
+        "copy across runs, writes the event index and records the run."
+    ),
+}
 
 
 # --- Collecting ---------------------------------------------------------------------------------
@@ -271,6 +289,8 @@ def _suite_section(name: str, document: dict) -> list[str]:
         + f"; {environment.get('cpus', '?')} CPUs, {environment.get('master', '')}."
     )
     lines.append("")
+    if name in SUITE_NOTES:
+        lines += [SUITE_NOTES[name], ""]
     if document.get("measurements"):
         lines += ["| measurement | events | seconds | events/s |", "|---|---:|---:|---:|"]
         for m in document["measurements"]:
@@ -335,6 +355,14 @@ def render_page(report: dict, plots: dict[str, Path], page: Path) -> None:
     lines.append("")
     if not results:
         lines += ["No suite has run yet: `weir bench SUITE` or `weir bench --quick`.", ""]
+    missing = [name for name in SUITE_ORDER if name not in results]
+    if missing and results:
+        lines += [
+            "Not in this report (no figures in this results folder): "
+            + ", ".join(f"`{name}`" for name in missing)
+            + ".",
+            "",
+        ]
     for name, document in results.items():
         lines += _suite_section(name, document)
     page.parent.mkdir(parents=True, exist_ok=True)
