@@ -23,8 +23,9 @@ In one run, on one private broker (docs/performance.md has the figures):
   to drain the rest; duplicates = rows - distinct event ids; lost = valid events in the topic
   - event ids in the table. Weir's own kill -9 shape is in tests/layers/streaming/test_run.py.
 
-``quick`` (the test suite's `weir bench --quick`): drain and bytes only, both table types in
-one Hudi JVM; freshness and kill -9 are marked not run.
+``quick`` (`weir bench --quick`), or ``live`` without a scenario: drain and bytes only (both
+table types in one Hudi JVM); the figures and checks of a scenario not run are absent, and
+``live_scenarios`` in the figures says which ran.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ DEFAULT_EVENTS = 200_000
 QUICK_EVENTS = 5_000
 KILL_SLICES = 5  # the kill -9 run reads its backlog a fifth per micro-batch
 CHILD_TIMEOUT_SECONDS = 900
+FRESHNESS, KILL = "freshness", "kill_restart"
+LIVE_SCENARIOS = (FRESHNESS, KILL)
 
 
 def hudi_available(jars_dir: Path = HUDI_JARS_DIR) -> bool:
@@ -266,12 +269,22 @@ def _recorded(figures: dict, key: str, name: str, measure) -> None:
         figures.setdefault(key, {})[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
 
 
-def _live_scenarios(spark, stack, state: Path, on, events: int, figures: dict) -> None:
-    """Freshness of SPEED and of each Hudi table type; the kill -9 run of each type."""
+def _live_scenarios(
+    spark, stack, state: Path, on, events: int, figures: dict, live: tuple[str, ...]
+) -> None:
+    """Freshness of SPEED and of each Hudi table type; the kill -9 run of each type (those
+    of them in ``live``)."""
+    if FRESHNESS in live:
+        _freshness_scenarios(spark, stack, state, on, figures)
+    if KILL in live:
+        _kill_scenarios(spark, stack, state, on, events, figures)
+
+
+def _freshness_scenarios(spark, stack, state: Path, on, figures: dict) -> None:
     live = new_topic(stack, f"bench-hudi-weir-{int(time.time())}")
     _recorded(
         figures,
-        "freshness",
+        FRESHNESS,
         WEIR,
         partial(streaming.weir_freshness, spark, on(live, "fresh-weir")),
     )
@@ -279,7 +292,7 @@ def _live_scenarios(spark, stack, state: Path, on, events: int, figures: dict) -
         live = new_topic(stack, f"bench-{SHORT[table_type]}-{int(time.time())}")
         _recorded(
             figures,
-            "freshness",
+            FRESHNESS,
             SHORT[table_type],
             partial(
                 hudi_freshness,
@@ -289,13 +302,16 @@ def _live_scenarios(spark, stack, state: Path, on, events: int, figures: dict) -
                 table_type,
             ),
         )
+
+
+def _kill_scenarios(spark, stack, state: Path, on, events: int, figures: dict) -> None:
     for table_type in TABLE_TYPES:
         killed = new_topic(stack, f"bench-kill-{SHORT[table_type]}-{int(time.time())}")
         killed_config = on(killed, f"kill-{table_type}")
         sent = streaming._backlog(killed_config, events)
         _recorded(
             figures,
-            "kill_restart",
+            KILL,
             SHORT[table_type],
             partial(
                 hudi_kill_restart,
@@ -318,15 +334,18 @@ def run(
     repeat: int = 1,
     config: WeirConfig,
     quick: bool = False,
+    live: tuple[str, ...] = LIVE_SCENARIOS,
 ) -> SuiteResult:
-    """Drain and bytes (best of ``repeat``, taking turns); unless ``quick``, freshness of
-    SPEED and of each Hudi table type, and the kill -9 run of each type."""
+    """Drain and bytes (best of ``repeat``, taking turns); then the ``live`` scenarios (none
+    when ``quick``): freshness of SPEED and of each Hudi table type, the kill -9 run of each
+    type."""
     from weir.infra import private_stack
 
     if not hudi_available():
         raise WeirError(f"no Hudi bundle in {HUDI_JARS_DIR}; run `make bench-deps`")
     result = SuiteResult(suite=SUITE)
-    figures: dict = {"load_average_before": load_average(), "quick": quick}
+    live = () if quick else live
+    figures: dict = {"load_average_before": load_average(), "live_scenarios": list(live)}
     spark.conf.set("spark.sql.streaming.numRecentProgressUpdates", "100000")
     with tempfile.TemporaryDirectory(prefix="weir-bench-hudi-") as folder:
         state = Path(folder)
@@ -368,8 +387,7 @@ def run(
                 figures["bytes_per_million_events"][SHORT[table_type]] = per_million(
                     runs[0]["bytes"], produced
                 )
-            if not quick:
-                _live_scenarios(spark, stack, state, on, events, figures)
+            _live_scenarios(spark, stack, state, on, events, figures, live)
     figures["load_average_after"] = load_average()
     result.environment = environment(
         master=spark.sparkContext.master,
@@ -380,12 +398,12 @@ def run(
         "hoodie.record.merge.mode=EVENT_TIME_ORDERING",
         **figures,
     )
-    result.checks.extend(hudi_checks(result, figures, quick))
+    result.checks.extend(hudi_checks(result, figures))
     return result
 
 
-def hudi_checks(result: SuiteResult, figures: dict, quick: bool) -> list[dict]:
-    """The issue's targets: Weir's drain >= Hudi's (each type); unless quick, SPEED p50 <=
+def hudi_checks(result: SuiteResult, figures: dict) -> list[dict]:
+    """The issue's targets: Weir's drain >= Hudi's (each type); where measured, SPEED p50 <=
     Hudi's p50 and 0 duplicates after kill -9 (each type)."""
     weir = result.measurement(WEIR).events_per_second
     checks = []
@@ -398,26 +416,25 @@ def hudi_checks(result: SuiteResult, figures: dict, quick: bool) -> list[dict]:
                 "met": weir >= hudi,
             }
         )
-    if quick:
-        return checks
-    speed = figures["freshness"][WEIR]
     for name in SHORT.values():
-        hudi = figures["freshness"][name]
-        measured = "p50_s" in speed and "p50_s" in hudi
-        checks.append(
-            {
-                "check": f"SPEED freshness p50 <= {name} p50 at {streaming.FRESHNESS_RATE}/s",
-                "value": speed.get("p50_s", speed.get("error")),
-                "baseline": hudi.get("p50_s", hudi.get("error")),
-                "met": measured and speed["p50_s"] <= hudi["p50_s"],
-            }
-        )
-        killed = figures["kill_restart"][name]
-        checks.append(
-            {
-                "check": f"{name}: 0 duplicates after kill -9 and restart",
-                "value": killed.get("duplicates", killed.get("error")),
-                "met": killed.get("duplicates") == 0,
-            }
-        )
+        if FRESHNESS in figures:
+            speed, hudi = figures[FRESHNESS][WEIR], figures[FRESHNESS][name]
+            measured = "p50_s" in speed and "p50_s" in hudi
+            checks.append(
+                {
+                    "check": f"SPEED freshness p50 <= {name} p50 at {streaming.FRESHNESS_RATE}/s",
+                    "value": speed.get("p50_s", speed.get("error")),
+                    "baseline": hudi.get("p50_s", hudi.get("error")),
+                    "met": measured and speed["p50_s"] <= hudi["p50_s"],
+                }
+            )
+        if KILL in figures:
+            killed = figures[KILL][name]
+            checks.append(
+                {
+                    "check": f"{name}: 0 duplicates after kill -9 and restart",
+                    "value": killed.get("duplicates", killed.get("error")),
+                    "met": killed.get("duplicates") == 0,
+                }
+            )
     return checks

@@ -291,6 +291,14 @@ def _suite_section(name: str, document: dict) -> list[str]:
     lines.append("")
     if name in SUITE_NOTES:
         lines += [SUITE_NOTES[name], ""]
+    if "live_scenarios" in environment:
+        ran = environment["live_scenarios"]
+        lines += [
+            "Live scenarios run: "
+            + (", ".join(ran) if ran else "none (drain and bytes only)")
+            + ".",
+            "",
+        ]
     if document.get("measurements"):
         lines += ["| measurement | events | seconds | events/s |", "|---|---:|---:|---:|"]
         for m in document["measurements"]:
