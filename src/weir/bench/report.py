@@ -335,7 +335,13 @@ def _figure_table(key: str, value: dict) -> list[str]:
             cells = " | ".join(_number(figures.get(c, "")) for c in columns)
             lines.append(f"| {system} | {cells} |")
         return [*lines, ""]
-    cells = ", ".join(f"{k} {_number(v)}" for k, v in value.items())
+    flat: dict[str, object] = {}
+    for k, v in value.items():
+        if isinstance(v, dict):
+            flat.update({f"{k} {inner}": x for inner, x in v.items()})
+        else:
+            flat[k] = v
+    cells = ", ".join(f"{k} {_number(v)}" for k, v in flat.items())
     return [f"{title}: {cells}", ""]
 
 
