@@ -55,7 +55,7 @@ SUITE_NOTES = {
         "row per event and nothing else: no quarantine, no per-minute view. Weir writes RAW "
         "(every record, idempotent), QUARANTINE (with reasons) and SPEED (per-minute windows, "
         "MERGE). Hudi's drain seconds are its query's, not its JVM's start-up. Where a Hudi "
-        "figure beats Weir's, the target below reads **missed**."
+        "figure beats Weir's, the target below reads **missed**; bench/README.md says why."
     ),
     "plain-batch": (
         "The plain job keeps any one copy of a retried event and drops invalid records "
