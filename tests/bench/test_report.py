@@ -78,3 +78,20 @@ def test_with_no_figures_the_page_says_so_and_the_plots_still_render(tmp_path: P
 
     assert "No suite has run yet" in page.read_text()
     assert all((tmp_path / "performance" / f"{name}.png").stat().st_size for name in PLOTS)
+
+
+def test_weir_bench_report_renders_the_given_folder_without_a_spark_session(
+    tmp_path: Path, capsys
+) -> None:
+    from weir.cli import main
+    from weir.errors import EXIT_OK
+
+    results = tmp_path / "results"
+    suite("plain-batch", [("plain_batch", 1.0), ("rebuild_full", 1.0)], [True]).write(results)
+    page = tmp_path / "docs" / "performance.md"
+
+    code = main(["bench", "report", "--results", str(results), "--docs", str(page)])
+
+    assert code == EXIT_OK, capsys.readouterr()
+    assert "Suite `plain-batch`" in page.read_text()
+    assert len(list(results.glob("2*.json"))) == 1
