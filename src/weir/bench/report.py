@@ -358,6 +358,11 @@ def render_page(report: dict, plots: dict[str, Path], page: Path) -> None:
         "with other jobs: the load average is given beside every suite). bench/README.md says",
         "what each suite measures; the layers' pages hold the analysis.",
         "",
+        "Tested (tests/bench/): this report and its plots, the plain batch job's and the Hudi",
+        "job's transforms and session settings, and `weir bench --quick` without Hudi (no",
+        "figure is asserted). The Hudi process itself runs only under `weir bench hudi` and",
+        "`make bench-quick` (its bundle comes from `make bench-deps`, not from the test set-up).",
+        "",
         f"Report {report['at']}: {report['machine']['platform']}, "
         f"{report['machine']['cpus']} CPUs; {versions_line}.",
         f"Targets: {report['targets_met']} met, {report['targets_missed']} missed.",
