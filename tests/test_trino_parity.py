@@ -1,6 +1,6 @@
 """The Athena path, proven: a real Trino reads Weir's tables through the Glue catalog Weir wrote.
 
-One demo-sized flow (`weir demo`'s own code: simulate into Kafka, stream, batch, merge, data
+One demo-sized flow (`weir demo`'s steps: simulate into Kafka, stream, batch, merge, data
 quality, catalog sync) runs with ``catalog.kind: glue`` on a private stack with Trino (one
 Trino for the module). Then:
 
@@ -18,16 +18,18 @@ Trino for the module). Then:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+import yaml
 from pyspark.sql import SparkSession
 
 from weir.aws import aws_client
@@ -40,9 +42,10 @@ from weir.catalog import (
     sync_glue,
     sync_spark_catalog,
 )
+from weir.cli import main
 from weir.config import WeirConfig, config_from_mapping
-from weir.demo import DemoOptions, run_demo, sample_query
-from weir.errors import WeirError
+from weir.demo import sample_query
+from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE, WeirError
 from weir.infra import private_stack
 from weir.lake import LakeLayout, local_path
 from weir.query import QueryResult, run_spark, run_trino
@@ -61,6 +64,40 @@ class Parity:
     device: str
 
 
+def run_flow(spark: SparkSession, config: WeirConfig) -> None:
+    """`weir demo`'s flow, demo-sized, without its summary: simulate into Kafka (the fault
+    mix), stream --available-now, batch rebuild, merge, one data-quality run (so dq_results
+    exists), then `weir catalog sync` with ``catalog.kind: glue`` and, for Spark SQL by
+    name, the same tables in the session's metastore."""
+    from weir.control.runs import utc_now
+    from weir.layers.batch import RebuildRequest, rebuild_batch
+    from weir.layers.streaming import run_stream
+    from weir.quality import run_checks
+    from weir.serving import run_merge
+    from weir.simulate.run import SimulateOptions, run_simulation
+
+    now = utc_now().replace(microsecond=0)
+    sent = run_simulation(
+        config,
+        SimulateOptions(
+            devices=4,
+            rate=0,
+            count=4 * 15 * 12,
+            sink="kafka",
+            seed=7,
+            start=now - timedelta(minutes=15),
+            interval_s=5.0,
+        ),
+    )
+    assert sent.status == "completed"
+    run_stream(spark, config, "kafka", available_now=True)
+    rebuild_batch(spark, config, RebuildRequest(cutoff=utc_now().replace(microsecond=0)))
+    run_merge(spark, config)
+    run_checks(spark, config, ("unified",))
+    sync_catalog(spark, config)
+    sync_spark_catalog(spark, DATABASE, catalog_tables(LakeLayout.from_config(config)))
+
+
 @pytest.fixture(scope="module")
 def parity(
     spark: SparkSession, weir_config: WeirConfig, tmp_path_factory: pytest.TempPathFactory
@@ -73,8 +110,7 @@ def parity(
     document["catalog"] = {"kind": "glue", "database": DATABASE}
     base = config_from_mapping(document, environ={})
     with private_stack(base, folder / "state", with_trino=True) as config:
-        run_demo(spark, config, DemoOptions(devices=4, minutes=15, interval_s=5.0, keep=True))
-        sync_spark_catalog(spark, DATABASE, catalog_tables(LakeLayout.from_config(config)))
+        run_flow(spark, config)
         days = spark.sql(
             f"SELECT min(event_date), max(event_date) FROM {DATABASE}.telemetry_minute"
         ).first()
@@ -139,9 +175,7 @@ def test_the_docs_show_weir_query_on_both_engines() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "sql", [sql for _, sql in DOCUMENTED], ids=[s for s, _ in DOCUMENTED]
-)
+@pytest.mark.parametrize("sql", [sql for _, sql in DOCUMENTED], ids=[s for s, _ in DOCUMENTED])
 def test_every_documented_query_returns_the_same_rows_in_spark_and_trino(
     parity: Parity, sql: str
 ) -> None:
@@ -178,7 +212,8 @@ NOTEBOOK_QUERIES = [
     NotebookQuery(
         "01 events per device",
         "SELECT device_id, sum(event_count) AS events, count(*) AS minutes_reported "
-        "FROM {db}.telemetry_minute WHERE {days} GROUP BY device_id ORDER BY events DESC, device_id",
+        "FROM {db}.telemetry_minute WHERE {days} GROUP BY device_id "
+        "ORDER BY events DESC, device_id",
     ),
     NotebookQuery(
         "01 latest position",
@@ -405,3 +440,58 @@ def test_a_schema_change_glue_would_not_describe_fails_the_sync_and_leaves_glue_
     after = glue.get_table(DatabaseName=DATABASE, Name="quarantine_telemetry")["Table"]
     assert after["VersionId"] == before["VersionId"]
     assert after["StorageDescriptor"]["Location"] == before["StorageDescriptor"]["Location"]
+
+
+# --- weir query -------------------------------------------------------------------------------
+
+
+def test_query_results_render_as_csv_and_json_with_utc_timestamps_and_nulls() -> None:
+    from zoneinfo import ZoneInfo
+
+    from weir.query import render
+
+    result = QueryResult(
+        ["device_id", "window_start", "temperature_c_avg"],
+        [
+            ("d1", datetime(2026, 12, 5, 11, 0, tzinfo=ZoneInfo("Europe/Paris")), 21.5),
+            ("d2", datetime(2026, 12, 5, 10, 1), None),
+        ],
+    )
+
+    assert render(result, "csv") == (
+        "device_id,window_start,temperature_c_avg\n"
+        "d1,2026-12-05 10:00:00,21.5\n"
+        "d2,2026-12-05 10:01:00,\n"
+    )
+    assert json.loads(render(result, "json")) == [
+        {"device_id": "d1", "window_start": "2026-12-05 10:00:00", "temperature_c_avg": 21.5},
+        {"device_id": "d2", "window_start": "2026-12-05 10:01:00", "temperature_c_avg": None},
+    ]
+
+
+def test_weir_query_refuses_an_unknown_engine_or_format_before_running(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert main(["query", "--engine", "athena", "SELECT 1"]) == EXIT_BAD_CONFIG
+    assert main(["query", "--format", "xml", "SELECT 1"]) == EXIT_BAD_CONFIG
+    assert "--engine" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_weir_query_on_trino_prints_what_trino_returns(
+    parity: Parity, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    conf = tmp_path / "weir.yaml"
+    conf.write_text(yaml.safe_dump(parity.config.model_dump()))
+    sql = f"SELECT layer, count(*) AS windows FROM {DATABASE}.telemetry_minute GROUP BY layer"
+    capsys.readouterr()
+
+    code = main(["query", "--engine", "trino", "--format", "json", "--conf", str(conf), sql])
+
+    assert code == EXIT_OK
+    printed = json.loads(capsys.readouterr().out)
+    expected = run_trino(parity.config, sql)
+    assert sorted((r["layer"], r["windows"]) for r in printed) == sorted(expected.rows)
+    failing = main(["query", "--engine", "trino", "--conf", str(conf), "SELECT * FROM nowhere"])
+    assert failing == EXIT_RUNTIME_FAILURE
+    assert "Trino: TABLE_NOT_FOUND" in " ".join(capsys.readouterr().err.split())
