@@ -126,14 +126,15 @@ def parity(
 
 def comparable(value: Any) -> Any:
     """One value as both engines should agree on it: timestamps as naive UTC (Spark's are in
-    the session zone, UTC; Trino's carry their zone) to the millisecond (Trino, like Athena,
-    reads a Delta timestamp as ``timestamp(3)``: computed_at's microseconds are cut),
-    decimals as floats, floats to 9 places (sums and averages of the same doubles may differ
-    in the last bits with the order)."""
+    the session zone, UTC; Trino's carry their zone) rounded half up to the millisecond
+    (Trino, like Athena, reads a Delta timestamp as ``timestamp(3)``, rounding computed_at's
+    microseconds), decimals as floats, floats to 9 places (sums and averages of the same
+    doubles may differ in the last bits with the order)."""
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+        milliseconds = (value.microsecond + 500) // 1000
+        return value.replace(microsecond=0) + timedelta(milliseconds=milliseconds)
     if isinstance(value, Decimal):
         value = float(value)
     if isinstance(value, float):
