@@ -37,7 +37,8 @@ def wanted_members(tarball: Path, plugins: list[str]) -> set[str]:
                 links[member.name] = member.linkname
     roots = [PurePosixPath("lib"), *(PurePosixPath("plugin") / p for p in plugins)]
     wanted = {n for n in names if any(_relative(n).is_relative_to(r) for r in roots)}
-    missing = [p for p in plugins if not any(_relative(n).parts[:2] == ("plugin", p) for n in names)]
+    present = {_relative(n).parts[:2] for n in names}
+    missing = [p for p in plugins if ("plugin", p) not in present]
     if missing:
         raise SystemExit(f"{tarball}: no plugin folder for {', '.join(missing)}")
     pending = [n for n in wanted if n in links]

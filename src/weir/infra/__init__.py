@@ -179,8 +179,13 @@ def down(
         return [
             (c.name, c.stop())
             for c in reversed(components(config))
-            if names is None or c.name in names
+            if (names is None or c.name in names) and not _never_started(c)
         ]
+
+
+def _never_started(component: Component) -> bool:
+    """An optional component with no PID file: nothing to stop, nothing to report."""
+    return component.name in OPTIONAL_COMPONENTS and component.process.recorded_pid() is None
 
 
 def status(config: WeirConfig) -> list[ComponentStatus]:
@@ -188,11 +193,7 @@ def status(config: WeirConfig) -> list[ComponentStatus]:
 
     Trino is listed only when started (it is optional): a stack without it is healthy.
     """
-    return [
-        component.status()
-        for component in components(config)
-        if component.name not in OPTIONAL_COMPONENTS or component.process.recorded_pid() is not None
-    ]
+    return [c.status() for c in components(config) if not _never_started(c)]
 
 
 def stack_config(
