@@ -139,7 +139,7 @@ class ChaosReport:
             f"weir chaos: seed {self.seed}, {self.minutes:g} min: {kills} kills, {outages} outages"
         ]
         out += [f"  {f.line()}" for f in self.faults]
-        out += [f"  exited by itself (restarted): {e}" for e in self.exits]
+        out += [f"  exit: {e}" for e in self.exits]
         out += [f"  {k}: {v}" for k, v in self.counts.items()]
         if self.ok:
             out.append("reconciled: nothing lost, nothing duplicated, unified = clean rebuild")
@@ -211,7 +211,9 @@ class Role:
         if not self.running:
             return self.returncode
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
+        # To the driver only: it stops its queries or lets its merge finish, then its JVM.
+        # (SIGTERM to the group would take the JVM from under it mid-step.)
+        os.kill(self.process.pid, signal.SIGTERM)
         try:
             return self.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
@@ -271,7 +273,8 @@ class Chaos:
                 continue
             if role.process is not None and name not in restart_at:
                 self.report.exits.append(
-                    f"{name} exit {role.returncode} at {self.elapsed():.0f}s "
+                    f"{name} exited by itself with {role.returncode} at {self.elapsed():.0f}s, "
+                    "restarted "
                     f"(log {role.folder / 'logs' / f'{name}-{role.starts}.log'})"
                 )
             restart_at.pop(name, None)
@@ -531,15 +534,12 @@ def _drain_and_reconcile(config: WeirConfig, ledger_dir: Path) -> tuple[dict, li
     from weir.spark import build_session
 
     spark = build_session(config, app_name="weir-chaos-reconcile")
-    try:
-        run_stream(spark, config, "kafka", available_now=True)
-        time.sleep(1.0)  # the cutoff strictly after the last ingest time
-        cutoff = datetime.now(UTC).replace(microsecond=0)
-        rebuild_batch(spark, config, RebuildRequest(cutoff=cutoff))
-        run_merge(spark, config)
-        return reconcile(spark, config, ledger_dir, cutoff)
-    finally:
-        spark.stop()
+    run_stream(spark, config, "kafka", available_now=True)
+    time.sleep(1.0)  # the cutoff strictly after the last ingest time
+    cutoff = datetime.now(UTC).replace(microsecond=0)
+    rebuild_batch(spark, config, RebuildRequest(cutoff=cutoff))
+    run_merge(spark, config)
+    return reconcile(spark, config, ledger_dir, cutoff)
 
 
 __all__ = ["ChaosOptions", "ChaosReport", "fault_plan", "reconcile", "run_chaos"]
