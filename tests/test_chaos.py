@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from weir.chaos import KILL, OUTAGE, ChaosOptions, ChaosReport, Survived, fault_plan
+from weir.config import WeirConfig
 
 WEIR = Path(sys.executable).parent / "weir"
 
@@ -41,10 +43,16 @@ def test_a_report_is_ok_only_without_problems_and_lists_what_was_survived() -> N
 
 
 @pytest.mark.slow
-def test_a_three_minute_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    # The CI chaos run: seeded, so the same faults at the same moments each time.
+def test_a_three_minute_chaos_run_loses_and_duplicates_nothing(
+    weir_config: WeirConfig, tmp_path: Path
+) -> None:
+    # The CI chaos run: seeded, so the same faults at the same moments each time. It starts
+    # its own broker and lake under --folder; the session's config gives it the jars.
+    conf = tmp_path / "weir.yaml"
+    conf.write_text(yaml.safe_dump(weir_config.model_dump()), "utf-8")
+    arguments = ["--minutes", "3", "--seed", "11", "--folder", str(tmp_path / "run")]
     done = subprocess.run(
-        [str(WEIR), "chaos", "--minutes", "3", "--seed", "11", "--folder", str(tmp_path / "run")],
+        [str(WEIR), "chaos", "--conf", str(conf), *arguments],
         capture_output=True,
         text=True,
         timeout=1500,

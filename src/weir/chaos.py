@@ -215,10 +215,15 @@ class Role:
         # (SIGTERM to the group would take the JVM from under it mid-step.)
         os.kill(self.process.pid, signal.SIGTERM)
         try:
-            return self.process.wait(timeout=grace_s)
+            code = self.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
             return self.returncode
+        # Anything left in the group (a JVM whose driver died before it could stop it) must
+        # not write beside the drain that follows.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return code
 
 
 def chaos_config(base: WeirConfig, folder: Path) -> WeirConfig:
