@@ -12,13 +12,14 @@ BIN    := $(VENV)/bin
 JARS   := .jars/spark
 KAFKA_JARS := .jars/kafka
 EMR_JARS := .jars/emr
+HUDI_JARS := .jars/hudi
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/weir/kernel.json
 # Airflow, only to load dags/ in tests: its own environment, never the main one.
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_PACKAGES := apache-airflow==2.11.0 apache-airflow-providers-amazon==9.39.0
 
-.PHONY: setup airflow airflow-constraints demo test test-fast lint format bench clean lab \
-    notebooks package
+.PHONY: setup airflow airflow-constraints demo test test-fast lint format bench bench-deps \
+    bench-quick clean lab notebooks package
 
 setup: $(VENV)/.installed $(JARS)/.resolved $(KAFKA_JARS)/.resolved $(EMR_JARS)/.resolved \
     $(KERNEL_SPEC)
@@ -106,8 +107,23 @@ test: lint airflow
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
-bench: setup
+bench: setup bench-deps
 	$(BIN)/weir bench all
+
+# What only `weir bench hudi` needs (never `make setup`/`make test`): the Hudi bundle alone
+# (excludeTransitive: it is self-contained; Spark and Kafka come from .jars/spark).
+bench-deps: $(HUDI_JARS)/.resolved
+
+$(HUDI_JARS)/.resolved: jvm/hudi.pom.xml
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is required to resolve the Hudi bundle"; exit 1; }
+	@rm -rf $(HUDI_JARS).tmp && mkdir -p $(HUDI_JARS).tmp
+	mvn --batch-mode --quiet -f jvm/hudi.pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DexcludeTransitive=true -DoutputDirectory=$(abspath $(HUDI_JARS).tmp)
+	@rm -rf $(HUDI_JARS) && mv $(HUDI_JARS).tmp $(HUDI_JARS) && touch $@
+
+# Every scenario at toy size, then the report (bench/results/<time>.json, docs/performance.md).
+bench-quick: setup bench-deps
+	$(BIN)/weir bench --quick
 
 # The EMR package under dist/emr for conf/emr.yaml (WEIR_BUCKET etc. from the environment).
 package: setup

@@ -25,6 +25,8 @@ CONTROL = {
     "batch_runs": "_control/batch_runs",
     "merge_runs": "_control/merge_runs",
     "stream_progress": "_control/stream_progress",
+    "writer_fences": "_control/writer_fences",
+    "kinesis_gaps": "_control/kinesis_gaps",
     "dq_results": "dq/results",
     "dq_docs": "dq/docs",
 }

@@ -227,6 +227,9 @@ class KinesisSourceConfig(_Section):
     consumer_type: Literal["GetRecords", "SubscribeToShard"] = "GetRecords"
     starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
     max_records_per_shard: int = Field(default=100_000, ge=1)
+    # Records Kinesis trimmed before the archiver read them stop the run (as Kafka's
+    # failOnDataLoss); false accepts the gap and records it in _control/kinesis_gaps.
+    fail_on_data_loss: bool = True
 
     @field_validator("endpoint_url")
     @classmethod
@@ -271,6 +274,20 @@ class TimingConfig(_Section):
     allowed_lateness_minutes: int = Field(default=DEFAULT_ALLOWED_LATENESS_MINUTES, ge=0, le=1440)
     trigger_interval_seconds: int = Field(default=5, ge=1, le=3600)
     merge_interval_seconds: int = Field(default=60, ge=1, le=86_400)
+    # Writer fences (weir.control.fences): how often a running writer renews its lease, and
+    # how old a lease's last heartbeat must be before another writer may take it over.
+    writer_heartbeat_seconds: int = Field(default=15, ge=1, le=3600)
+    writer_stale_after_seconds: int = Field(default=90, ge=3, le=86_400)
+
+    @model_validator(mode="after")
+    def _stale_after_several_heartbeats(self) -> TimingConfig:
+        # One late heartbeat (a slow Delta commit, a GC pause) must not make a live writer
+        # look dead: the timeout spans at least three heartbeats.
+        if self.writer_stale_after_seconds < 3 * self.writer_heartbeat_seconds:
+            raise ValueError(
+                "writer_stale_after_seconds must be at least 3 x writer_heartbeat_seconds"
+            )
+        return self
 
 
 class CatalogConfig(_Section):

@@ -66,6 +66,16 @@ class LakeLayout:
         return self._path("_control", "stream_progress")
 
     @property
+    def writer_fences(self) -> str:
+        """A folder per writer identity: its epoch claims and heartbeats (weir.control.fences)."""
+        return self._path("_control", "writer_fences")
+
+    @property
+    def kinesis_gaps(self) -> str:
+        """Kinesis records trimmed before they were read, accepted and recorded."""
+        return self._path("_control", "kinesis_gaps")
+
+    @property
     def dq_results(self) -> str:
         return self._path("dq", "results")
 

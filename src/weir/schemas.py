@@ -259,6 +259,24 @@ STREAM_PROGRESS_SCHEMA = StructType(
 STREAM_PROGRESS_PARTITION_COLUMNS = ("progress_date",)
 
 
+# --- _control/kinesis_gaps: Kinesis records trimmed before they were read, accepted by
+# sources.kinesis.fail_on_data_loss: false (weir.layers.streaming.kinesis, docs/kinesis.md)
+KINESIS_GAP_SCHEMA = StructType(
+    [
+        StructField("stream", StringType(), False),
+        StructField("shard_id", StringType(), False),
+        # The last sequence number archived (exclusive); null: nothing was read of the shard.
+        StructField("after_sequence_number", StringType(), True),
+        # The first sequence number still retained (exclusive end of the gap); null: the shard
+        # holds nothing any more (all of it trimmed, or the whole shard expired).
+        StructField("before_sequence_number", StringType(), True),
+        StructField("kind", StringType(), False),  # trimmed_position | expired_parent_shard
+        StructField("detected_at", TimestampType(), False),
+        StructField("holder", StringType(), True),  # the archiver that accepted it
+    ]
+)
+
+
 # --- dq/results: one row per expectation per data-quality run (DESIGN.md §9, weir.quality) -----
 # run_id names the batch run whose data the checks judged (docs/quality.md: the gate reads the
 # rows of one batch run); run_time tells two runs over the same batch run apart.

@@ -40,7 +40,9 @@ def _print_failure(kind: str, reason: str) -> None:
 
 def _invoke(argv: Optional[list]) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of an Exit it caught,
+        # e.g. 130 for an interrupt: dropping it would turn a second SIGTERM into success.
+        returned = app(args=argv, standalone_mode=False)
     except typer.Exit as done:
         return done.exit_code
     except typer.Abort:
@@ -51,7 +53,7 @@ def _invoke(argv: Optional[list]) -> int:
         # click, so its exceptions derive from TyperException rather than click's.
         error.show()
         return EXIT_BAD_CONFIG
-    return EXIT_OK
+    return returned if isinstance(returned, int) else EXIT_OK
 
 
 def main(argv: Optional[list] = None) -> int:

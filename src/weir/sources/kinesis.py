@@ -50,6 +50,13 @@ THROTTLING_ERRORS = frozenset(
     }
 )
 EXPIRED_ITERATOR_ERROR = "ExpiredIteratorException"
+# GetRecords calls spent looking for a shard's oldest retained record (Kinesis may answer
+# empty before the first record of a sparse shard).
+MAX_CALLS_TO_FIND_TRIM_HORIZON = 10
+# What a gap is: a position older than the shard's trim horizon, or a parent shard that
+# expired (no longer listed) before it was read to its end.
+TRIMMED_POSITION = "trimmed_position"
+EXPIRED_PARENT_SHARD = "expired_parent_shard"
 
 T = TypeVar("T")
 
@@ -155,6 +162,66 @@ def sequence_order(sequence_number: str) -> int:
 def latest_sequence(numbers: Iterable[str]) -> Optional[str]:
     """The greatest sequence number, None for none. Pure."""
     return max(numbers, key=sequence_order, default=None)
+
+
+# --- gaps: records Kinesis trimmed before they were read -----------------------------------
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Records of one shard that may have expired unread: after ``after_sequence_number``
+    (the last archived) and before ``before_sequence_number`` (the first still retained;
+    None: nothing of the shard is retained)."""
+
+    shard_id: str
+    after_sequence_number: Optional[str]
+    before_sequence_number: Optional[str]
+    kind: str  # TRIMMED_POSITION | EXPIRED_PARENT_SHARD
+
+    def describe(self) -> str:
+        until = self.before_sequence_number or "the end of what the shard held"
+        what = "was trimmed" if self.kind == TRIMMED_POSITION else "expired as a parent shard"
+        return (
+            f"shard {self.shard_id} {what} before it was read: records after sequence number "
+            f"{self.after_sequence_number} up to {until} may be lost"
+        )
+
+
+class KinesisDataLossError(WeirError):
+    """Records expired before the archiver read them (sources.kinesis.fail_on_data_loss)."""
+
+
+def position_trimmed(position: str, first_retained: Optional[str]) -> bool:
+    """Whether the record at ``position`` is gone: the shard's oldest retained record comes
+    after it, or the shard retains nothing (it held ``position`` once). Pure.
+
+    Kinesis trims a shard oldest first and does not say what it trimmed, so whether records
+    lay between the two is unknown: a trimmed position is a possible gap.
+    """
+    return first_retained is None or sequence_order(first_retained) > sequence_order(position)
+
+
+def expired_parent_gaps(
+    shards: Sequence[Shard],
+    finished: set[str],
+    positions: Mapping[str, str],
+) -> list[Gap]:
+    """Parents no longer listed (expired) that were being read and not finished. Pure.
+
+    A parent counts as read to its end when it finished in this run or one of its children
+    holds a position (children are read only after their parents finished).
+    """
+    listed = {shard.shard_id for shard in shards}
+    gaps: dict[str, Gap] = {}
+    for shard in shards:
+        for parent in shard.parent_ids:
+            if parent in listed or parent in finished or parent not in positions:
+                continue
+            children = [s.shard_id for s in shards if parent in s.parent_ids]
+            if any(child in positions for child in children):
+                continue
+            gaps[parent] = Gap(parent, positions[parent], None, EXPIRED_PARENT_SHARD)
+    return list(gaps.values())
 
 
 # --- retries --------------------------------------------------------------------------------
@@ -297,12 +364,18 @@ class KinesisShardReader:
         positions: Optional[Mapping[str, str]] = None,
         wait: Callable[[float], object] = time.sleep,
         retry_delays: Sequence[float] = tuple(backoff_delays()),
+        fail_on_data_loss: bool = True,
     ) -> None:
         self.client = client
         self.stream = stream
         self.starting_position = starting_position
         self.positions: dict[str, str] = dict(positions or {})
         self.finished: set[str] = set()
+        self.fail_on_data_loss = fail_on_data_loss
+        # Gaps found and accepted (fail_on_data_loss false), until the caller takes them.
+        self.gaps: list[Gap] = []
+        self._checked: set[str] = set()  # shards whose position was checked against trimming
+        self._from_horizon: set[str] = set()  # trimmed positions: read on from TRIM_HORIZON
         self._iterators: dict[str, str] = {}
         self._shards: dict[str, Shard] = {}
         self._wait = wait
@@ -326,10 +399,65 @@ class KinesisShardReader:
         self._shards = {shard.shard_id: shard for shard in shards}
         return shards
 
-    def _new_iterator(self, shard: Shard) -> str:
-        request = iterator_request(
-            shard, self.positions.get(shard.shard_id), self.starting_position
+    def _found(self, gap: Gap) -> None:
+        """A gap: fail (the default), or keep it for the caller to record and read on."""
+        if self.fail_on_data_loss:
+            raise KinesisDataLossError(
+                f"Kinesis stream {self.stream}: {gap.describe()}. Nothing of this round was "
+                "committed. The archiver was stopped for longer than the stream's retention, "
+                "or fell behind it. To accept the gap and go on (it is recorded in "
+                "_control/kinesis_gaps), set sources.kinesis.fail_on_data_loss: false"
+            )
+        log.warning("Kinesis stream %s: %s; accepted, recorded", self.stream, gap.describe())
+        self.gaps.append(gap)
+
+    def take_gaps(self) -> list[Gap]:
+        """The gaps accepted since the last call (the caller records them before it commits)."""
+        gaps, self.gaps = self.gaps, []
+        return gaps
+
+    def first_retained(self, shard: Shard) -> Optional[str]:
+        """The sequence number of the shard's oldest retained record; None if it holds none."""
+        response = self._retry(
+            lambda: self.client.get_shard_iterator(
+                StreamName=self.stream, ShardId=shard.shard_id, ShardIteratorType="TRIM_HORIZON"
+            ),
+            f"GetShardIterator on {shard.shard_id}",
         )
+        iterator = response["ShardIterator"]
+        for _ in range(MAX_CALLS_TO_FIND_TRIM_HORIZON):
+            answer = self._retry(
+                lambda it=iterator: self.client.get_records(ShardIterator=it, Limit=1),
+                f"GetRecords on {shard.shard_id}",
+            )
+            if answer.get("Records"):
+                return answer["Records"][0]["SequenceNumber"]
+            iterator = answer.get("NextShardIterator")
+            if iterator is None or answer.get("MillisBehindLatest") == 0:
+                return None
+        return None
+
+    def _check_position(self, shard: Shard) -> None:
+        """Once per shard, before reading on from a position: is that position still there?"""
+        position = self.positions.get(shard.shard_id)
+        if position is None or shard.shard_id in self._checked:
+            return
+        first = self.first_retained(shard)
+        if position_trimmed(position, first):
+            self._found(Gap(shard.shard_id, position, first, TRIMMED_POSITION))
+            self._from_horizon.add(shard.shard_id)
+        self._checked.add(shard.shard_id)
+
+    def _new_iterator(self, shard: Shard) -> str:
+        self._check_position(shard)
+        if shard.shard_id in self._from_horizon:
+            # An accepted gap: on from the oldest retained record (real Kinesis need not
+            # accept AFTER_SEQUENCE_NUMBER of a record it no longer holds).
+            request = {"ShardId": shard.shard_id, "ShardIteratorType": "TRIM_HORIZON"}
+        else:
+            request = iterator_request(
+                shard, self.positions.get(shard.shard_id), self.starting_position
+            )
         response = self._retry(
             lambda: self.client.get_shard_iterator(StreamName=self.stream, **request),
             f"GetShardIterator on {shard.shard_id}",
@@ -369,6 +497,7 @@ class KinesisShardReader:
             read.millis_behind_latest = response.get("MillisBehindLatest")
             if records:
                 self.positions[shard.shard_id] = records[-1]["SequenceNumber"]
+                self._from_horizon.discard(shard.shard_id)
             next_iterator = response.get("NextShardIterator")
             # A closed shard is read to its end when Kinesis gives no next iterator; an
             # empty answer at the tip of a closed shard means the same (no writes can
@@ -387,6 +516,10 @@ class KinesisShardReader:
     def read_round(self, max_records_per_shard: int) -> RoundRead:
         """One round: list the shards, read each readable one up to the cap."""
         shards = self.list_shards()
+        for gap in expired_parent_gaps(shards, self.finished, self.positions):
+            if gap.shard_id not in self._checked:
+                self._checked.add(gap.shard_id)
+                self._found(gap)
         readable = readable_shards(shards, self.finished)
         reads = [self.read_shard(shard, max_records_per_shard) for shard in readable]
         before = {shard.shard_id for shard in readable}
@@ -414,16 +547,22 @@ def kinesis_client(config: WeirConfig) -> Any:
 
 __all__ = [
     "CONNECTOR_FORMAT",
+    "EXPIRED_PARENT_SHARD",
     "KINESIS",
+    "TRIMMED_POSITION",
+    "Gap",
+    "KinesisDataLossError",
     "KinesisShardReader",
     "RoundRead",
     "Shard",
     "ShardRead",
     "backoff_delays",
+    "expired_parent_gaps",
     "iterator_request",
     "kinesis_client",
     "kinesis_connector_options",
     "latest_sequence",
+    "position_trimmed",
     "raw_rows",
     "readable_shards",
     "retry_throttled",

@@ -39,12 +39,16 @@ from weir.layers.streaming.kinesis import (
 from weir.sample import mixed_sample
 from weir.schemas import LAYER_SPEED, MINUTE_SCHEMA, RAW_SCHEMA
 from weir.sources.kinesis import (
+    EXPIRED_PARENT_SHARD,
+    Gap,
     KinesisShardReader,
     Shard,
     backoff_delays,
+    expired_parent_gaps,
     iterator_request,
     kinesis_client,
     kinesis_connector_options,
+    position_trimmed,
     raw_rows,
     readable_shards,
     shards_from_listing,
@@ -132,6 +136,32 @@ def test_iterator_starts_after_the_position_else_at_the_configured_start(
     assert request["ShardId"] == "s"
     assert request["ShardIteratorType"] == expected["ShardIteratorType"]
     assert request.get("StartingSequenceNumber") == position
+
+
+@pytest.mark.parametrize(
+    ("position", "first_retained", "trimmed"),
+    [
+        ("5", "3", False),  # the position is still retained
+        ("5", "5", False),
+        ("5", "6", True),  # the oldest retained record comes after it
+        ("9", "10", True),  # compared as numbers, not text
+        ("5", None, True),  # nothing retained: it held the position once
+    ],
+)
+def test_a_position_is_trimmed_when_the_oldest_retained_record_comes_after_it(
+    position: str, first_retained: Optional[str], trimmed: bool
+) -> None:
+    assert position_trimmed(position, first_retained) is trimmed
+
+
+def test_an_expired_parent_is_a_gap_only_if_it_was_being_read_and_not_finished() -> None:
+    children = [Shard("a", ("p",)), Shard("b", ("p",))]
+    gap = Gap("p", "7", None, EXPIRED_PARENT_SHARD)
+    assert expired_parent_gaps(children, set(), {"p": "7"}) == [gap]
+    assert expired_parent_gaps(children, {"p"}, {"p": "7"}) == []  # read to its end here
+    assert expired_parent_gaps(children, set(), {"p": "7", "a": "9"}) == []  # a child began
+    assert expired_parent_gaps(children, set(), {}) == []  # never read: expired before
+    assert expired_parent_gaps([Shard("p"), *children], set(), {"p": "7"}) == []  # listed
 
 
 def test_backoff_doubles_and_is_capped() -> None:
@@ -336,13 +366,13 @@ def test_the_cap_per_shard_spreads_a_backlog_over_rounds_and_the_tip_ends_the_dr
 def test_a_resharded_stream_is_read_parents_first_and_children_after() -> None:
     kinesis = FakeKinesis(
         [
-            FakeShard("parent", closed=True, records=["p1", "p2"]),
+            FakeShard("parent", closed=True, records=["p0", "p1", "p2"]),
             FakeShard("child-a", parents=("parent",), records=["a1"]),
             FakeShard("child-b", parents=("parent",), records=["b1"]),
         ]
     )
-    reader = KinesisShardReader(
-        kinesis, "stream", "LATEST", positions={"parent": "0"}, retry_delays=NO_WAIT
+    reader = KinesisShardReader(  # p0 (sequence number 1) was archived before
+        kinesis, "stream", "LATEST", positions={"parent": "1"}, retry_delays=NO_WAIT
     )
 
     first = reader.read_round(max_records_per_shard=10)

@@ -33,7 +33,10 @@ from pyspark.sql.streaming import StreamingQuery
 
 from weir.config import ConfigError, KinesisSourceConfig, WeirConfig
 from weir.contract import classify_records, quarantine_rows
-from weir.delta import append_once, committed_transactions
+from weir.control.fences import FenceKeeper, hold_fence
+from weir.control.runs import utc_now
+from weir.crashpoints import KINESIS_RAW_COMMITTED, crash_point
+from weir.delta import append_once, committed_transactions, read_table, tagged_commit
 from weir.errors import WeirError
 from weir.lake import LakeLayout
 from weir.layers.streaming.archiver import WriterIds
@@ -49,9 +52,15 @@ from weir.layers.streaming.queries import (
     stop_gracefully,
 )
 from weir.layers.streaming.speed import raw_stream, source_rows
-from weir.schemas import QUARANTINE_PARTITION_COLUMNS, RAW_PARTITION_COLUMNS, RAW_SCHEMA
+from weir.schemas import (
+    KINESIS_GAP_SCHEMA,
+    QUARANTINE_PARTITION_COLUMNS,
+    RAW_PARTITION_COLUMNS,
+    RAW_SCHEMA,
+)
 from weir.sources.kinesis import (
     KINESIS,
+    Gap,
     KinesisShardReader,
     RoundRead,
     kinesis_client,
@@ -70,6 +79,11 @@ MAX_AVAILABLE_NOW_ROUNDS = 50
 def archiver_writer_ids(stream: str) -> WriterIds:
     """The Delta transaction app ids of the Kinesis archiver of ``stream``."""
     return WriterIds(raw=f"kinesis-{stream}-raw", quarantine=f"kinesis-{stream}-quarantine")
+
+
+def archiver_fence(stream: str) -> str:
+    """The writer fence of the Kinesis archiver of ``stream`` (weir.control.fences)."""
+    return f"kinesis-{stream}"
 
 
 # --- what RAW says was committed -----------------------------------------------------------
@@ -149,13 +163,40 @@ def round_ingest_time(now: datetime, previous: Optional[datetime]) -> datetime:
 
 
 def round_metadata(
-    stream: str, round_id: int, records: Optional[int], positions: dict[str, str]
+    stream: str,
+    round_id: int,
+    records: Optional[int],
+    positions: dict[str, str],
+    writer: Optional[str] = None,
 ) -> str:
-    """The commit's ``userMetadata`` (for people reading DESCRIBE HISTORY; never read back)."""
+    """The commit's ``userMetadata``: for people reading DESCRIBE HISTORY, and, naming the
+    writer, for the archiver to find its own commit (``verify_committed``)."""
     return json.dumps(
-        {"kinesis_stream": stream, "round": round_id, "records": records, "positions": positions},
+        {
+            "kinesis_stream": stream,
+            "round": round_id,
+            "records": records,
+            "positions": positions,
+            "writer": writer,
+        },
         sort_keys=True,
     )
+
+
+def gap_rows(stream: str, gaps: list[Gap], detected_at: datetime, holder: Optional[str]) -> list:
+    """KINESIS_GAP_SCHEMA tuples for accepted gaps. Pure."""
+    return [
+        (
+            stream,
+            gap.shard_id,
+            gap.after_sequence_number,
+            gap.before_sequence_number,
+            gap.kind,
+            detected_at,
+            holder,
+        )
+        for gap in gaps
+    ]
 
 
 # --- the archiver ----------------------------------------------------------------------------
@@ -191,8 +232,12 @@ class KinesisArchiver:
         client: Any,
         wait: Callable[[float], object] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        fence: Optional[FenceKeeper] = None,
     ) -> None:
         self.spark = spark
+        self.fence = fence
+        # Names this archiver in its commits' userMetadata (its fence holder when fenced).
+        self.writer = fence.lease.holder if fence and fence.lease else f"unfenced-{id(self):x}"
         self.lake = lake
         self.kinesis = kinesis
         self.stream = kinesis.stream
@@ -226,6 +271,7 @@ class KinesisArchiver:
             self.kinesis.starting_position,
             positions=state.positions,
             wait=self.wait,
+            fail_on_data_loss=self.kinesis.fail_on_data_loss,
         )
         log.info(
             "%s %s: resuming at round %d from %d shard positions",
@@ -247,7 +293,8 @@ class KinesisArchiver:
             self.stream,
             state.raw_round,
         )
-        metadata = round_metadata(self.stream, state.raw_round, None, state.positions)
+        metadata = round_metadata(self.stream, state.raw_round, None, state.positions, self.writer)
+        self.ensure_fenced()
         self.append_quarantine(round_rows, state.raw_round, metadata)
 
     def run_round(self) -> RoundOutcome:
@@ -259,15 +306,20 @@ class KinesisArchiver:
         backlog = any(
             len(shard.records) >= self.kinesis.max_records_per_shard for shard in read.shards
         )
+        # Accepted gaps are recorded before the positions past them are committed.
+        self.record_gaps(self.reader.take_gaps())
         if not read.record_count:
             return RoundOutcome(None, 0, read.caught_up, backlog)
         round_id = self.next_round
         ingest_time = round_ingest_time(self.clock(), self.last_ingest_time)
         rows = self.round_frame(read, ingest_time)
         metadata = round_metadata(
-            self.stream, round_id, read.record_count, dict(self.reader.positions)
+            self.stream, round_id, read.record_count, dict(self.reader.positions), self.writer
         )
+        self.ensure_fenced()
         self.append_raw(rows, round_id, metadata)
+        self.verify_committed(round_id, metadata)
+        crash_point(KINESIS_RAW_COMMITTED)
         self.append_quarantine(rows, round_id, metadata)
         self.next_round, self.last_round = round_id + 1, round_id
         self.last_ingest_time = ingest_time
@@ -293,6 +345,53 @@ class KinesisArchiver:
             for row in raw_rows(self.stream, shard.shard_id, shard.records, ingest_time)
         ]
         return self.spark.createDataFrame(rows, RAW_SCHEMA)
+
+    def ensure_fenced(self) -> None:
+        """FenceLostError (nothing committed) if another archiver took this stream over."""
+        if self.fence is not None:
+            self.fence.ensure_held()
+
+    def verify_committed(self, round_id: int, metadata: str) -> None:
+        """WeirError unless RAW's round ``round_id`` is this archiver's own commit.
+
+        Delta skips, without an error, an append whose version its app id already
+        recorded: another archiver committed this round first. The records this one read are
+        then not archived while its positions moved on; it must stop, loudly, and a restart
+        reads them from the committed positions.
+        """
+        if tagged_commit(self.spark, self.lake.raw, metadata) is None:
+            raise WeirError(
+                f"{RAW_KINESIS} {self.stream}: round {round_id} was already committed to RAW "
+                f"by another writer ({self.writer_ids.raw}), so Delta skipped this one's. Two "
+                "archivers ran on one stream; this one stops without moving on. Run one "
+                "archiver per stream; a restart resumes from what RAW holds"
+            )
+
+    def record_gaps(self, gaps: list[Gap]) -> None:
+        """Append accepted gaps to _control/kinesis_gaps, each once (a restart that finds a
+        gap again before its round committed does not record it twice)."""
+        if not gaps:
+            return
+        known = read_table(self.spark, self.lake.kinesis_gaps)
+        if known is not None:
+            seen = {
+                (row["shard_id"], row["after_sequence_number"], row["kind"])
+                for row in known.where(F.col("stream") == self.stream).collect()
+            }
+            gaps = [g for g in gaps if (g.shard_id, g.after_sequence_number, g.kind) not in seen]
+        if not gaps:
+            return
+        rows = gap_rows(self.stream, gaps, utc_now(), self.writer)
+        self.spark.createDataFrame(rows, KINESIS_GAP_SCHEMA).write.format("delta").mode(
+            "append"
+        ).save(self.lake.kinesis_gaps)
+        log.warning(
+            "%s %s: recorded %d gap(s) in %s",
+            RAW_KINESIS,
+            self.stream,
+            len(gaps),
+            self.lake.kinesis_gaps,
+        )
 
     def append_raw(self, rows: DataFrame, round_id: int, metadata: str) -> None:
         append_once(
@@ -406,8 +505,29 @@ def _run(
     kinesis = config.sources.kinesis
     client = client or kinesis_client(config)
     require_stream(client, kinesis.stream, kinesis.endpoint_url or config.aws.endpoint_url)
+    # One archiver per stream: a second one is refused before it writes anything, and one
+    # that lost its fence (presumed dead, taken over) stops before its next commit.
+    with hold_fence(
+        config, lake.writer_fences, archiver_fence(kinesis.stream), on_lost=stop.set
+    ) as fence:
+        result = _run_fenced(spark, config, available_now, stop, client, fence)
+        fence.raise_if_lost()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _run_fenced(
+    spark: SparkSession,
+    config: WeirConfig,
+    available_now: bool,
+    stop: threading.Event,
+    client: Any,
+    fence: FenceKeeper,
+) -> KinesisStreamResult:
+    lake = LakeLayout.from_config(config)
+    kinesis = config.sources.kinesis
     ensure_stream_tables(spark, lake)
-    archiver = KinesisArchiver(spark, lake, kinesis, client)
+    archiver = KinesisArchiver(spark, lake, kinesis, client, fence=fence)
     archiver.recover()
     result = KinesisStreamResult()
     recorder = ProgressRecorder((SPEED_KINESIS,))
@@ -442,7 +562,6 @@ def _run(
         spark.streams.removeListener(recorder)
         result.last_batch[RAW_KINESIS] = archiver.last_round
         result.records_archived = archiver.records_archived
-    result.seconds = time.monotonic() - started
     return result
 
 

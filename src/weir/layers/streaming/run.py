@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from weir.config import WeirConfig
+from weir.control.fences import hold_fence
 from weir.lake import LakeLayout
 from weir.layers.streaming.checkpoints import (
     check_speed_checkpoint_reads_source,
@@ -66,13 +67,36 @@ def run_stream(
     if source == KINESIS:
         return run_kinesis_stream(spark, config, available_now, reset_checkpoint, stop)
     lake = LakeLayout.from_config(config)
+    stop = stop or threading.Event()
+    # One `weir stream` per source and checkpoint: a second is refused (FenceHeldError, nothing
+    # written); one whose fence was taken over (it looked dead) stops as on a signal, then fails.
+    with hold_fence(config, lake.writer_fences, stream_fence(source), on_lost=stop.set) as fence:
+        result = _run_fenced(spark, config, source, available_now, reset_checkpoint, stop)
+        fence.raise_if_lost()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def stream_fence(source: str) -> str:
+    """The writer fence of `weir stream --source <source>` (weir.control.fences)."""
+    return f"stream-{source}"
+
+
+def _run_fenced(
+    spark: SparkSession,
+    config: WeirConfig,
+    source: str,
+    available_now: bool,
+    reset_checkpoint: bool,
+    stop: threading.Event,
+) -> StreamResult:
+    lake = LakeLayout.from_config(config)
     raw_name, speed_name = raw_query_name(source), speed_query_name(source)
     writers = guard_checkpoint(
         spark, raw_name, lake.checkpoint(raw_name), (lake.raw, lake.quarantine), reset_checkpoint
     )
     check_speed_checkpoint_reads_source(spark, speed_name, lake.checkpoint(speed_name))
     ensure_stream_tables(spark, lake)
-    stop = stop or threading.Event()
     result = StreamResult(source=source)
     recorder = ProgressRecorder((raw_name, speed_name))
     spark.streams.addListener(recorder)
@@ -110,7 +134,6 @@ def run_stream(
         for query in queries:
             progress = query.lastProgress
             result.last_batch[query.name] = None if progress is None else progress["batchId"]
-    result.seconds = time.monotonic() - started
     return result
 
 
