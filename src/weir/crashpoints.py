@@ -26,8 +26,21 @@ RAW_COMMITTED = "raw-committed"
 KINESIS_RAW_COMMITTED = "kinesis-raw-committed"
 # The speed layer is about to MERGE a micro-batch's windows into SPEED.
 SPEED_BEFORE_MERGE = "speed-before-merge"
+# A complete batch run committed its event index; its view commit has not happened.
+BATCH_INDEX_COMMITTED = "batch-index-committed"
+# A batch run is done (view committed, if it changed) and about to record itself.
+BATCH_BEFORE_RECORD = "batch-before-record"
+# A merge committed to the unified table (or had nothing to commit) and is about to record itself.
+MERGE_BEFORE_RECORD = "merge-before-record"
 
-POINTS = (RAW_COMMITTED, KINESIS_RAW_COMMITTED, SPEED_BEFORE_MERGE)
+POINTS = (
+    RAW_COMMITTED,
+    KINESIS_RAW_COMMITTED,
+    SPEED_BEFORE_MERGE,
+    BATCH_INDEX_COMMITTED,
+    BATCH_BEFORE_RECORD,
+    MERGE_BEFORE_RECORD,
+)
 
 _never = threading.Event()
 

@@ -21,6 +21,7 @@ from weir.control import (
     BatchRun,
     record_batch_run,
 )
+from weir.delta import table_version
 from weir.lake import LakeLayout
 from weir.schemas import (
     LAYER_SPEED,
@@ -108,10 +109,17 @@ def upsert(spark: SparkSession, path: str, rows: list[tuple]) -> None:
 
 
 def batch_run(
-    spark: SparkSession, lake: LakeLayout, horizon: datetime, mode: str = MODE_FULL
+    spark: SparkSession,
+    lake: LakeLayout,
+    horizon: datetime,
+    mode: str = MODE_FULL,
+    view_version: Optional[int] = -1,
 ) -> None:
-    """Record a successful batch run with horizon H (cutoff = H + 10 minutes)."""
+    """Record a successful batch run with horizon H (cutoff = H + 10 minutes) that committed
+    BATCH's current version (as a run records the view it wrote), or ``view_version``."""
     finished = datetime.now(UTC)
+    if view_version == -1:
+        view_version = table_version(spark, lake.batch)
     record_batch_run(
         spark,
         lake,
@@ -123,6 +131,7 @@ def batch_run(
             horizon=horizon,
             started_at=finished - timedelta(seconds=1),
             finished_at=finished,
+            view_version=view_version,
         ),
     )
 

@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from weir.cli import (  # noqa: F401 (register)
     batch,
+    chaos,
     config,
     demo,
     emr,

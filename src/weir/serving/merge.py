@@ -20,6 +20,7 @@ from typing import Callable, Optional
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
+from weir import crashpoints
 from weir.config import WeirConfig
 from weir.control import (
     COMPLETE_MODES,
@@ -28,11 +29,11 @@ from weir.control import (
     BatchRun,
     MergeRun,
     batch_runs,
-    latest_batch_run,
     latest_merge_run,
     record_merge_run,
 )
 from weir.control.runs import append_failed_run, iso, new_run_id, utc_now
+from weir.crashpoints import crash_point
 from weir.delta import (
     CONFLICTS,
     changed_partitions,
@@ -90,24 +91,53 @@ class Inputs:
         return None if self.batch_run is None else self.batch_run.horizon
 
 
+def served_batch(runs: list[BatchRun]) -> tuple[Optional[BatchRun], Optional[int]]:
+    """The batch run whose horizon H to serve, and the BATCH version to serve it with (pure).
+
+    Both come from ONE read of ``_control/batch_runs``, never from the view's latest version:
+    a batch run commits its view first and records itself after, so the latest version can
+    be a view no recorded run vouches for yet (or ever: a run killed between the two). H is
+    the latest successful complete run's; the version is the latest ``view_version`` any
+    successful run recorded (a later range run's repair included; a run that changed nothing
+    records none, the view it left being the one before). None when no run recorded a
+    version (records written before ``view_version`` existed): the caller then reads the
+    view's version after this read, which cannot be older than the runs it saw.
+    """
+    succeeded = sorted(
+        (run for run in runs if run.status == RUN_SUCCEEDED),
+        key=lambda run: (run.finished_at is not None, run.finished_at, run.started_at),
+    )
+    complete = [run for run in succeeded if run.mode in COMPLETE_MODES]
+    versions = [run.view_version for run in succeeded if run.view_version is not None]
+    return (complete[-1] if complete else None), (versions[-1] if versions else None)
+
+
 def pin_inputs(
     spark: SparkSession, config: WeirConfig, lake: LakeLayout, previous: Optional[MergeRun]
 ) -> Inputs:
-    """The batch run to serve and the current versions of BATCH, SPEED and the unified table.
+    """The batch run to serve, the BATCH version that goes with it, and the current versions
+    of SPEED and the unified table.
 
-    The batch run is the latest complete one, unless the data-quality gate refuses it: then
-    the batch run and BATCH version ``previous`` served stay (time travel past the refused
-    run's rewrite), so SPEED's new windows are still published but the refused run is not.
-    Independent small reads, mostly Delta and Py4J round trips: side by side, they cost the
-    slowest one instead of the sum (a merge's fixed cost is freshness lost).
+    H and the BATCH version come from one read of ``_control/batch_runs``
+    (:func:`served_batch`), so a batch run between its view commit and its record cannot
+    make the merge pair a new H with an old view, nor publish a view before its run is
+    recorded (and gated). The batch run is the latest complete one, unless the data-quality
+    gate refuses it: then the batch run and BATCH version ``previous`` served stay (time
+    travel past the refused run's rewrite), so SPEED's new windows are still published but
+    the refused run is not. Independent small reads, mostly Delta and Py4J round trips: side
+    by side, they cost the slowest one instead of the sum (a merge's fixed cost is freshness
+    lost).
     """
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="weir-merge-pin") as pool:
-        batch_run = pool.submit(latest_batch_run, spark, lake, COMPLETE_MODES)
-        versions = pool.map(
-            lambda path: table_version(spark, path), (lake.batch, lake.speed, lake.serving)
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="weir-merge-pin") as pool:
+        runs = pool.submit(batch_runs, spark, lake)
+        speed_version, serving_version = pool.map(
+            lambda path: table_version(spark, path), (lake.speed, lake.serving)
         )
-        batch_version, speed_version, serving_version = versions
-        inputs = Inputs(batch_run.result(), batch_version, speed_version, serving_version)
+        recorded = runs.result()
+    batch_run, batch_version = served_batch(recorded)
+    if batch_version is None:
+        batch_version = table_version(spark, lake.batch)  # read after the runs: never older
+    inputs = Inputs(batch_run, batch_version, speed_version, serving_version)
     if inputs.batch_run is None:
         return inputs
     decision = gate_decision(spark, config, inputs.batch_run.run_id)
@@ -119,7 +149,7 @@ def pin_inputs(
     served = None if previous is None else previous.batch_run_id
     kept = None
     if served is not None:
-        kept = next((run for run in batch_runs(spark, lake) if run.run_id == served), None)
+        kept = next((run for run in recorded if run.run_id == served), None)
     return Inputs(
         batch_run=kept,
         batch_version=None if kept is None else previous.batch_version,
@@ -297,6 +327,7 @@ def run_merge(
             sleep=sleep,
         )
         done = dataclasses.replace(done, status=RUN_SUCCEEDED, attempts=tries, finished_at=clock())
+        crash_point(crashpoints.MERGE_BEFORE_RECORD)
         record_merge_run(spark, lake, done)
     except Exception as error:
         append_failed_run(spark, lake.merge_runs, run, error, clock(), attempts=tries)

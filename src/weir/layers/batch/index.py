@@ -21,6 +21,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from weir import crashpoints
 from weir.contract import classify_records, valid_events
 from weir.contract.dedup import (
     CONTENT_FINGERPRINTS,
@@ -29,6 +30,7 @@ from weir.contract.dedup import (
 )
 from weir.contract.parse import REASON_COLUMN
 from weir.control import BatchRun
+from weir.crashpoints import crash_point
 from weir.delta import read_snapshot, table_version
 from weir.lake import LakeLayout
 from weir.layers.batch.plan import Plan, RunProgress
@@ -117,6 +119,7 @@ def incremental_from_index(
     if fold.index_dates:
         written_index = run_commit(spark, lake.batch_events, progress.run.run_id)[0]
     progress.update(index_version=written_index or baseline.index_version)
+    crash_point(crashpoints.BATCH_INDEX_COMMITTED)
     log.info(
         "batch: %s new records folded into the event index (%s dates); view dates %s",
         counted["records"],

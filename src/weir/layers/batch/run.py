@@ -30,6 +30,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from weir import crashpoints
 from weir.config import ConfigError, WeirConfig
 from weir.contract.dedup import CONTENT_FINGERPRINTS, RECEIVED_COPIES
 from weir.control import (
@@ -42,6 +43,7 @@ from weir.control import (
     record_batch_run,
 )
 from weir.control.runs import append_failed_run, iso, new_run_id, utc_now
+from weir.crashpoints import crash_point
 from weir.delta import read_snapshot
 from weir.errors import WeirError, describe_error
 from weir.lake import LakeLayout
@@ -111,6 +113,7 @@ def rebuild_batch(
     try:
         done = _execute(spark, lake, request, baseline, progress)
         done = dataclasses.replace(done, status=RUN_SUCCEEDED, finished_at=clock())
+        crash_point(crashpoints.BATCH_BEFORE_RECORD)
         record_batch_run(spark, lake, done)
     except Exception as error:
         append_failed_run(spark, lake.batch_runs, progress.run, error, clock())
@@ -174,6 +177,7 @@ def _execute(
         index_version = run_commit(spark, lake.batch_events, run_id)[0]
         assert index_version is not None  # an overwrite of the whole table always commits
         progress.update(index_version=index_version)
+        crash_point(crashpoints.BATCH_INDEX_COMMITTED)
         winners = read_snapshot(spark, lake.batch_events, index_version)
         return _view_from_winners(spark, lake, raw, records_in, winners, plan, progress, step)
     # A range run reads the same history but leaves the index as the last complete run
