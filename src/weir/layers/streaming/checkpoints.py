@@ -1,12 +1,13 @@
-"""The checkpoint guard: a streaming query's checkpoint and its idempotent Delta writes agree.
+"""The checkpoint guard: a streaming query's checkpoint and its exactly-once writes agree.
 
-The raw archiver appends with Delta's idempotent writes, keyed by (``txnAppId``, batch id).
-Delta skips a write whose version is not above the last one recorded for that app id. A
-query started from a fresh checkpoint numbers its batches from 0 again, so if the table
-already holds writes of that app id, Delta would silently skip every "already seen" batch:
-data loss. Before a query starts, the guard compares the checkpoint's offset log with the
-transactions recorded in the target tables' Delta logs and refuses to start when they
-disagree.
+The raw archiver appends with a commit mark (writer id, batch id) and skips a batch its writer
+already committed, judged from the writes the tables held when the query started (tables
+written before the marks carry Delta ``txn`` actions instead; both count). A query started
+from a fresh checkpoint numbers its batches from 0 again, so if the table already holds
+writes of that writer, every "already seen" batch would be skipped: data loss. Before a
+query starts, the guard compares the checkpoint's offset and commit logs with the writes
+recorded in the target tables' Delta logs, refuses to start when they disagree, and hands
+the archiver what each writer last committed.
 
 ``--reset-checkpoint`` is the way out after a checkpoint was lost on purpose: the query
 starts a new *epoch*, whose app ids carry an ``-e<N>`` suffix Delta has never seen, so no
@@ -20,7 +21,9 @@ log's JSON commits and Parquet checkpoint, and the streaming checkpoint's offset
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Optional
 
 from pyspark.errors import AnalysisException
@@ -37,10 +40,20 @@ _EPOCH_SUFFIX = re.compile(r"-e(\d+)$")
 
 def last_planned_batch(spark: SparkSession, checkpoint: str) -> Optional[int]:
     """The highest batch id in a streaming checkpoint's offset log; None if it never started."""
+    return _last_batch_in(spark, f"{checkpoint.rstrip('/')}/offsets")
+
+
+def last_committed_batch(spark: SparkSession, checkpoint: str) -> Optional[int]:
+    """The highest batch id in a streaming checkpoint's commit log (batches whose sink work
+    finished); None if none did."""
+    return _last_batch_in(spark, f"{checkpoint.rstrip('/')}/commits")
+
+
+def _last_batch_in(spark: SparkSession, folder: str) -> Optional[int]:
     try:
         names = (
             spark.read.format("text")
-            .load(f"{checkpoint.rstrip('/')}/offsets")
+            .load(folder)
             .select(F.col("_metadata.file_name").alias("name"))
             .where(F.col("name").rlike(r"^\d+$"))
             .agg(F.max(F.col("name").cast("long")).alias("batch"))
@@ -104,6 +117,9 @@ class QueryWriters:
 
     query_name: str
     epoch: int
+    # The latest batch each writer had committed when the guard read the tables: the
+    # archiver appends a batch only above it (compare=False: not part of the ids' identity).
+    committed: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), compare=False)
 
     def _app_id(self, target: str) -> str:
         suffix = f"-e{self.epoch}" if self.epoch else ""
@@ -146,9 +162,13 @@ def guard_checkpoint(
     """
     last_batch = last_planned_batch(spark, checkpoint)
     recorded_epoch = read_epoch(spark, checkpoint)
+    expected = QueryWriters(query_name, recorded_epoch or 0)
     ours: dict[str, int] = {}
     for path in table_paths:
-        for app_id, version in committed_transactions(spark, path).items():
+        # Each table holds one of the current writers; reading its history stops at their
+        # newest marks (a fresh checkpoint with other epochs' writes reads it all).
+        written = committed_transactions(spark, path, (expected.raw, expected.quarantine))
+        for app_id, version in written.items():
             if epoch_of(query_name, app_id) is not None:
                 ours[app_id] = max(ours.get(app_id, -1), version)
 
@@ -171,7 +191,8 @@ def guard_checkpoint(
                     "Was the checkpoint restored from an older copy? Restore the latest one, "
                     "or delete it and run with --reset-checkpoint"
                 )
-        return writers
+        _check_committed_batches_found(spark, checkpoint, writers, ours)
+        return QueryWriters(writers.query_name, writers.epoch, MappingProxyType(ours))
 
     # A fresh checkpoint. Writes of the app ids it would use would be skipped; writes of this
     # query in other epochs are harmless to Delta, but without an epoch marker nobody chose to
@@ -194,4 +215,31 @@ def guard_checkpoint(
         epoch = max(epoch, *(epoch_of(query_name, app) or 0 for app in ours)) + 1
     if epoch != (recorded_epoch or 0):
         write_epoch(spark, checkpoint, epoch)
-    return QueryWriters(query_name, epoch)
+    return QueryWriters(query_name, epoch, MappingProxyType(ours))
+
+
+def _check_committed_batches_found(
+    spark: SparkSession, checkpoint: str, writers: QueryWriters, written: Mapping[str, int]
+) -> None:
+    """Refuse when the tables no longer show a batch the checkpoint says was committed.
+
+    Every committed batch committed both appends first (an empty one too), so each writer's
+    mark reaches the checkpoint's last committed batch. A mark is in the commit's JSON file
+    only (Delta checkpoints keep no commit info); when log clean-up removed it (a query
+    stopped for longer than ``delta.logRetentionDuration`` while others committed), whether
+    the replayed batch was written cannot be told, and guessing could duplicate it.
+    """
+    committed = last_committed_batch(spark, checkpoint)
+    if committed is None:
+        return
+    for app_id in (writers.raw, writers.quarantine):
+        found = written.get(app_id, -1)
+        if found < committed:
+            raise WeirError(
+                f"{writers.query_name}: the checkpoint {checkpoint} has committed batches up "
+                f"to {committed}, but the tables' logs show {app_id} only up to batch {found}: "
+                "the commits that record it have left the Delta log (log retention), so "
+                "whether the next batch was already written cannot be told. Nothing was "
+                "written. Restore the Delta log files, or delete the checkpoint and run with "
+                "--reset-checkpoint (records still in the source are archived again)"
+            )
