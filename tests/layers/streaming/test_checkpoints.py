@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from weir.config import ConfigError
-from weir.delta import append_once, committed_transactions, ensure_table
+from weir.delta import append_marked, append_once, committed_transactions, ensure_table
 from weir.errors import WeirError
 from weir.lake import LakeLayout, local_path
 from weir.layers.streaming.checkpoints import (
@@ -18,6 +18,8 @@ from weir.layers.streaming.checkpoints import (
     guard_checkpoint,
 )
 from weir.schemas import (
+    QUARANTINE_PARTITION_COLUMNS,
+    QUARANTINE_SCHEMA,
     RAW_PARTITION_COLUMNS,
     RAW_SCHEMA,
 )
@@ -88,6 +90,36 @@ def test_guard_refuses_a_checkpoint_behind_its_output(
         guard_checkpoint(spark, "raw-files", checkpoint, (lake.raw,))
     with pytest.raises(ConfigError, match="needs no reset"):
         guard_checkpoint(spark, "raw-files", checkpoint, (lake.raw,), reset_checkpoint=True)
+
+
+def test_marked_appends_count_as_committed_writes_and_the_guard_hands_them_over(
+    spark: SparkSession, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("weir.delta.MARK_PAGE", 2)  # the history is read in pages: 2, 20
+    checkpoint = lake.checkpoint("raw-files")
+    tables = (lake.raw, lake.quarantine)
+    for name in ("offsets", "commits"):  # batch 1 planned and committed
+        folder = Path(local_path(checkpoint), name)
+        folder.mkdir(parents=True)
+        for batch in (0, 1):
+            (folder / str(batch)).write_text('v1\n{"batchWatermarkMs":0,"batchTimestampMs":0}\n')
+    ensure_table(spark, lake.raw, RAW_SCHEMA, RAW_PARTITION_COLUMNS)
+    ensure_table(spark, lake.quarantine, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_COLUMNS)
+    rows = raw_rows(spark, 1)
+    append_marked(rows, lake.raw, RAW_PARTITION_COLUMNS, "raw-files-raw", 0)
+    append_once(rows, lake.raw, RAW_PARTITION_COLUMNS, "raw-files-raw", 1)  # an older table's
+    for batch in range(3):  # another writer's commits after ours: the first page misses ours
+        append_marked(rows, lake.raw, RAW_PARTITION_COLUMNS, "raw-kafka-raw", batch)
+
+    assert committed_transactions(spark, lake.raw) == {"raw-files-raw": 1, "raw-kafka-raw": 2}
+    # Batch 1 is in the commit log, but QUARANTINE shows no write of it: refused, not guessed.
+    with pytest.raises(WeirError, match=r"raw-files-quarantine only up to batch -1.*left"):
+        guard_checkpoint(spark, "raw-files", checkpoint, tables)
+
+    empty = spark.createDataFrame([], QUARANTINE_SCHEMA)
+    append_marked(empty, lake.quarantine, QUARANTINE_PARTITION_COLUMNS, "raw-files-quarantine", 1)
+    writers = guard_checkpoint(spark, "raw-files", checkpoint, tables)
+    assert dict(writers.committed) == {"raw-files-raw": 1, "raw-files-quarantine": 1}
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,9 @@ class WriterIds:
     raw: str
     quarantine: str
     # The latest batch each writer had committed when the query started.
-    committed: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+    committed: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
 
 
 class RawArchiver:

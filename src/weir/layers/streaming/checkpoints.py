@@ -119,7 +119,9 @@ class QueryWriters:
     epoch: int
     # The latest batch each writer had committed when the guard read the tables: the
     # archiver appends a batch only above it (compare=False: not part of the ids' identity).
-    committed: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+    committed: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
 
     def _app_id(self, target: str) -> str:
         suffix = f"-e{self.epoch}" if self.epoch else ""
