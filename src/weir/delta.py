@@ -68,7 +68,6 @@ _TXN_SCHEMA = "txn STRUCT<appId: STRING, version: BIGINT>"
 _MARK_SCHEMA = "weir_writer STRING, batch BIGINT"
 # The newest commits `committed_transactions` reads marks from first (then 10x more, ...).
 MARK_PAGE = 100
-_LAST_CHECKPOINT_SCHEMA = "version BIGINT, parts BIGINT, v2Checkpoint STRING"
 _LOG_FILE_ACTION = StructType(
     [
         StructField("path", StringType()),
@@ -169,22 +168,15 @@ def _txn_versions(spark: SparkSession, path: str, latest: int) -> dict[str, int]
     log_dir = _log_dir(path)
     sources = []
     checkpoint_version = -1
-    try:
-        last = (
-            spark.read.schema(_LAST_CHECKPOINT_SCHEMA).json(f"{log_dir}/_last_checkpoint").first()
-        )
-    except AnalysisException as error:
-        if not path_missing(error):
-            raise
-        last = None
-    if last is not None and last["version"] is not None and last["version"] <= latest:
-        if last["v2Checkpoint"] is not None:
+    last = _last_checkpoint(spark, log_dir)
+    if last.get("version") is not None and last["version"] <= latest:
+        if last.get("v2Checkpoint") is not None:
             raise WeirError(
                 f"{path} uses Delta V2 checkpoints, which Weir's transaction reader does not "
                 "read; Weir's tables are created without them"
             )
         checkpoint_version = int(last["version"])
-        parts = int(last["parts"] or 0)
+        parts = int(last.get("parts") or 0)
         names = (
             [f"{checkpoint_version:020d}.checkpoint.parquet"]
             if parts == 0
@@ -208,6 +200,25 @@ def _txn_versions(spark: SparkSession, path: str, latest: int) -> dict[str, int]
         for row in rows:
             transactions[row["app_id"]] = max(transactions.get(row["app_id"], -1), row["version"])
     return transactions
+
+
+def _last_checkpoint(spark: SparkSession, log_dir: str) -> dict:
+    """The ``_last_checkpoint`` file of a Delta log as a dict ({} when there is none).
+
+    Read through Hadoop's file system, not a Spark reader: Spark's file sources skip names
+    starting with ``_``, even when given explicitly, and would read nothing.
+    """
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(f"{log_dir}/_last_checkpoint")
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(hadoop_path):
+        return {}
+    stream = fs.open(hadoop_path)
+    try:
+        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+    return json.loads(text)
 
 
 def _marked_batches(

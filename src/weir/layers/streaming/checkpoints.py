@@ -193,7 +193,7 @@ def guard_checkpoint(
                     "Was the checkpoint restored from an older copy? Restore the latest one, "
                     "or delete it and run with --reset-checkpoint"
                 )
-        _check_committed_batches_found(spark, checkpoint, writers, ours)
+        _check_replay_decidable(spark, checkpoint, last_batch, writers, ours, table_paths)
         return QueryWriters(writers.query_name, writers.epoch, MappingProxyType(ours))
 
     # A fresh checkpoint. Writes of the app ids it would use would be skipped; writes of this
@@ -220,28 +220,55 @@ def guard_checkpoint(
     return QueryWriters(query_name, epoch, MappingProxyType(ours))
 
 
-def _check_committed_batches_found(
-    spark: SparkSession, checkpoint: str, writers: QueryWriters, written: Mapping[str, int]
+def _check_replay_decidable(
+    spark: SparkSession,
+    checkpoint: str,
+    last_planned: int,
+    writers: QueryWriters,
+    written: Mapping[str, int],
+    table_paths: tuple[str, ...],
 ) -> None:
-    """Refuse when the tables no longer show a batch the checkpoint says was committed.
+    """Refuse when a pending replay cannot be judged from what the tables' logs still hold.
 
-    Every committed batch committed both appends first (an empty one too), so each writer's
-    mark reaches the checkpoint's last committed batch. A mark is in the commit's JSON file
-    only (Delta checkpoints keep no commit info); when log clean-up removed it (a query
-    stopped for longer than ``delta.logRetentionDuration`` while others committed), whether
-    the replayed batch was written cannot be told, and guessing could duplicate it.
+    Only a batch planned but not committed (a crash inside it) can already be in a table.
+    A writer's newest mark found answers for it: Delta's log clean-up removes the oldest
+    commits first, so every commit after that mark is still there. No mark at all is an
+    answer too when the log still starts at its first commit (an empty append makes no
+    commit, so a writer with only empty batches has none). Otherwise its marks may have left
+    the log (a mark lives only in its commit's JSON file; log clean-up removes commits older
+    than ``delta.logRetentionDuration`` once a later checkpoint exists): whether the batch
+    was written cannot be told, and guessing could duplicate it.
     """
     committed = last_committed_batch(spark, checkpoint)
-    if committed is None:
-        return
-    for app_id in (writers.raw, writers.quarantine):
-        found = written.get(app_id, -1)
-        if found < committed:
-            raise WeirError(
-                f"{writers.query_name}: the checkpoint {checkpoint} has committed batches up "
-                f"to {committed}, but the tables' logs show {app_id} only up to batch {found}: "
-                "the commits that record it have left the Delta log (log retention), so "
-                "whether the next batch was already written cannot be told. Nothing was "
-                "written. Restore the Delta log files, or delete the checkpoint and run with "
-                "--reset-checkpoint (records still in the source are archived again)"
-            )
+    if committed is not None and committed >= last_planned:
+        return  # nothing to replay: every batch of the next run is new
+    for app_id, path in zip((writers.raw, writers.quarantine), table_paths):
+        if app_id in written or log_starts_at_first_commit(spark, path):
+            continue
+        raise WeirError(
+            f"{writers.query_name}: batch {last_planned} of the checkpoint {checkpoint} is to "
+            f"be replayed, but {path} shows no write of {app_id} and its Delta log no longer "
+            "starts at the table's first commit: the commits that recorded this writer's "
+            "batches have left the log (log retention), so whether batch "
+            f"{last_planned} was already written cannot be told. Nothing was written. "
+            "Restore the Delta log files, or delete the checkpoint and run with "
+            "--reset-checkpoint (records still in the source are archived again)"
+        )
+
+
+def log_starts_at_first_commit(spark: SparkSession, path: str) -> bool:
+    """Whether the Delta log at ``path`` still holds its first commit (or there is no table):
+    then the log holds every commit ever made."""
+    try:
+        spark.read.text(f"{path.rstrip('/')}/_delta_log/{0:020d}.json").limit(1).collect()
+    except AnalysisException as error:
+        if not path_missing(error):
+            raise
+        try:  # no first commit: no table at all, or a cleaned log
+            spark.read.text(f"{path.rstrip('/')}/_delta_log").limit(1).collect()
+        except AnalysisException as missing:
+            if not path_missing(missing):
+                raise
+            return True
+        return False
+    return True
