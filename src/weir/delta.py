@@ -2,10 +2,10 @@
 
 What a writer needs beyond ``df.write.format("delta")``: the table's version (without the
 stale-cache trap of ``isDeltaTable``), a pinned snapshot, create-if-absent by path, the
-idempotent append keyed by ``txnAppId``/``txnVersion``, the transactions a table has
-recorded, the atomic replace of some partitions, the commit a writer tagged with its run id,
-the partitions a span of commits changed (read from ``_delta_log``), and bounded retries of a
-write that lost to a concurrent commit.
+idempotent append keyed by ``txnAppId``/``txnVersion`` and the cheaper marked append whose
+writer checks once, the writes a table has recorded, the atomic replace of some partitions,
+the commit a writer tagged with its run id, the partitions a span of commits changed (read
+from ``_delta_log``), and bounded retries of a write that lost to a concurrent commit.
 
 Everything is path based, never through a catalog: a path-based read or write does not open
 the metastore, which locally is an embedded Derby database one process at a time can hold.
@@ -13,10 +13,11 @@ the metastore, which locally is an embedded Derby database one process at a time
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -64,7 +65,9 @@ MAX_LOG_VERSIONS = 2000
 
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 _TXN_SCHEMA = "txn STRUCT<appId: STRING, version: BIGINT>"
-_LAST_CHECKPOINT_SCHEMA = "version BIGINT, parts BIGINT, v2Checkpoint STRING"
+_MARK_SCHEMA = "weir_writer STRING, batch BIGINT"
+# The newest commits `committed_transactions` reads marks from first (then 10x more, ...).
+MARK_PAGE = 100
 _LOG_FILE_ACTION = StructType(
     [
         StructField("path", StringType()),
@@ -139,34 +142,41 @@ def read_table(spark: SparkSession, path: str) -> Optional[DataFrame]:
         raise
 
 
-def committed_transactions(spark: SparkSession, path: str) -> dict[str, int]:
-    """The latest idempotent-write version per ``txnAppId`` in a Delta table ({} if no table).
+def committed_transactions(
+    spark: SparkSession, path: str, until_found: Collection[str] = ()
+) -> dict[str, int]:
+    """The latest version per writer of a Delta table's exactly-once writes ({} if no table).
 
-    Read the way Delta builds a snapshot: the last checkpoint (Parquet) plus every JSON commit
-    after it, keeping the highest ``txn.version`` per app id.
+    Two kinds of write count: Delta's idempotent writes (``txn`` actions, :func:`append_once`),
+    read the way Delta builds a snapshot (the last checkpoint plus every JSON commit after it);
+    and appends carrying a writer's commit mark (:func:`append_marked`), read from the
+    ``userMetadata`` of the commits the log still holds, newest first. ``until_found``: stop
+    reading marks once every one of these writers was found (a writer's latest mark is its
+    newest); empty, the whole available history is read.
     """
     latest = table_version(spark, path)
     if latest is None:
         return {}
+    transactions = _txn_versions(spark, path, latest)
+    for writer, batch in _marked_batches(spark, path, latest, until_found).items():
+        transactions[writer] = max(transactions.get(writer, -1), batch)
+    return transactions
+
+
+def _txn_versions(spark: SparkSession, path: str, latest: int) -> dict[str, int]:
+    """The highest ``txn.version`` per app id, from the last checkpoint and later commits."""
     log_dir = _log_dir(path)
     sources = []
     checkpoint_version = -1
-    try:
-        last = (
-            spark.read.schema(_LAST_CHECKPOINT_SCHEMA).json(f"{log_dir}/_last_checkpoint").first()
-        )
-    except AnalysisException as error:
-        if not path_missing(error):
-            raise
-        last = None
-    if last is not None and last["version"] is not None and last["version"] <= latest:
-        if last["v2Checkpoint"] is not None:
+    last = _last_checkpoint(spark, log_dir)
+    if last.get("version") is not None and last["version"] <= latest:
+        if last.get("v2Checkpoint") is not None:
             raise WeirError(
                 f"{path} uses Delta V2 checkpoints, which Weir's transaction reader does not "
                 "read; Weir's tables are created without them"
             )
         checkpoint_version = int(last["version"])
-        parts = int(last["parts"] or 0)
+        parts = int(last.get("parts") or 0)
         names = (
             [f"{checkpoint_version:020d}.checkpoint.parquet"]
             if parts == 0
@@ -190,6 +200,61 @@ def committed_transactions(spark: SparkSession, path: str) -> dict[str, int]:
         for row in rows:
             transactions[row["app_id"]] = max(transactions.get(row["app_id"], -1), row["version"])
     return transactions
+
+
+def _last_checkpoint(spark: SparkSession, log_dir: str) -> dict:
+    """The ``_last_checkpoint`` file of a Delta log as a dict ({} when there is none).
+
+    Read through Hadoop's file system, not a Spark reader: Spark's file sources skip names
+    starting with ``_``, even when given explicitly, and would read nothing.
+    """
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(f"{log_dir}/_last_checkpoint")
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(hadoop_path):
+        return {}
+    stream = fs.open(hadoop_path)
+    try:
+        text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+    return json.loads(text)
+
+
+def _marked_batches(
+    spark: SparkSession,
+    path: str,
+    latest: int,
+    until_found: Collection[str],
+) -> dict[str, int]:
+    """The highest batch per writer in the commit marks of the table's available history.
+
+    Pages through the history newest first (MARK_PAGE commits, then ten times more each
+    time) and stops when every writer of ``until_found`` has a mark, or the history ends.
+    """
+    from delta.tables import DeltaTable
+
+    table = DeltaTable.forPath(spark, path)
+    limit = MARK_PAGE
+    while True:
+        page = table.history(limit)
+        rows = (
+            page.select(F.from_json("userMetadata", _MARK_SCHEMA).alias("mark"))
+            .where(F.col("mark.weir_writer").isNotNull() & F.col("mark.batch").isNotNull())
+            .groupBy(F.col("mark.weir_writer").alias("writer"))
+            .agg(F.max("mark.batch").alias("batch"))
+            .collect()
+        )
+        marks = {row["writer"]: int(row["batch"]) for row in rows}
+        exhausted = limit > latest  # versions 0..latest: the page held every commit left
+        if exhausted or (until_found and all(writer in marks for writer in until_found)):
+            return marks
+        limit *= 10
+
+
+def writer_mark(writer: str, batch: int) -> str:
+    """The ``userMetadata`` of a marked append: which writer committed which batch."""
+    return json.dumps({"weir_writer": writer, "batch": batch})
 
 
 def changed_partitions(
@@ -372,6 +437,30 @@ def append_once(
     writer.partitionBy(*partition_columns).save(path)
 
 
+def append_marked(
+    rows: DataFrame,
+    path: str,
+    partition_columns: tuple[str, ...],
+    writer: str,
+    batch: int,
+) -> None:
+    """Append ``rows`` with a commit mark saying ``writer`` committed ``batch``; unchecked.
+
+    A plain append (one Spark job and a blind commit), not an idempotent one: Delta's
+    ``txnAppId`` check rebuilds the table's state on every write (docs/streaming.md, "The
+    transaction check"). The caller decides whether ``batch`` is new, from
+    :func:`committed_transactions` read once when it starts, and must be the only writer
+    using ``writer``.
+    """
+    (
+        rows.write.format("delta")
+        .mode("append")
+        .option("userMetadata", writer_mark(writer, batch))
+        .partitionBy(*partition_columns)
+        .save(path)
+    )
+
+
 def replace_partitions(
     frame: DataFrame,
     path: str,
@@ -483,6 +572,7 @@ __all__ = [
     "CONFLICTS",
     "Commit",
     "ConflictsOutlastedError",
+    "append_marked",
     "append_once",
     "backoff_seconds",
     "changed_partitions",
@@ -498,4 +588,5 @@ __all__ = [
     "retry_conflicts",
     "table_version",
     "tagged_commit",
+    "writer_mark",
 ]

@@ -64,6 +64,7 @@ from weir.bench.harness import (
 )
 from weir.config import WeirConfig
 from weir.errors import WeirError
+from weir.lake import LakeLayout
 from weir.schemas import PAYLOAD_TYPED_SCHEMA
 
 SUITE = "streaming"
@@ -310,7 +311,55 @@ def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
     finally:
         stop.set()
         thread.join(timeout=300)
-    return _latencies(spark, config, reports, speed)
+    figures = _latencies(spark, config, reports, speed)
+    figures["batches"] = batch_profile(reports)
+    figures["speed_merges"] = merge_profile(spark, LakeLayout.from_config(config).speed)
+    return figures
+
+
+# Delta's MERGE metrics worth a median (operationMetrics of the SPEED commits).
+MERGE_METRICS = (
+    "executionTimeMs",
+    "scanTimeMs",
+    "rewriteTimeMs",
+    "numSourceRows",
+    "numTargetFilesAfterSkipping",
+    "numTargetFilesAdded",
+    "numTargetRowsUpdated",
+    "numTargetRowsInserted",
+)
+
+
+def merge_profile(spark: SparkSession, path: str) -> dict:
+    """Medians of Delta's metrics over the MERGE commits of the table at ``path``, and how
+    many there were: where a SPEED write's time goes."""
+    from delta.tables import DeltaTable
+
+    merges = DeltaTable.forPath(spark, path).history().where(F.col("operation") == "MERGE")
+    medians = merges.agg(
+        F.count(F.lit(1)).alias("merges"),
+        *(
+            F.percentile_approx(F.col("operationMetrics")[name].cast("double"), 0.5).alias(name)
+            for name in MERGE_METRICS
+        ),
+    ).first()
+    return {name: medians[name] for name in ("merges", *MERGE_METRICS)}
+
+
+def batch_profile(reports: list[dict]) -> dict:
+    """Medians of a micro-batch's phases (``durationMs`` of its progress reports, in
+    ms) over the batches that read records: Spark's own split of a trigger."""
+    phases: dict[str, list[float]] = {}
+    for report in reports:
+        if not report.get("numInputRows"):
+            continue
+        for phase, ms in (report.get("durationMs") or {}).items():
+            phases.setdefault(phase, []).append(float(ms))
+        for operator in report.get("stateOperators") or []:
+            for key in ("commitTimeMs", "allUpdatesTimeMs", "allRemovalsTimeMs"):
+                name = f"{operator.get('operatorName', 'state')}.{key}"
+                phases.setdefault(name, []).append(float(operator.get(key) or 0))
+    return {phase: sorted(values)[len(values) // 2] for phase, values in sorted(phases.items())}
 
 
 def speed_floor_freshness(spark: SparkSession, config: WeirConfig, root: Path) -> dict:
@@ -352,7 +401,9 @@ def _measure_query(
         reports = [dict(p) for p in query.recentProgress]
     finally:
         query.stop()
-    return _latencies(spark, config, reports, name)
+    figures = _latencies(spark, config, reports, name)
+    figures["batches"] = batch_profile(reports)
+    return figures
 
 
 def _latencies(spark: SparkSession, config: WeirConfig, reports: list[dict], name: str) -> dict:

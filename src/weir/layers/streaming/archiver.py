@@ -2,9 +2,13 @@
 
 ``RawArchiver`` is the ``foreachBatch`` function of the ``raw-<source>`` query. For each
 micro-batch it caches the RAW rows, then appends them to RAW and, side by side, classifies
-them with the shared contract and appends the invalid ones to QUARANTINE. Both appends are
-Delta idempotent writes keyed by (``txnAppId``, ``txnVersion`` = batch id): when a batch is
-replayed after a crash, a write that already committed is skipped by Delta, the other is done.
+them with the shared contract and appends the invalid ones to QUARANTINE. Each append is a
+plain Delta append whose commit carries a mark (writer id, batch id); a batch at or below what
+its writer had committed when the query started (``WriterIds.committed``, read once by the
+checkpoint guard) is skipped. Only the batch a restart replays can be one: every later batch
+id of a run is new. So when a batch is replayed after a crash, a write that already committed
+is skipped, the other is done, and no append pays Delta's transaction check
+(docs/streaming.md, "Exactly once").
 Quarantine is derived from the very rows archived (same ``ingest_time``), so
 ``raw = valid + quarantine`` holds exactly.
 """
@@ -13,15 +17,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Callable
 
 from pyspark.sql import DataFrame
 
 from weir.contract import classify_records, quarantine_rows
 from weir.crashpoints import RAW_COMMITTED, crash_point
-from weir.delta import append_once
+from weir.delta import append_marked
 from weir.lake import LakeLayout
 from weir.schemas import QUARANTINE_PARTITION_COLUMNS, RAW_PARTITION_COLUMNS
 
@@ -30,10 +36,14 @@ log = logging.getLogger("weir.stream")
 
 @dataclass(frozen=True)
 class WriterIds:
-    """The Delta transaction app ids of one query's writes (they change with a reset epoch)."""
+    """The writer ids of one query's writes (they change with a reset epoch)."""
 
     raw: str
     quarantine: str
+    # The latest batch each writer had committed when the query started.
+    committed: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
 
 
 class RawArchiver:
@@ -77,14 +87,30 @@ class RawArchiver:
         )
 
     def append_raw(self, raw: DataFrame, batch_id: int) -> None:
-        append_once(raw, self.lake.raw, RAW_PARTITION_COLUMNS, self.writer_ids.raw, batch_id)
+        if self._is_new(self.writer_ids.raw, batch_id):
+            append_marked(raw, self.lake.raw, RAW_PARTITION_COLUMNS, self.writer_ids.raw, batch_id)
         crash_point(RAW_COMMITTED)
 
     def append_quarantine(self, quarantine: DataFrame, batch_id: int) -> None:
-        append_once(
-            quarantine,
-            self.lake.quarantine,
-            QUARANTINE_PARTITION_COLUMNS,
-            self.writer_ids.quarantine,
-            batch_id,
-        )
+        if self._is_new(self.writer_ids.quarantine, batch_id):
+            append_marked(
+                quarantine,
+                self.lake.quarantine,
+                QUARANTINE_PARTITION_COLUMNS,
+                self.writer_ids.quarantine,
+                batch_id,
+            )
+
+    def _is_new(self, writer: str, batch_id: int) -> bool:
+        """Whether ``writer`` has not committed ``batch_id`` yet (a replayed batch may have)."""
+        committed = self.writer_ids.committed.get(writer, -1)
+        if batch_id <= committed:
+            log.info(
+                "%s batch %d: %s already committed up to batch %d, skipped",
+                self.query_name,
+                batch_id,
+                writer,
+                committed,
+            )
+            return False
+        return True

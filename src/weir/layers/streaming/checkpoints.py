@@ -1,12 +1,13 @@
-"""The checkpoint guard: a streaming query's checkpoint and its idempotent Delta writes agree.
+"""The checkpoint guard: a streaming query's checkpoint and its exactly-once writes agree.
 
-The raw archiver appends with Delta's idempotent writes, keyed by (``txnAppId``, batch id).
-Delta skips a write whose version is not above the last one recorded for that app id. A
-query started from a fresh checkpoint numbers its batches from 0 again, so if the table
-already holds writes of that app id, Delta would silently skip every "already seen" batch:
-data loss. Before a query starts, the guard compares the checkpoint's offset log with the
-transactions recorded in the target tables' Delta logs and refuses to start when they
-disagree.
+The raw archiver appends with a commit mark (writer id, batch id) and skips a batch its writer
+already committed, judged from the writes the tables held when the query started (tables
+written before the marks carry Delta ``txn`` actions instead; both count). A query started
+from a fresh checkpoint numbers its batches from 0 again, so if the table already holds
+writes of that writer, every "already seen" batch would be skipped: data loss. Before a
+query starts, the guard compares the checkpoint's offset and commit logs with the writes
+recorded in the target tables' Delta logs, refuses to start when they disagree, and hands
+the archiver what each writer last committed.
 
 ``--reset-checkpoint`` is the way out after a checkpoint was lost on purpose: the query
 starts a new *epoch*, whose app ids carry an ``-e<N>`` suffix Delta has never seen, so no
@@ -20,7 +21,9 @@ log's JSON commits and Parquet checkpoint, and the streaming checkpoint's offset
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Optional
 
 from pyspark.errors import AnalysisException
@@ -37,10 +40,20 @@ _EPOCH_SUFFIX = re.compile(r"-e(\d+)$")
 
 def last_planned_batch(spark: SparkSession, checkpoint: str) -> Optional[int]:
     """The highest batch id in a streaming checkpoint's offset log; None if it never started."""
+    return _last_batch_in(spark, f"{checkpoint.rstrip('/')}/offsets")
+
+
+def last_committed_batch(spark: SparkSession, checkpoint: str) -> Optional[int]:
+    """The highest batch id in a streaming checkpoint's commit log (batches whose sink work
+    finished); None if none did."""
+    return _last_batch_in(spark, f"{checkpoint.rstrip('/')}/commits")
+
+
+def _last_batch_in(spark: SparkSession, folder: str) -> Optional[int]:
     try:
         names = (
             spark.read.format("text")
-            .load(f"{checkpoint.rstrip('/')}/offsets")
+            .load(folder)
             .select(F.col("_metadata.file_name").alias("name"))
             .where(F.col("name").rlike(r"^\d+$"))
             .agg(F.max(F.col("name").cast("long")).alias("batch"))
@@ -104,6 +117,11 @@ class QueryWriters:
 
     query_name: str
     epoch: int
+    # The latest batch each writer had committed when the guard read the tables: the
+    # archiver appends a batch only above it (compare=False: not part of the ids' identity).
+    committed: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
 
     def _app_id(self, target: str) -> str:
         suffix = f"-e{self.epoch}" if self.epoch else ""
@@ -146,9 +164,13 @@ def guard_checkpoint(
     """
     last_batch = last_planned_batch(spark, checkpoint)
     recorded_epoch = read_epoch(spark, checkpoint)
+    expected = QueryWriters(query_name, recorded_epoch or 0)
     ours: dict[str, int] = {}
     for path in table_paths:
-        for app_id, version in committed_transactions(spark, path).items():
+        # Each table holds one of the current writers; reading its history stops at their
+        # newest marks (a fresh checkpoint with other epochs' writes reads it all).
+        written = committed_transactions(spark, path, (expected.raw, expected.quarantine))
+        for app_id, version in written.items():
             if epoch_of(query_name, app_id) is not None:
                 ours[app_id] = max(ours.get(app_id, -1), version)
 
@@ -171,7 +193,8 @@ def guard_checkpoint(
                     "Was the checkpoint restored from an older copy? Restore the latest one, "
                     "or delete it and run with --reset-checkpoint"
                 )
-        return writers
+        _check_replay_decidable(spark, checkpoint, last_batch, writers, ours, table_paths)
+        return QueryWriters(writers.query_name, writers.epoch, MappingProxyType(ours))
 
     # A fresh checkpoint. Writes of the app ids it would use would be skipped; writes of this
     # query in other epochs are harmless to Delta, but without an epoch marker nobody chose to
@@ -194,4 +217,58 @@ def guard_checkpoint(
         epoch = max(epoch, *(epoch_of(query_name, app) or 0 for app in ours)) + 1
     if epoch != (recorded_epoch or 0):
         write_epoch(spark, checkpoint, epoch)
-    return QueryWriters(query_name, epoch)
+    return QueryWriters(query_name, epoch, MappingProxyType(ours))
+
+
+def _check_replay_decidable(
+    spark: SparkSession,
+    checkpoint: str,
+    last_planned: int,
+    writers: QueryWriters,
+    written: Mapping[str, int],
+    table_paths: tuple[str, ...],
+) -> None:
+    """Refuse when a pending replay cannot be judged from what the tables' logs still hold.
+
+    Only a batch planned but not committed (a crash inside it) can already be in a table.
+    A writer's newest mark found answers for it: Delta's log clean-up removes the oldest
+    commits first, so every commit after that mark is still there. No mark at all is an
+    answer too when the log still starts at its first commit (an empty append makes no
+    commit, so a writer with only empty batches has none). Otherwise its marks may have left
+    the log (a mark lives only in its commit's JSON file; log clean-up removes commits older
+    than ``delta.logRetentionDuration`` once a later checkpoint exists): whether the batch
+    was written cannot be told, and guessing could duplicate it.
+    """
+    committed = last_committed_batch(spark, checkpoint)
+    if committed is not None and committed >= last_planned:
+        return  # nothing to replay: every batch of the next run is new
+    for app_id, path in zip((writers.raw, writers.quarantine), table_paths):
+        if app_id in written or log_starts_at_first_commit(spark, path):
+            continue
+        raise WeirError(
+            f"{writers.query_name}: batch {last_planned} of the checkpoint {checkpoint} is to "
+            f"be replayed, but {path} shows no write of {app_id} and its Delta log no longer "
+            "starts at the table's first commit: the commits that recorded this writer's "
+            "batches have left the log (log retention), so whether batch "
+            f"{last_planned} was already written cannot be told. Nothing was written. "
+            "Restore the Delta log files, or delete the checkpoint and run with "
+            "--reset-checkpoint (records still in the source are archived again)"
+        )
+
+
+def log_starts_at_first_commit(spark: SparkSession, path: str) -> bool:
+    """Whether the Delta log at ``path`` still holds its first commit (or there is no table):
+    then the log holds every commit ever made."""
+    try:
+        spark.read.text(f"{path.rstrip('/')}/_delta_log/{0:020d}.json").limit(1).collect()
+    except AnalysisException as error:
+        if not path_missing(error):
+            raise
+        try:  # no first commit: no table at all, or a cleaned log
+            spark.read.text(f"{path.rstrip('/')}/_delta_log").limit(1).collect()
+        except AnalysisException as missing:
+            if not path_missing(missing):
+                raise
+            return True
+        return False
+    return True

@@ -1,7 +1,7 @@
 """The streaming queries of `weir stream` and what starting, watching and stopping them shares.
 
 * ``raw-<source>``: source -> RAW rows -> :class:`~weir.layers.streaming.archiver.RawArchiver`
-  (RAW and QUARANTINE, idempotent Delta appends keyed by batch id);
+  (RAW and QUARANTINE, Delta appends marked with the batch id, checked once per run);
 * ``speed-<source>``: the same source, read by a second consumer -> contract -> watermark,
   dedup, per-minute windows in update mode -> :class:`~weir.layers.streaming.speed.SpeedUpserter`
   (MERGE into SPEED).

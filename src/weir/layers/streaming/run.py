@@ -57,10 +57,10 @@ def run_stream(
 ) -> StreamResult:
     """Run the raw archiver and the speed layer of ``source`` (kafka | files | kinesis).
 
-    Exactly once: RAW and QUARANTINE through idempotent appends, SPEED through an idempotent
-    MERGE, both behind checkpoints. Returns when both queries finished (``available_now``)
-    or after ``stop`` was set; raises WeirError when a query fails or the checkpoint guard
-    refuses, ConfigError for a bad source or configuration (nothing written).
+    Exactly once: RAW and QUARANTINE through marked appends checked once per run, SPEED
+    through an idempotent MERGE, both behind checkpoints. Returns when both queries finished
+    (``available_now``) or after ``stop`` was set; raises WeirError when a query fails or the
+    checkpoint guard refuses, ConfigError for a bad source or configuration (nothing written).
     """
     started = time.monotonic()
     check_source(config, source)
