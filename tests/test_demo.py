@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 from deltalake import DeltaTable
+from pyspark.sql import SparkSession
 
 from weir.config import ConfigError, WeirConfig, config_from_mapping
-from weir.demo import DEMO_LAKE_MARKER, prepare_demo_lake
+from weir.demo import DEMO_LAKE_MARKER, answer_sample_query, prepare_demo_lake
 from weir.infra import stack_config, status
 from weir.infra.process import free_ports
 from weir.lake import LakeLayout, local_path
@@ -53,6 +54,24 @@ def test_demo_replaces_a_lake_an_earlier_demo_created(tmp_path: Path) -> None:
 def test_demo_refuses_an_object_store_lake() -> None:
     with pytest.raises(ConfigError, match=r"lake\.root"):
         prepare_demo_lake(LakeLayout(root="s3://bucket/lake"))
+
+
+def test_the_sample_query_is_answered_from_the_files_when_the_names_live_in_glue(
+    spark: SparkSession, weir_config: WeirConfig
+) -> None:
+    # catalog.kind glue seen from a local session: Spark's metastore has no such database.
+    config = weir_config.model_copy(
+        update={"catalog": weir_config.catalog.model_copy(update={"database": "weir_in_glue"})}
+    )
+    unified = spark.createDataFrame(
+        [("batch", 3, 20.0, datetime(2026, 1, 1, 0, 0), datetime(2026, 1, 1, 0, 1))],
+        "layer string, event_count long, temperature_c_avg double, "
+        "window_start timestamp, window_end timestamp",
+    )
+
+    (row,) = answer_sample_query(spark, config, unified)
+
+    assert (row["layer"], row["windows"], row["events"]) == ("batch", 1, 3)
 
 
 @pytest.fixture(scope="module")

@@ -163,7 +163,12 @@ _WEIR_QUERY = re.compile(r'(?m)^(?:\$ )?weir query[^"\n]*"([^"]+)"')
 def documented_queries() -> list[tuple[str, str]]:
     """(file, SQL) of every `weir query … "SQL"` in README.md and docs/, plus the demo's sample
     query (the README's summary prints it)."""
-    found = [("weir.demo.sample_query (README, docs/demo.md)", sample_query(DATABASE))]
+    found = [
+        (
+            "weir.demo.sample_query (README, docs/demo.md)",
+            sample_query(f"{DATABASE}.telemetry_minute"),
+        )
+    ]
     for path in [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]:
         for match in _WEIR_QUERY.finditer(path.read_text(encoding="utf-8")):
             found.append((path.name, match.group(1)))

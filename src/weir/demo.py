@@ -28,7 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from weir.config import ConfigError, WeirConfig
@@ -169,14 +169,29 @@ def _count_by(frame, column: str) -> dict[str, int]:
     }
 
 
-def sample_query(database: str) -> str:
-    """The query the summary runs by table name, as an analyst would in Athena or a notebook."""
+def sample_query(table: str) -> str:
+    """The query the summary runs by table name (``database.telemetry_minute``), as an analyst
+    would in Athena or a notebook."""
     return (
         "SELECT layer, count(*) AS windows, sum(event_count) AS events, "
         "round(avg(temperature_c_avg), 2) AS avg_temperature_c, "
         "min(window_start) AS first_window, max(window_end) AS last_window "
-        f"FROM {database}.telemetry_minute GROUP BY layer ORDER BY layer"
+        f"FROM {table} GROUP BY layer ORDER BY layer"
     )
+
+
+def answer_sample_query(spark: SparkSession, config: WeirConfig, unified: DataFrame) -> list:
+    """The sample query's rows, by name when this session's catalog holds the table.
+
+    With ``catalog.kind: glue`` seen from a local session, the names live in Glue, not in
+    Spark's metastore (Athena or ``weir query --engine trino`` read them there): the same query
+    then runs on the table's files, through a temporary view.
+    """
+    name = f"{config.catalog.database}.telemetry_minute"
+    if spark.catalog.tableExists(name):
+        return spark.sql(sample_query(name)).collect()
+    unified.createOrReplaceTempView("telemetry_minute")
+    return spark.sql(sample_query("telemetry_minute")).collect()
 
 
 def run_demo(spark: SparkSession, config: WeirConfig, options: DemoOptions) -> DemoReport:
@@ -356,8 +371,8 @@ def _summarize(
         .agg(F.count(F.lit(1)).alias("windows"), F.sum("event_count").alias("events"))
         .collect()
     }
-    report.sample_query = sample_query(config.catalog.database)
-    report.sample_rows = [row.asDict() for row in spark.sql(report.sample_query).collect()]
+    report.sample_query = sample_query(f"{config.catalog.database}.telemetry_minute")
+    report.sample_rows = [row.asDict() for row in answer_sample_query(spark, config, unified)]
 
     ledger = _ledger_facts(ledger_dir)
     archived = {
