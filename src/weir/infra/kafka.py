@@ -33,6 +33,7 @@ from weir.infra.process import (
     ManagedProcess,
     port_accepts,
     port_is_free,
+    resolved_folder,
     wait_until,
 )
 from weir.infra.status import ComponentStatus, PortInUseError, failure
@@ -53,14 +54,7 @@ _client_log = logging.getLogger("weir.infra.kafka.client")
 
 def default_jars_dir() -> Path:
     """``.jars/kafka`` under the working directory, else under the source checkout."""
-    candidates = [
-        Path.cwd() / KAFKA_JARS_SUBDIR,
-        Path(__file__).resolve().parents[3] / KAFKA_JARS_SUBDIR,
-    ]
-    for candidate in candidates:
-        if (candidate / ".resolved").exists():
-            return candidate
-    return candidates[0]
+    return resolved_folder(KAFKA_JARS_SUBDIR)
 
 
 def find_java() -> str:

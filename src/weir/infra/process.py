@@ -38,6 +38,17 @@ class DeadlineExceededError(WeirError):
     """A condition did not come true before its deadline."""
 
 
+def resolved_folder(subdir: str | Path) -> Path:
+    """``subdir`` (e.g. ``.jars/kafka``) under the working directory, else under the source
+    checkout: the first that `make setup` stamped ``.resolved``; the working directory's when
+    neither is (the caller's error then names where it looked)."""
+    candidates = [Path.cwd() / subdir, Path(__file__).resolve().parents[3] / subdir]
+    for candidate in candidates:
+        if (candidate / ".resolved").exists():
+            return candidate
+    return candidates[0]
+
+
 def wait_until(
     condition: Callable[[], Optional[T]],
     *,

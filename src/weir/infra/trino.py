@@ -36,6 +36,7 @@ from weir.infra.process import (
     ManagedProcess,
     port_accepts,
     port_is_free,
+    resolved_folder,
     wait_until,
 )
 from weir.infra.status import ComponentStatus, PortInUseError, failure
@@ -68,14 +69,7 @@ JVM_OPTIONS = (
 
 def default_home() -> Path:
     """``.jars/trino`` under the working directory, else under the source checkout."""
-    candidates = [
-        Path.cwd() / TRINO_HOME_SUBDIR,
-        Path(__file__).resolve().parents[3] / TRINO_HOME_SUBDIR,
-    ]
-    for candidate in candidates:
-        if (candidate / ".resolved").exists():
-            return candidate
-    return candidates[0]
+    return resolved_folder(TRINO_HOME_SUBDIR)
 
 
 def bundled_java() -> Optional[str]:
