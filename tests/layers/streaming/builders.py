@@ -343,3 +343,17 @@ def produce(config: WeirConfig, first: int, count: int) -> None:
         )
     assert producer.flush(60) == 0
     assert failures == []
+
+
+def wait_stream_active(client: Any, stream: str, what: Optional[str] = None) -> None:
+    """Wait until the Kinesis ``stream`` is ACTIVE (created, or done resharding)."""
+    wait_until(
+        lambda: (
+            client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
+                "StreamStatus"
+            ]
+            == "ACTIVE"
+        ),
+        timeout=30,
+        what=what or f"stream {stream} active",
+    )

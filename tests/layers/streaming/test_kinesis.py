@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +21,7 @@ from botocore.exceptions import ClientError
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
-from weir.config import ConfigError, KinesisSourceConfig, LakeConfig, WeirConfig
+from weir.config import ConfigError, KinesisSourceConfig, WeirConfig
 from weir.contract import aggregate_minutes, classify_records, dedup_first_received, valid_events
 from weir.delta import committed_transactions
 from weir.errors import WeirError
@@ -436,36 +434,6 @@ class Put:
     shard_id: str
     sequence_number: str
     payload: str
-
-
-@pytest.fixture
-def stream_config(local_infra: WeirConfig, tmp_path: Path) -> Iterator[WeirConfig]:
-    """``local_infra`` with a lake of its own and a new 2-shard stream of its own."""
-    stream = f"weir-test-{uuid.uuid4().hex[:10]}"
-    config = local_infra.model_copy(
-        update={
-            "lake": LakeConfig(root=f"file://{tmp_path}/lake"),
-            "sources": local_infra.sources.model_copy(
-                update={
-                    "kinesis": local_infra.sources.kinesis.model_copy(update={"stream": stream})
-                }
-            ),
-        }
-    )
-    client = kinesis_client(config)
-    client.create_stream(StreamName=stream, ShardCount=2)
-    wait_until(
-        lambda: (
-            client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        timeout=30,
-        what=f"stream {stream} active",
-    )
-    yield config
-    client.delete_stream(StreamName=stream)
 
 
 def with_cap(config: WeirConfig, max_records_per_shard: int) -> WeirConfig:

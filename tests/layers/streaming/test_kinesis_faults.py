@@ -13,9 +13,7 @@ import json
 import os
 import signal
 import socket
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,12 +22,11 @@ from botocore.exceptions import ClientError
 from pyspark.sql import SparkSession
 
 from weir import crashpoints
-from weir.config import LakeConfig, WeirConfig
+from weir.config import WeirConfig
 from weir.control.fences import FenceHeldError, LocalFenceStore, acquire, read_lease
 from weir.crashpoints import CRASH_ENV, HOLD_ENV
 from weir.entry import run_until_stopped
 from weir.errors import WeirError
-from weir.infra.process import wait_until
 from weir.lake import LakeLayout
 from weir.layers.streaming import run_stream
 from weir.layers.streaming.kinesis import (
@@ -47,7 +44,7 @@ from weir.sources.kinesis import (
     kinesis_client,
 )
 
-from .builders import StreamProcess
+from .builders import StreamProcess, wait_stream_active
 from .test_kinesis import archived, assert_raw_is_valid_plus_quarantine, put, rows_committed
 
 pytestmark = pytest.mark.slow
@@ -101,36 +98,6 @@ class Faulty:
             error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
             raise ClientError({"Error": error}, "GetRecords")
         return self.client.get_records(**request)
-
-
-@pytest.fixture
-def stream_config(local_infra: WeirConfig, tmp_path: Path) -> Iterator[WeirConfig]:
-    """``local_infra`` with a lake of its own and a new 2-shard stream of its own."""
-    stream = f"weir-faults-{uuid.uuid4().hex[:10]}"
-    config = local_infra.model_copy(
-        update={
-            "lake": LakeConfig(root=f"file://{tmp_path}/lake"),
-            "sources": local_infra.sources.model_copy(
-                update={
-                    "kinesis": local_infra.sources.kinesis.model_copy(update={"stream": stream})
-                }
-            ),
-        }
-    )
-    client = kinesis_client(config)
-    client.create_stream(StreamName=stream, ShardCount=2)
-    wait_until(
-        lambda: (
-            client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        timeout=30,
-        what=f"stream {stream} active",
-    )
-    yield config
-    client.delete_stream(StreamName=stream)
 
 
 def with_kinesis(config: WeirConfig, **changes: Any) -> WeirConfig:
@@ -276,16 +243,7 @@ def test_records_put_across_a_split_are_read_once_each_parent_before_child(
     client = kinesis_client(stream_config)
     stream = f"{stream_config.sources.kinesis.stream}-split"
     client.create_stream(StreamName=stream, ShardCount=3)
-    wait_until(
-        lambda: (
-            client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        timeout=30,
-        what=f"stream {stream} active",
-    )
+    wait_stream_active(client, stream)
     try:
         kinesis = Resharded(client, stream)
         keys = [f"device-{n}" for n in range(8)]
@@ -387,16 +345,7 @@ def test_a_parent_shard_that_expired_before_it_was_read_to_its_end_fails_loudly(
     client.split_shard(
         StreamName=stream, ShardToSplit=parent, NewStartingHashKey=str((low + high) // 2)
     )
-    wait_until(
-        lambda: (
-            client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
-            == "ACTIVE"
-        ),
-        timeout=30,
-        what="the split done",
-    )
+    wait_stream_active(client, stream, "the split done")
     expired = Faulty(client, expired=frozenset({parent}))
 
     with pytest.raises(KinesisDataLossError, match=f"shard {parent} expired as a parent shard"):
