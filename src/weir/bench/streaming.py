@@ -274,7 +274,8 @@ def plain_freshness(spark: SparkSession, config: WeirConfig, root: Path) -> dict
 
 
 def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
-    """Weir's latency per record: produced -> its window merged into SPEED (module doc)."""
+    """Weir's latency per record: produced -> its window's version appended to SPEED (module
+    doc)."""
     from weir.layers.streaming import run_stream
     from weir.layers.streaming.queries import speed_query_name
 
@@ -313,37 +314,48 @@ def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
         thread.join(timeout=300)
     figures = _latencies(spark, config, reports, speed)
     figures["batches"] = batch_profile(reports)
-    figures["speed_merges"] = merge_profile(spark, LakeLayout.from_config(config).speed)
+    figures["speed_writes"] = write_profile(spark, LakeLayout.from_config(config).speed)
     return figures
 
 
-# Delta's MERGE metrics worth a median (operationMetrics of the SPEED commits).
-MERGE_METRICS = (
+# Delta's metrics of SPEED's commits worth a median: appends (WRITE) of window versions, and
+# MERGEs where a table still gets them.
+WRITE_METRICS = (
     "executionTimeMs",
     "scanTimeMs",
     "rewriteTimeMs",
     "numSourceRows",
-    "numTargetFilesAfterSkipping",
-    "numTargetFilesAdded",
+    "numOutputRows",
+    "numFiles",
     "numTargetRowsUpdated",
     "numTargetRowsInserted",
 )
 
 
-def merge_profile(spark: SparkSession, path: str) -> dict:
-    """Medians of Delta's metrics over the MERGE commits of the table at ``path``, and how
-    many there were: where a SPEED write's time goes."""
+def write_profile(spark: SparkSession, path: str) -> dict:
+    """Per operation on the table at ``path`` (WRITE, MERGE): how many commits and the
+    medians of Delta's metrics for them: where a SPEED write's time goes."""
     from delta.tables import DeltaTable
 
-    merges = DeltaTable.forPath(spark, path).history().where(F.col("operation") == "MERGE")
-    medians = merges.agg(
-        F.count(F.lit(1)).alias("merges"),
-        *(
-            F.percentile_approx(F.col("operationMetrics")[name].cast("double"), 0.5).alias(name)
-            for name in MERGE_METRICS
-        ),
-    ).first()
-    return {name: medians[name] for name in ("merges", *MERGE_METRICS)}
+    history = (
+        DeltaTable.forPath(spark, path).history().where(F.col("operation").isin("WRITE", "MERGE"))
+    )
+    profile = {}
+    for row in (
+        history.groupBy("operation")
+        .agg(
+            F.count(F.lit(1)).alias("commits"),
+            *(
+                F.percentile_approx(F.col("operationMetrics")[name].cast("double"), 0.5).alias(name)
+                for name in WRITE_METRICS
+            ),
+        )
+        .collect()
+    ):
+        profile[row["operation"]] = {
+            name: row[name] for name in ("commits", *WRITE_METRICS) if row[name] is not None
+        }
+    return profile
 
 
 def batch_profile(reports: list[dict]) -> dict:
