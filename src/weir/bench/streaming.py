@@ -17,10 +17,10 @@ In one run, on one private broker, each scenario on a fresh topic:
   start-up is not measured; the first ``FRESHNESS_WARMUP_SECONDS`` of records are left out).
   A record's latency runs from its Kafka timestamp (set by the producer when it sent it) to
   the end of the micro-batch that made it visible: for the plain job the batch that appended
-  it to its table, for Weir the speed batch that appended its window's version to SPEED. Both ends come
-  from the queries' own progress reports. Targets: Weir p50 <= 2 x plain p50, p99 <= 2 x
-  plain p99. Beside them, for the analysis, ``speed-floor``: the speed
-  layer's query alone, appending the changed windows to a table of its own, with no archiver
+  it to its table, for Weir the speed batch that appended its window's version to SPEED.
+  Both ends come from the queries' own progress reports. Targets: Weir p50 <= 2 x plain p50,
+  p99 <= 2 x plain p99. Beside them, for the analysis, ``speed-floor``: the speed layer's
+  query alone, appending the changed windows to a table of its own, with no archiver
   beside it (what no design that keeps the speed layer's dedup and windows can beat).
 
 * **unified** — the stream, ``weir merge --every`` and the simulator together
