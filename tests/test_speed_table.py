@@ -1,8 +1,8 @@
 """SPEED as stored (window versions) and as read (one row per window): weir.speed_table.
 
 The speed layer appends, each micro-batch, a version of every window it changed, stamped with
-the batch's timestamp in ``computed_at`` (docs/streaming.md, "SPEED: appended window
-versions"). Readers keep each window's newest version; `weir maintain` deletes the others.
+the batch's timestamp in ``computed_at`` (docs/streaming.md, "SPEED: update mode and
+appended window versions"). Readers keep each window's newest version; `weir maintain` deletes the others.
 """
 
 from __future__ import annotations

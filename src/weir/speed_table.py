@@ -1,14 +1,14 @@
 """SPEED as stored: versions of each window, appended; read as one row per window.
 
 The speed layer appends, per micro-batch, the full aggregate of every window the batch changed
-(docs/streaming.md, "SPEED: appended window versions"). A window's ``computed_at`` is the
-micro-batch's timestamp, which Spark records in the offset log before the batch runs and reuses
-when it is replayed, so it orders a window's versions: the newest is the speed view's row.
-Stored, SPEED therefore holds several rows per ``(device_id, window_start)``; every reader goes
-through :func:`read_speed` (or :func:`newest_versions` on a frame it pinned) and sees the
-``telemetry_minute`` schema with one row per window, as DESIGN §5 and §6 define it.
-:func:`compact_speed` (run by `weir maintain`) deletes the superseded versions, bounding the
-table's growth; readers do not depend on it having run.
+(docs/streaming.md, "SPEED: update mode and appended window versions"). A window's
+``computed_at`` is the micro-batch's timestamp, which Spark records in the offset log before
+the batch runs and reuses when it is replayed, so it orders a window's versions: the newest is
+the speed view's row. Stored, SPEED therefore holds several rows per ``(device_id,
+window_start)``; every reader goes through :func:`read_speed` (or :func:`newest_versions` on a
+frame it pinned) and sees the ``telemetry_minute`` schema with one row per window, as DESIGN §5
+and §6 define it. :func:`compact_speed` (run by `weir maintain`) deletes the superseded
+versions, bounding the table's growth; readers do not depend on it having run.
 """
 
 from __future__ import annotations

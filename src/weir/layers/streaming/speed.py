@@ -77,7 +77,8 @@ class SpeedAppender:
     """``foreachBatch`` function of the speed layer: append the changed windows to SPEED.
 
     No MERGE on the hot path: finding the rows to replace was half of a MERGE's time and
-    writing them the other half (docs/streaming.md, "SPEED: appended window versions").
+    writing them the other half (docs/streaming.md, "SPEED: update mode and appended window
+    versions").
     """
 
     def __init__(self, speed_path: str, writer: str = "speed") -> None:
