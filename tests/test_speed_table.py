@@ -2,7 +2,8 @@
 
 The speed layer appends, each micro-batch, a version of every window it changed, stamped with
 the batch's timestamp in ``computed_at`` (docs/streaming.md, "SPEED: update mode and
-appended window versions"). Readers keep each window's newest version; `weir maintain` deletes the others.
+appended window versions"). Readers keep each window's newest version; `weir maintain`
+deletes the others.
 """
 
 from __future__ import annotations
