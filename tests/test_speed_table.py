@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from weir.delta import ensure_table, table_version
 from weir.lake import LakeLayout
-from weir.layers.streaming.speed import append_versions
+from weir.layers.streaming.speed import SpeedCompactor, append_versions
 from weir.schemas import (
     LAYER_SPEED,
     MINUTE_PARTITION_COLUMNS,
@@ -151,3 +151,28 @@ def test_compaction_of_a_missing_table_deletes_nothing(
     assert compact_speed(spark, lake.speed) == 0
     assert read_speed(spark, lake.speed).count() == 0
     assert read_speed(spark, lake.speed).schema.fieldNames() == MINUTE_SCHEMA.fieldNames()
+
+
+def test_the_stream_compacts_the_versions_computed_since_its_last_compaction(
+    spark: SparkSession, lake: LakeLayout
+) -> None:
+    speed_table(spark, lake)
+    old = [version("veh-9", 0, 1, batch=-600), version("veh-9", 0, 2, batch=-599)]
+    recent = [version("veh-1", 0, 2, batch=1), version("veh-1", 0, 5, batch=3)]
+    append_versions(rows(spark, old + recent), lake.speed, "speed-test", 1)
+    # Started at 10:30: it looks back SPEED_COMPACT_OVERLAP (5 minutes), not to veh-9's.
+    compactor = SpeedCompactor(lake.speed, every=60.0, clock=lambda: TEN.timestamp() + 1800)
+
+    compactor.poke(spark)
+    compactor.wait()
+    compacted = table_version(spark, lake.speed)
+    compactor.poke(spark)  # within the minute: no second compaction
+    compactor.wait()
+
+    assert table_version(spark, lake.speed) == compacted
+    assert_df_equality(
+        stored(spark, lake),
+        rows(spark, [*old, recent[1]]),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )

@@ -13,12 +13,13 @@ versions, bounding the table's growth; readers do not depend on it having run.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from weir.delta import date_literals, read_snapshot, table_version
+from weir.delta import read_snapshot, table_version
 from weir.schemas import MINUTE_KEY, MINUTE_PARTITION_COLUMNS, MINUTE_SCHEMA, SPEED_VERSION_COLUMN
 
 # A window's key and the columns that follow from it. Grouping by all of them is the same
@@ -62,9 +63,19 @@ def read_speed(spark: SparkSession, path: str, version: Optional[int] = None) ->
     return newest_versions(rows)
 
 
-def superseded_windows(rows: DataFrame) -> DataFrame:
+def superseded_windows(rows: DataFrame, since: Optional[datetime] = None) -> DataFrame:
     """The windows with more than one version: key, ``event_date`` and the newest
-    ``computed_at`` (``newest``). Pure. Every other version of them is superseded."""
+    ``computed_at`` (``newest``). Pure. Every other version of them is superseded.
+
+    ``since``: only the windows with a version computed at or after it (the versions appended
+    since a previous compaction), each with its newest version; whether it has older ones is
+    then left to the deletion (which deletes nothing for a window with one version).
+    """
+    if since is not None:
+        recent = rows.where(F.col(SPEED_VERSION_COLUMN) >= F.lit(since))
+        return recent.groupBy(*MINUTE_PARTITION_COLUMNS, *MINUTE_KEY).agg(
+            F.max(SPEED_VERSION_COLUMN).alias("newest")
+        )
     return (
         rows.groupBy(*MINUTE_PARTITION_COLUMNS, *MINUTE_KEY)
         .agg(
@@ -76,31 +87,38 @@ def superseded_windows(rows: DataFrame) -> DataFrame:
     )
 
 
-def compact_speed(spark: SparkSession, path: str) -> int:
+def compact_speed(spark: SparkSession, path: str, since: Optional[datetime] = None) -> int:
     """Delete every version of a window older than its newest; the number of rows deleted.
 
     One MERGE (with deletion vectors on SPEED, no file is rewritten) whose source is the
-    windows with several versions at the table's current version. Safe beside the running
-    speed layer: its writes are blind appends, which never conflict with a delete under
-    Delta's default WriteSerializable isolation, and they only add newer versions, so a row
-    older than a version that exists is superseded whatever was appended since. Two versions
-    with the same ``computed_at`` (a replayed micro-batch) both stay; readers pick one.
+    windows with several versions at the table's current version (``since``: the windows with
+    a version computed since then, :func:`superseded_windows`). Safe beside the running speed
+    layer: its writes are blind appends, which never conflict with a delete under Delta's
+    default WriteSerializable isolation, and they only add newer versions, so a row older
+    than a version that exists is superseded whatever was appended since. Two versions with
+    the same ``computed_at`` (a replayed micro-batch) both stay; readers pick one.
     """
     from delta.tables import DeltaTable
 
     version = table_version(spark, path)
     if version is None:
         return 0
-    windows = superseded_windows(read_snapshot(spark, path, version)).persist()
+    windows = superseded_windows(read_snapshot(spark, path, version), since).persist()
     try:
-        dates = [row[0] for row in windows.select(*MINUTE_PARTITION_COLUMNS).distinct().collect()]
-        if not dates:
+        bounds = windows.agg(
+            F.collect_set(MINUTE_PARTITION_COLUMNS[0]).alias("dates"),
+            F.min("window_start").alias("earliest"),
+        ).first()
+        if not bounds["dates"]:
             return 0
-        partition = MINUTE_PARTITION_COLUMNS[0]
-        condition = " AND ".join(
-            [f"t.{column} = s.{column}" for column in (partition, *MINUTE_KEY)]
-            + [f"t.{partition} IN ({date_literals(dates)})"]
-        )
+        # Literal bounds Delta prunes the target's files by: the dates, and the earliest
+        # window (the stream's appended files each hold a few minutes of windows). Spark
+        # hands the window back naive, in this process's zone: made aware, it is an instant.
+        earliest = bounds["earliest"].astimezone(timezone.utc)
+        condition = F.col(f"t.{MINUTE_PARTITION_COLUMNS[0]}").isin(sorted(bounds["dates"]))
+        condition &= F.col("t.window_start") >= F.lit(earliest)
+        for column in (*MINUTE_PARTITION_COLUMNS, *MINUTE_KEY):
+            condition &= F.col(f"t.{column}") == F.col(f"s.{column}")
         table = DeltaTable.forPath(spark, path)
         (
             table.alias("t")

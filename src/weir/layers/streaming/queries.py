@@ -32,7 +32,7 @@ from weir.delta import ensure_table
 from weir.errors import WeirError
 from weir.lake import LakeLayout
 from weir.layers.streaming.archiver import RawArchiver, WriterIds
-from weir.layers.streaming.speed import SpeedAppender, speed_minutes
+from weir.layers.streaming.speed import SpeedAppender, SpeedCompactor, speed_minutes
 from weir.schemas import (
     MINUTE_PARTITION_COLUMNS,
     MINUTE_SCHEMA,
@@ -125,7 +125,7 @@ def start_speed_layer(
     return (
         minutes.writeStream.queryName(name)
         .outputMode("update")
-        .foreachBatch(SpeedAppender(lake.speed, name))
+        .foreachBatch(SpeedAppender(lake.speed, name, SpeedCompactor(lake.speed)))
         .option("checkpointLocation", lake.checkpoint(name))
         .trigger(**_trigger(config, available_now))
         .start()

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from functools import partial
+from typing import Optional
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -27,6 +31,7 @@ from weir.contract import aggregate_minutes, classify_records, valid_events
 from weir.crashpoints import SPEED_BEFORE_WRITE, crash_point
 from weir.delta import append_marked, retry_conflicts
 from weir.schemas import LAYER_SPEED, MINUTE_PARTITION_COLUMNS
+from weir.speed_table import compact_speed
 
 log = logging.getLogger("weir.stream")
 
@@ -73,6 +78,68 @@ def append_versions(minutes: DataFrame, path: str, writer: str, batch_id: int) -
     append_marked(minutes, path, MINUTE_PARTITION_COLUMNS, writer, batch_id)
 
 
+# How often the stream deletes SPEED's superseded versions beside itself (SpeedCompactor).
+SPEED_COMPACT_EVERY_SECONDS = 60.0
+# A micro-batch that started before a compaction and committed after it appended versions
+# computed (its timestamp) before that compaction: each compaction looks back this far before
+# the previous one's start. A batch longer than this leaves its superseded versions to
+# `weir maintain`; readers are right either way.
+SPEED_COMPACT_OVERLAP = timedelta(minutes=5)
+
+
+class SpeedCompactor:
+    """Deletes SPEED's superseded window versions beside the running stream
+    (:func:`weir.speed_table.compact_speed`), off the micro-batch's path: on a thread of its
+    own, one compaction at a time, at most every ``every`` seconds, each over the versions
+    computed since the previous one (less :data:`SPEED_COMPACT_OVERLAP`). Bounds the
+    table's growth between two `weir maintain` runs. A failed compaction is logged and the
+    next one tries again: the stream never stops for it.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        every: float = SPEED_COMPACT_EVERY_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.every = every
+        self.clock = clock
+        self._since = clock()  # versions of earlier runs: `weir maintain`'s (and the overlap)
+        self._started: Optional[float] = None
+        self._running: Optional[Future] = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weir-speed-compact")
+
+    def poke(self, spark: SparkSession) -> None:
+        """Start a compaction if none is running and the last one started ``every`` ago."""
+        now = self.clock()
+        if self._running is not None and not self._running.done():
+            return
+        if self._started is not None and now - self._started < self.every:
+            return
+        since = datetime.fromtimestamp(self._since, timezone.utc) - SPEED_COMPACT_OVERLAP
+        self._started = self._since = now
+        self._running = self._pool.submit(self._compact, spark, since)
+
+    def wait(self) -> None:
+        """Until the running compaction, if any, is done."""
+        if self._running is not None:
+            self._running.result()
+
+    def _compact(self, spark: SparkSession, since: datetime) -> None:
+        started = time.monotonic()
+        try:
+            deleted = compact_speed(spark, self.path, since)
+        except Exception as error:  # the stream goes on; the next compaction tries again
+            log.warning("speed compaction failed (the next one tries again): %s", error)
+            return
+        log.info(
+            "speed compaction: %d superseded window versions deleted in %.2fs",
+            deleted,
+            time.monotonic() - started,
+        )
+
+
 class SpeedAppender:
     """``foreachBatch`` function of the speed layer: append the changed windows to SPEED.
 
@@ -81,9 +148,12 @@ class SpeedAppender:
     versions").
     """
 
-    def __init__(self, speed_path: str, writer: str = "speed") -> None:
+    def __init__(
+        self, speed_path: str, writer: str = "speed", compactor: Optional[SpeedCompactor] = None
+    ) -> None:
         self.speed_path = speed_path
         self.writer = writer
+        self.compactor = compactor
 
     def __call__(self, minutes: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
@@ -101,3 +171,5 @@ class SpeedAppender:
             batch_id,
             time.monotonic() - started,
         )
+        if self.compactor is not None:
+            self.compactor.poke(minutes.sparkSession)
