@@ -49,7 +49,7 @@ from weir.quality.gate import GateDecision, gate_decision
 from weir.schemas import MINUTE_PARTITION_COLUMNS, MINUTE_SCHEMA
 from weir.serving.changes import apply_changes, serving_changes
 from weir.serving.rule import PARTITION_COLUMN, MergeScope, merge_scope, serving_rule
-from weir.speed_table import read_speed
+from weir.speed_table import newest_versions
 
 log = logging.getLogger("weir.serving")
 
@@ -80,9 +80,7 @@ def read_minutes(spark: SparkSession, path: str, version: Optional[int]) -> Data
 def read_speed_at(spark: SparkSession, path: str, version: Optional[int]) -> DataFrame:
     """The speed view at ``version``, one row per window (SPEED stores versions of each
     window: :mod:`weir.speed_table`); empty when there is none."""
-    if version is None:
-        return spark.createDataFrame([], MINUTE_SCHEMA)
-    return read_speed(spark, path, version)
+    return newest_versions(read_minutes(spark, path, version))
 
 
 @dataclass(frozen=True)
