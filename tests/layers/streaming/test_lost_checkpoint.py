@@ -32,7 +32,6 @@ from .builders import (
     land,
     raw_lines,
     speed_view,
-    table,
 )
 
 
@@ -66,7 +65,7 @@ def test_a_deleted_speed_checkpoint_rebuilds_speed_from_raw_without_loss_or_doub
     run_stream(spark, clean, "files", available_now=True)
     assert_df_equality(
         speed_view(spark, lake).select(*VIEW_COLUMNS),
-        table(spark, LakeLayout.from_config(clean).speed).select(*VIEW_COLUMNS),
+        speed_view(spark, LakeLayout.from_config(clean)).select(*VIEW_COLUMNS),
         ignore_row_order=True,
         ignore_nullable=True,
     )
