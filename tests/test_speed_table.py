@@ -22,7 +22,7 @@ from weir.schemas import (
     MINUTE_SCHEMA,
     SPEED_TABLE_PROPERTIES,
 )
-from weir.speed_table import compact_speed, newest_versions, read_speed, superseded_windows
+from weir.speed_table import compact_speed, newest_versions, read_speed
 
 UTC = timezone.utc
 TEN = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -82,29 +82,15 @@ def test_two_versions_of_one_batch_collapse_to_the_same_one_for_every_reader(
         )
 
 
-def test_the_superseded_windows_are_those_with_several_versions(spark: SparkSession) -> None:
-    versions = [
-        version("veh-1", 0, 2, batch=1),
-        version("veh-1", 0, 5, batch=3),
-        version("veh-2", 0, 7, batch=1),
-    ]
-
-    found = superseded_windows(rows(spark, versions)).collect()
-
-    assert [(r.device_id, r.newest.astimezone(UTC)) for r in found] == [("veh-1", versions[1][-1])]
-
-
 def test_appended_versions_read_as_one_row_per_window_at_every_table_version(
     spark: SparkSession, lake: LakeLayout
 ) -> None:
-    speed_table(spark, lake)
     first = [version("veh-1", 0, 2, batch=1), version("veh-2", 0, 1, batch=1)]
     second = [version("veh-1", 0, 6, batch=2)]
     append_versions(rows(spark, first), lake.speed, "speed-test", 1)
     pinned = table_version(spark, lake.speed)
     append_versions(rows(spark, second), lake.speed, "speed-test", 2)
 
-    assert stored(spark, lake).count() == 3
     assert_df_equality(
         read_speed(spark, lake.speed),
         rows(spark, [second[0], first[1]]),
