@@ -3,20 +3,41 @@ no longer holds, signals to the process, `weir maintain` beside a running stream
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
+from weir import crashpoints
 from weir.cli import main
 from weir.config import WeirConfig
+from weir.crashpoints import HOLD_ENV
 from weir.infra.kafka import admin_client, create_topic
 from weir.infra.process import wait_until
 from weir.lake import LakeLayout, local_path
+from weir.layers.streaming import run_stream
 from weir.layers.streaming.run import describe_kafka_loss
 
-from .builders import kafka_topic, lake_config, produce, table, versions, write_conf
+from .builders import (
+    StreamProcess,
+    assert_raw_is_valid_plus_quarantine,
+    assert_speed_equals_batch,
+    batch_in_flight,
+    committed_batches,
+    kafka_topic,
+    lake_config,
+    produce,
+    raw_count,
+    table,
+    versions,
+    write_conf,
+)
 
 
 def raw_offsets(spark: SparkSession, lake: LakeLayout) -> list[int]:
@@ -102,6 +123,121 @@ def _created(bootstrap_servers: str, topic: str) -> bool:
     except KafkaException:  # still being deleted
         return False
     return True
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_kafka_stream_finishes_its_batch_a_second_stops_it_and_nothing_is_lost(
+    spark: SparkSession, local_infra: WeirConfig, tmp_path: Path
+) -> None:
+    config = kafka_topic(lake_config(local_infra, tmp_path / "lake", trigger_interval_seconds=1))
+    kafka = config.sources.kafka.model_copy(update={"max_offsets_per_trigger": 10})
+    config = config.model_copy(
+        update={"sources": config.sources.model_copy(update={"kafka": kafka})}
+    )
+    lake = LakeLayout.from_config(config)
+    produce(config, 0, 40)
+
+    # 1. Held right after batch 0's RAW commit (QUARANTINE not yet): the first SIGTERM cannot
+    # let the batch finish, the second interrupts the process there, the worst moment.
+    stream = StreamProcess(config, tmp_path, "kafka", env={HOLD_ENV: crashpoints.RAW_COMMITTED})
+    try:
+        stream.wait_for(lambda: raw_count(spark, lake) > 0, "batch 0 commits RAW")
+        stream.process.send_signal(signal.SIGTERM)
+        # Two signals sent at once can reach the handler as one: wait until the first was seen.
+        stream.wait_for(lambda: "SIGTERM: stopping after" in stream.output, "the first SIGTERM")
+        stream.process.send_signal(signal.SIGTERM)
+        code = stream.process.wait(timeout=120)
+    finally:
+        stream.kill()
+        _kill_group(stream)  # the JVM, if it outlived its driver
+    assert code == 130, stream.output[-4000:]  # interrupted, not reported as success
+    assert committed_batches(lake, "raw-kafka") == set()
+
+    # 2. Unheld: the first SIGTERM lands inside a running micro-batch, which finishes.
+    stream = StreamProcess(config, tmp_path, "kafka")
+    try:
+        # Batch 0, planned by the interrupted process, is replayed first: wait for the next.
+        running = stream.wait_for(
+            lambda: (
+                (batch_in_flight(lake, "raw-kafka") or 0) >= 1
+                and batch_in_flight(lake, "raw-kafka")
+            ),
+            "raw-kafka runs batch 1 or later",
+            interval=0.02,
+        )
+        stream.process.send_signal(signal.SIGTERM)
+        code = stream.process.wait(timeout=300)
+    finally:
+        stream.kill()
+        _kill_group(stream)
+    assert code == 0, stream.output[-4000:]
+    assert "stopped by signal" in stream.output
+    assert running in committed_batches(lake, "raw-kafka")  # finished, not interrupted
+
+    # A restart reads to the end (in one batch: the limit was only there to make several):
+    # every produced record once.
+    unlimited = config.sources.kafka.model_copy(update={"max_offsets_per_trigger": None})
+    sources = config.sources.model_copy(update={"kafka": unlimited})
+    run_stream(spark, config.model_copy(update={"sources": sources}), "kafka", available_now=True)
+    coordinates = [
+        (r.source_partition, r.source_offset)
+        for r in table(spark, lake.raw).select("source_partition", "source_offset").collect()
+    ]
+    assert len(coordinates) == len(set(coordinates)) == 40
+    assert_raw_is_valid_plus_quarantine(spark, lake)
+
+
+@pytest.mark.slow
+def test_weir_maintain_beside_a_running_stream_compacts_and_the_stream_loses_nothing(
+    spark: SparkSession, local_infra: WeirConfig, tmp_path: Path
+) -> None:
+    from delta.tables import DeltaTable
+
+    config = kafka_topic(lake_config(local_infra, tmp_path / "lake", trigger_interval_seconds=1))
+    kafka = config.sources.kafka.model_copy(update={"max_offsets_per_trigger": 10})
+    config = config.model_copy(
+        update={"sources": config.sources.model_copy(update={"kafka": kafka})}
+    )
+    lake = LakeLayout.from_config(config)
+    produce(config, 0, 30)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            run_stream(spark, config, "kafka", stop=stop)
+        except BaseException as error:  # reported by the assertions below
+            failures.append(error)
+
+    runner = threading.Thread(target=stream, daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: raw_count(spark, lake) == 30 or failures, timeout=300, what="30 records")
+        produce(config, 30, 30)  # the stream has work while maintain runs
+        # The real command, in this process: the same Delta commits a separate one would make.
+        assert main(["maintain", "--conf", str(write_conf(config, tmp_path / "m.yaml"))]) == 0
+        assert runner.is_alive() and failures == []  # the stream kept running
+        produce(config, 60, 10)
+        wait_until(lambda: raw_count(spark, lake) == 70 or failures, timeout=300, what="70 records")
+    finally:
+        stop.set()
+        runner.join(timeout=300)
+    assert failures == []
+
+    for path in (lake.raw, lake.speed):
+        operations = {r.operation for r in DeltaTable.forPath(spark, path).history().collect()}
+        assert "OPTIMIZE" in operations, (path, operations)  # maintain compacted beside it
+    coordinates = Counter(
+        (r.source_partition, r.source_offset)
+        for r in table(spark, lake.raw).select("source_partition", "source_offset").collect()
+    )
+    assert len(coordinates) == 70 and set(coordinates.values()) == {1}
+    assert_speed_equals_batch(spark, lake)
+
+
+def _kill_group(stream: StreamProcess) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(stream.process.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(

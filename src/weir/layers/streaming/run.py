@@ -23,6 +23,7 @@ from typing import Callable, Optional
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from weir import crashpoints
 from weir.config import ConfigError, WeirConfig
 from weir.control.fences import hold_fence
 from weir.errors import WeirError
@@ -73,7 +74,16 @@ def run_stream(
     # One `weir stream` per source and checkpoint: a second is refused (FenceHeldError, nothing
     # written); one whose fence was taken over (it looked dead) stops as on a signal, then fails.
     with hold_fence(config, lake.writer_fences, stream_fence(source), on_lost=stop.set) as fence:
-        result = _run_fenced(spark, config, source, available_now, reset_checkpoint, stop)
+        try:
+            result = _run_fenced(spark, config, source, available_now, reset_checkpoint, stop)
+        except KeyboardInterrupt:
+            # A second signal stops now, inside the running micro-batch (replayed at the next
+            # start, its committed writes skipped): no query may write once the fence is
+            # released, and py4j's callback threads would keep this process alive while the
+            # JVM runs (the JVM ends only when this process does).
+            _end_driver_jvm(spark)
+            crashpoints.release_holds()
+            raise
         fence.raise_if_lost()
     result.seconds = time.monotonic() - started
     return result
@@ -112,6 +122,7 @@ def _run_fenced(
 
     # Both queries read the source: draining or not, they run side by side.
     stages: list[list[Callable[[], StreamingQuery]]] = [[start_raw, start_speed]]
+    interrupted = False
     try:
         log.info(
             "streaming %s: %s (writer epoch %d) and %s%s",
@@ -135,15 +146,30 @@ def _run_fenced(
             if stop.is_set():
                 result.stopped_by_signal = True
                 break
+    except KeyboardInterrupt:
+        interrupted = True  # a second signal: no waiting for a micro-batch (run_stream)
+        raise
     finally:
-        stop_gracefully([query for query in queries if query.isActive])
-        recorder.wait_for_termination([query.id for query in queries], timeout=10.0)
-        result.progress_rows += recorder.flush(spark, lake.stream_progress)
-        spark.streams.removeListener(recorder)
-        for query in queries:
-            progress = query.lastProgress
-            result.last_batch[query.name] = None if progress is None else progress["batchId"]
+        if not interrupted:
+            _stop_and_record(spark, lake, queries, recorder, result)
     return result
+
+
+def _stop_and_record(
+    spark: SparkSession,
+    lake: LakeLayout,
+    queries: list[StreamingQuery],
+    recorder: ProgressRecorder,
+    result: StreamResult,
+) -> None:
+    """Stop the queries after their running micro-batches and record their last progress."""
+    stop_gracefully([query for query in queries if query.isActive])
+    recorder.wait_for_termination([query.id for query in queries], timeout=10.0)
+    result.progress_rows += recorder.flush(spark, lake.stream_progress)
+    spark.streams.removeListener(recorder)
+    for query in queries:
+        progress = query.lastProgress
+        result.last_batch[query.name] = None if progress is None else progress["batchId"]
 
 
 def _follow(
@@ -240,3 +266,14 @@ def _earliest_offset(config: WeirConfig, topic_partition: str) -> Optional[int]:
         return None
     finally:
         consumer.close()
+
+
+def _end_driver_jvm(spark: SparkSession) -> None:
+    """Kill the JVM this process started for ``spark`` (SIGKILL: its queries stop where they
+    are, as in a crash). Under spark-submit the JVM is the parent, and ends with this process."""
+    gateway = spark.sparkContext._gateway
+    process = getattr(gateway, "proc", None) if gateway is not None else None
+    if process is not None and process.poll() is None:
+        log.warning("interrupted: ending the driver JVM (pid %d) now", process.pid)
+        process.kill()
+        process.wait(timeout=30)
