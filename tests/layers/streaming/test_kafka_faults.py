@@ -212,13 +212,17 @@ def test_weir_maintain_beside_a_running_stream_compacts_and_the_stream_loses_not
     runner = threading.Thread(target=stream, daemon=True)
     runner.start()
     try:
-        wait_until(lambda: raw_count(spark, lake) == 30 or failures, timeout=300, what="30 records")
+        wait_until(
+            lambda: raw_count(spark, lake) == 30 or bool(failures), timeout=300, what="30 records"
+        )
         produce(config, 30, 30)  # the stream has work while maintain runs
         # The real command, in this process: the same Delta commits a separate one would make.
         assert main(["maintain", "--conf", str(write_conf(config, tmp_path / "m.yaml"))]) == 0
         assert runner.is_alive() and failures == []  # the stream kept running
         produce(config, 60, 10)
-        wait_until(lambda: raw_count(spark, lake) == 70 or failures, timeout=300, what="70 records")
+        wait_until(
+            lambda: raw_count(spark, lake) == 70 or bool(failures), timeout=300, what="70 records"
+        )
     finally:
         stop.set()
         runner.join(timeout=300)
