@@ -5,7 +5,8 @@ to hit by timing. Each name below marks one of them in the code. The environment
 
 * ``WEIR_CRASH_AT=<name>``: the process kills itself with SIGKILL (no clean-up, no finally
   blocks, the JVM with it) the first time it reaches that point;
-* ``WEIR_HOLD_AT=<name>``: the thread that reaches that point waits there for good, so a test
+* ``WEIR_HOLD_AT=<name>``: the thread that reaches that point waits there for good (until an
+  interrupt calls :func:`release_holds`), so a test
   can be sure some other write has not happened yet when the crash comes.
 
 Unset (always, outside tests), a point costs one dictionary lookup.
@@ -42,13 +43,21 @@ POINTS = (
     MERGE_BEFORE_RECORD,
 )
 
-_never = threading.Event()
+_released = threading.Event()
+
+
+def release_holds() -> None:
+    """Let every held thread go, ending it (SystemExit): an interrupted process exits even
+    when a thread that is not a daemon (py4j's callback threads run foreachBatch) is held."""
+    _released.set()
 
 
 def crash_point(name: str) -> None:
     """Crash or hold here if the environment asks for ``name``; otherwise do nothing."""
     if os.environ.get(HOLD_ENV) == name:
-        _never.wait()
+        _released.wait()
+        # Let go by an interrupted process: end this thread without doing what follows.
+        raise SystemExit(f"held at {name} until the process was interrupted")
     if os.environ.get(CRASH_ENV) == name:
         # A job a test started in a session of its own leads its process group: the kill
         # takes the JVM the driver started with it, as a machine failure would.

@@ -17,11 +17,14 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
 from weir import crashpoints
+from weir.cli import main
 from weir.config import WeirConfig
 from weir.control import MODE_FULL, RUN_SUCCEEDED, batch_runs, merge_runs
+from weir.control.fences import LocalFenceStore, acquire
 from weir.crashpoints import CRASH_ENV
 from weir.delta import table_version
 from weir.lake import LakeLayout
+from weir.layers.batch.run import BATCH_FENCE
 from weir.serving.merge import run_merge
 
 from .builders import (
@@ -119,3 +122,34 @@ def test_a_rebuild_killed_before_its_record_restarts_to_a_clean_runs_state(
         ignore_row_order=True,
     )
     assert [run.status for run in merge_runs(spark, lake)] == [RUN_SUCCEEDED] * 3
+
+
+def test_a_second_rebuild_while_one_runs_is_refused_naming_the_first(
+    spark: SparkSession,
+    weir_config: WeirConfig,
+    lake: LakeLayout,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The running rebuild: the batch fence, held by a live process on another host.
+    config = config_for(weir_config, lake)
+    append_raw(spark, lake, FIRST)
+    running = acquire(LocalFenceStore(lake.writer_fences), BATCH_FENCE, 90, host="another-host")
+
+    capsys.readouterr()
+    code = main(
+        [
+            "batch",
+            "rebuild",
+            "--conf",
+            write_conf(config, tmp_path),
+            "--cutoff",
+            "2026-03-01T12:00:00Z",
+        ]
+    )
+
+    assert code == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"batch is held by {running.holder}" in error, error
+    assert table_version(spark, lake.batch) is None  # nothing read, nothing written
+    assert batch_runs(spark, lake) == []

@@ -42,6 +42,7 @@ from weir.control import (
     batch_runs,
     record_batch_run,
 )
+from weir.control.fences import hold_fence
 from weir.control.runs import append_failed_run, iso, new_run_id, utc_now
 from weir.crashpoints import crash_point
 from weir.delta import read_snapshot
@@ -90,6 +91,24 @@ def rebuild_batch(
     does not exist; raises :class:`WeirError` after recording a failed run.
     """
     lake = LakeLayout.from_config(config)
+    # One batch run at a time (FenceHeldError, nothing read or written): two at once would
+    # both plan from the same previous run and their replaceWhere commits, on different dates
+    # or in either order, could leave a view that neither run's record describes.
+    with hold_fence(config, lake.writer_fences, BATCH_FENCE) as fence:
+        return _rebuild_fenced(spark, config, lake, request, clock, fence.raise_if_lost)
+
+
+BATCH_FENCE = "batch"  # the writer fence of `weir batch rebuild` (weir.control.fences)
+
+
+def _rebuild_fenced(
+    spark: SparkSession,
+    config: WeirConfig,
+    lake: LakeLayout,
+    request: RebuildRequest,
+    clock: Callable[[], datetime],
+    raise_if_lost: Callable[[], None],
+) -> BatchRun:
     succeeded = [run for run in batch_runs(spark, lake) if run.status == RUN_SUCCEEDED]
     check_cutoff_moves_forward(request, latest_finished(succeeded))
     if request.input is not None and not input_exists(spark, request.input):
@@ -114,6 +133,7 @@ def rebuild_batch(
         done = _execute(spark, lake, request, baseline, progress)
         done = dataclasses.replace(done, status=RUN_SUCCEEDED, finished_at=clock())
         crash_point(crashpoints.BATCH_BEFORE_RECORD)
+        raise_if_lost()  # taken over (this run looked dead): the other run records
         record_batch_run(spark, lake, done)
     except Exception as error:
         append_failed_run(spark, lake.batch_runs, progress.run, error, clock())
