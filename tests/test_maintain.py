@@ -89,6 +89,7 @@ def test_compaction_reduces_the_file_count_and_keeps_every_row(
     speed = by_path[lake.speed]
     assert (speed.status, speed.files_before, speed.files_after) == (STATUS_MAINTAINED, 3, 1)
     assert speed.files_compacted == 3
+    assert speed.versions_deleted == 0  # one version of each window: none superseded
     assert_df_equality(
         spark.read.format("delta").load(lake.speed),
         speed_in_small_files,

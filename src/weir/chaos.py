@@ -406,6 +406,7 @@ def reconcile(
     from weir.schemas import MINUTE_SCHEMA
     from weir.serving.rule import serving_rule
     from weir.simulate.ledger import read_ledger
+    from weir.speed_table import read_speed
 
     lake = LakeLayout.from_config(config)
     problems: list[str] = []
@@ -478,7 +479,7 @@ def reconcile(
     horizon = None if run is None else run.horizon
     wanted = serving_rule(
         spark.read.format("delta").load(clean_lake.batch).select(*MINUTE_SCHEMA.fieldNames()),
-        spark.read.format("delta").load(lake.speed).select(*MINUTE_SCHEMA.fieldNames()),
+        read_speed(spark, lake.speed),
         horizon,
     ).select(*columns)
     unified = spark.read.format("delta").load(lake.serving).select(*columns)

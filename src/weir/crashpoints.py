@@ -24,8 +24,8 @@ HOLD_ENV = "WEIR_HOLD_AT"
 RAW_COMMITTED = "raw-committed"
 # The Kinesis archiver committed a round to RAW, not yet to QUARANTINE.
 KINESIS_RAW_COMMITTED = "kinesis-raw-committed"
-# The speed layer is about to MERGE a micro-batch's windows into SPEED.
-SPEED_BEFORE_MERGE = "speed-before-merge"
+# The speed layer is about to append a micro-batch's window versions to SPEED.
+SPEED_BEFORE_WRITE = "speed-before-write"
 # A complete batch run committed its event index; its view commit has not happened.
 BATCH_INDEX_COMMITTED = "batch-index-committed"
 # A batch run is done (view committed, if it changed) and about to record itself.
@@ -36,7 +36,7 @@ MERGE_BEFORE_RECORD = "merge-before-record"
 POINTS = (
     RAW_COMMITTED,
     KINESIS_RAW_COMMITTED,
-    SPEED_BEFORE_MERGE,
+    SPEED_BEFORE_WRITE,
     BATCH_INDEX_COMMITTED,
     BATCH_BEFORE_RECORD,
     MERGE_BEFORE_RECORD,

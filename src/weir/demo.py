@@ -351,6 +351,8 @@ def _summarize(
     report: DemoReport,
     ledger_dir: Path,
 ) -> None:
+    from weir.speed_table import read_speed
+
     def table(path: str):
         return spark.read.format("delta").load(path)
 
@@ -360,7 +362,7 @@ def _summarize(
     report.zones = {
         "raw": raw.count(),
         "quarantine": quarantine.count(),
-        "speed": table(lake.speed).count(),
+        "speed": read_speed(spark, lake.speed).count(),
         "batch": table(lake.batch).count(),
         "telemetry_minute": unified.count(),
     }

@@ -1,6 +1,8 @@
 """`weir maintain`: compact and clean every Weir Delta table (docs/serving.md, "Maintenance").
 
-For each table that exists: OPTIMIZE (bin-packing small files into large ones; the three
+For each table that exists: SPEED's superseded window versions deleted first
+(:func:`weir.speed_table.compact_speed`: the speed layer appends a version of each window it
+changes, every micro-batch), then OPTIMIZE (bin-packing small files into large ones; the three
 per-minute views are Z-ordered by ``device_id``, the column readers filter on), then VACUUM
 (deleting files no version younger than the retention still needs). Missing tables are
 skipped. Both are safe beside running writers: OPTIMIZE commits with ``dataChange=false`` (the
@@ -28,6 +30,7 @@ from weir.config import ConfigError, WeirConfig
 from weir.delta import retry_conflicts, table_version
 from weir.errors import WeirError
 from weir.lake import LakeLayout
+from weir.speed_table import compact_speed
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +44,14 @@ STATUS_MISSING = "missing"
 
 @dataclass(frozen=True)
 class WeirTable:
-    """A Delta table `weir maintain` looks after; ``zorder_by`` empty: compaction only."""
+    """A Delta table `weir maintain` looks after; ``zorder_by`` empty: compaction only;
+    ``window_versions``: the table stores versions of each window (SPEED), the superseded
+    ones are deleted first."""
 
     name: str
     path: str
     zorder_by: tuple[str, ...] = ()
+    window_versions: bool = False
 
 
 def weir_tables(lake: LakeLayout) -> list[WeirTable]:
@@ -53,7 +59,7 @@ def weir_tables(lake: LakeLayout) -> list[WeirTable]:
     return [
         WeirTable("raw/telemetry", lake.raw),
         WeirTable("quarantine/telemetry", lake.quarantine),
-        WeirTable("speed/telemetry_minute", lake.speed, ZORDER_COLUMNS),
+        WeirTable("speed/telemetry_minute", lake.speed, ZORDER_COLUMNS, window_versions=True),
         WeirTable("batch/telemetry_minute", lake.batch, ZORDER_COLUMNS),
         WeirTable("batch/events", lake.batch_events),
         WeirTable("serving/telemetry_minute", lake.serving, ZORDER_COLUMNS),
@@ -90,6 +96,7 @@ class TableMaintenance:
     files_before: Optional[int] = None
     files_after: Optional[int] = None
     files_compacted: Optional[int] = None
+    versions_deleted: Optional[int] = None
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -97,10 +104,15 @@ class TableMaintenance:
         if self.status == STATUS_MISSING:
             return f"{self.table.name}: skipped (no Delta table at {self.table.path})"
         how = "z-ordered by " + ", ".join(self.table.zorder_by) if self.table.zorder_by else ""
+        versions = (
+            ""
+            if self.versions_deleted is None
+            else f"; {self.versions_deleted} superseded window versions deleted"
+        )
         return (
             f"{self.table.name}: {self.files_before} -> {self.files_after} files "
             f"({self.files_compacted} compacted{', ' + how if how else ''}), vacuumed "
-            f"in {self.seconds:.1f}s"
+            f"in {self.seconds:.1f}s{versions}"
         )
 
 
@@ -134,12 +146,23 @@ def maintain_table(
     retention_hours: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> TableMaintenance:
-    """OPTIMIZE then VACUUM one table; a missing table is skipped."""
+    """(SPEED: delete superseded window versions, then) OPTIMIZE then VACUUM one table; a
+    missing table is skipped."""
     started = time.monotonic()
     if table_version(spark, weir_table.path) is None:
         return TableMaintenance(weir_table, STATUS_MISSING)
     table = DeltaTable.forPath(spark, weir_table.path)
     files_before = _file_count(table)
+    versions_deleted = None
+    if weir_table.window_versions:
+        # Before OPTIMIZE, so the files it writes no longer hold the deleted rows.
+        versions_deleted, _ = retry_conflicts(
+            lambda: compact_speed(spark, weir_table.path),
+            attempts=OPTIMIZE_ATTEMPTS,
+            what=f"deleting superseded window versions of {weir_table.name}",
+            hint="a writer keeps committing to the same files; run `weir maintain` again later",
+            sleep=sleep,
+        )
     compacted, _ = retry_conflicts(
         lambda: optimize(table, weir_table.zorder_by),
         attempts=OPTIMIZE_ATTEMPTS,
@@ -154,6 +177,7 @@ def maintain_table(
         files_before=files_before,
         files_after=_file_count(table),
         files_compacted=compacted,
+        versions_deleted=versions_deleted,
         seconds=time.monotonic() - started,
     )
 

@@ -146,9 +146,11 @@ MINUTE_SCHEMA = StructType(
     ]
 )
 MINUTE_KEY = ("device_id", "window_start")
-# SPEED is MERGEd every micro-batch. With deletion vectors a MERGE marks the rows it replaces
-# instead of rewriting every file that holds one: its cost follows the batch's windows, not
-# the size of the day's partition (docs/streaming.md, "The SPEED write").
+# SPEED stores versions of each window, appended every micro-batch; the version is the
+# micro-batch's timestamp in computed_at, and readers keep the newest (weir.speed_table).
+SPEED_VERSION_COLUMN = "computed_at"
+# With deletion vectors, the compaction that deletes superseded versions (and a MERGE, in
+# tables written before the versions) marks rows instead of rewriting the files holding them.
 SPEED_TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
 MINUTE_PARTITION_COLUMNS = ("event_date",)
 LAYER_BATCH = "batch"

@@ -43,6 +43,7 @@ from weir.serving.merge import changed_dates, run_merge
 from weir.serving.rule import SCOPE_FULL, SCOPE_INCREMENTAL, SCOPE_NONE
 
 from .builders import (
+    COMPUTED,
     D1,
     D2,
     D3,
@@ -274,6 +275,20 @@ def test_merge_before_any_batch_run_serves_speed_only_and_creates_the_table(
     run = run_merge(spark, config)
     assert run.horizon is None and run.batch_version is None
     assert_unified(spark, lake, SPEED_ROWS)
+
+
+def test_merge_publishes_the_newest_version_of_each_speed_window(
+    spark: SparkSession, config: WeirConfig, lake: LakeLayout
+) -> None:
+    # The speed layer appends a version of each window it changes (docs/streaming.md).
+    write_view(spark, lake.speed, SPEED_ROWS)
+    later = COMPUTED + timedelta(seconds=5)
+    newer = [minute("veh-1", "10:01", 9, LAYER_SPEED, computed_at=later)]
+    frame(spark, newer).write.format("delta").mode("append").save(lake.speed)
+
+    run_merge(spark, config)
+
+    assert_unified(spark, lake, [r for r in SPEED_ROWS if r[:2] != newer[0][:2]] + newer)
 
 
 def test_merge_with_no_input_tables_publishes_an_empty_table(

@@ -71,7 +71,8 @@ def minute_rows(
         F.lit(127.0).alias("lon_last"),
         F.lit("driving").alias("status_last"),
         F.lit(layer).alias("layer"),
-        F.lit(NOW).cast("timestamp").alias("computed_at"),
+        # Later versions are computed later: SPEED's readers keep a window's newest.
+        F.timestamp_seconds(F.lit(int(NOW.timestamp()) + version)).alias("computed_at"),
     )
     return frame.select(*[F.col(f.name).cast(f.dataType) for f in MINUTE_SCHEMA.fields])
 
@@ -103,8 +104,9 @@ def publish_history(spark: SparkSession, lake: LakeLayout, days: int) -> datetim
 
 
 def advance(spark: SparkSession, lake: LakeLayout, horizon: datetime, step: int) -> datetime:
-    """One batch run moving H by STEP (its day's partition replaced) and a SPEED upsert."""
-    from weir.layers.streaming.speed import upsert_minutes
+    """One batch run moving H by STEP (its day's partition replaced) and new SPEED versions
+    of the newest windows, appended as the speed layer does."""
+    from weir.layers.streaming.speed import append_versions
 
     moved = horizon + STEP
     day = moved - timedelta(minutes=1)
@@ -114,10 +116,11 @@ def advance(spark: SparkSession, lake: LakeLayout, horizon: datetime, step: int)
     ).option("replaceWhere", f"event_date = '{day_start.date().isoformat()}'").save(lake.batch)
     record_batch_run(spark, lake, _batch_run(moved, table_version(spark, lake.batch)))
     newest = NOW + STEP * step
-    upsert_minutes(
-        spark,
-        lake.speed,
+    append_versions(
         minute_rows(spark, newest - timedelta(minutes=5), newest + STEP, LAYER_SPEED, step),
+        lake.speed,
+        "bench-speed",
+        step,
     )
     return moved
 

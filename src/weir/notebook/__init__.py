@@ -426,7 +426,14 @@ class Lake:
         if table.catalogued:
             return f"{self.database}.{name}"
         # A view of the location, redefined at each call: Delta reads its latest snapshot.
-        self.spark.read.format("delta").load(table.location).createOrReplaceTempView(name)
+        # SPEED stores versions of each window: its view is the newest of each.
+        if table.location == self.layout.speed:
+            from weir.speed_table import read_speed
+
+            frame = read_speed(self.spark, table.location)
+        else:
+            frame = self.spark.read.format("delta").load(table.location)
+        frame.createOrReplaceTempView(name)
         return name
 
     def query(self, sql: str) -> pd.DataFrame:

@@ -49,6 +49,7 @@ from weir.quality.gate import GateDecision, gate_decision
 from weir.schemas import MINUTE_PARTITION_COLUMNS, MINUTE_SCHEMA
 from weir.serving.changes import apply_changes, serving_changes
 from weir.serving.rule import PARTITION_COLUMN, MergeScope, merge_scope, serving_rule
+from weir.speed_table import newest_versions
 
 log = logging.getLogger("weir.serving")
 
@@ -74,6 +75,12 @@ def read_minutes(spark: SparkSession, path: str, version: Optional[int]) -> Data
     if version is None:
         return spark.createDataFrame([], MINUTE_SCHEMA)
     return read_snapshot(spark, path, version).select(*MINUTE_SCHEMA.fieldNames())
+
+
+def read_speed_at(spark: SparkSession, path: str, version: Optional[int]) -> DataFrame:
+    """The speed view at ``version``, one row per window (SPEED stores versions of each
+    window: :mod:`weir.speed_table`); empty when there is none."""
+    return newest_versions(read_minutes(spark, path, version))
 
 
 @dataclass(frozen=True)
@@ -233,7 +240,7 @@ def _diff_and_commit(
     """The wanted rows in ``scope`` against the table's, and the difference in one MERGE."""
     wanted = serving_rule(
         read_minutes(spark, lake.batch, inputs.batch_version),
-        read_minutes(spark, lake.speed, inputs.speed_version),
+        read_speed_at(spark, lake.speed, inputs.speed_version),
         inputs.horizon,
     )
     current = read_minutes(spark, lake.serving, inputs.serving_version)

@@ -51,6 +51,7 @@ from weir.sources.kinesis import (
     readable_shards,
     shards_from_listing,
 )
+from weir.speed_table import read_speed
 
 UTC = timezone.utc
 VIEW_COLUMNS = [f.name for f in MINUTE_SCHEMA.fields if f.name != "computed_at"]
@@ -504,7 +505,7 @@ def assert_speed_equals_batch(spark: SparkSession, lake: LakeLayout) -> None:
         .transform(dedup_first_received)
     )
     expected = aggregate_minutes(events, LAYER_SPEED, datetime(2000, 1, 1, tzinfo=UTC))
-    actual = table(spark, lake.speed)
+    actual = read_speed(spark, lake.speed)
     assert_df_equality(
         actual.select(*VIEW_COLUMNS),
         expected.select(*VIEW_COLUMNS),

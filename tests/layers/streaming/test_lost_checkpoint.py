@@ -31,7 +31,7 @@ from .builders import (
     lake_config,
     land,
     raw_lines,
-    table,
+    speed_view,
 )
 
 
@@ -51,7 +51,7 @@ def test_a_deleted_speed_checkpoint_rebuilds_speed_from_raw_without_loss_or_doub
     lake = LakeLayout.from_config(config)
     land(config, "a.jsonl", files["a.jsonl"], now - timedelta(seconds=60))
     run_stream(spark, config, "files", available_now=True)
-    assert table(spark, lake.speed).count() > 0
+    assert speed_view(spark, lake).count() > 0
 
     shutil.rmtree(local_path(lake.checkpoint(speed_query_name("files"))))
     land(config, "b.jsonl", files["b.jsonl"], now - timedelta(seconds=30))
@@ -64,8 +64,8 @@ def test_a_deleted_speed_checkpoint_rebuilds_speed_from_raw_without_loss_or_doub
         land(clean, name, files[name], now - timedelta(seconds=age))
     run_stream(spark, clean, "files", available_now=True)
     assert_df_equality(
-        table(spark, lake.speed).select(*VIEW_COLUMNS),
-        table(spark, LakeLayout.from_config(clean).speed).select(*VIEW_COLUMNS),
+        speed_view(spark, lake).select(*VIEW_COLUMNS),
+        speed_view(spark, LakeLayout.from_config(clean)).select(*VIEW_COLUMNS),
         ignore_row_order=True,
         ignore_nullable=True,
     )

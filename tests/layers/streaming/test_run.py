@@ -50,6 +50,7 @@ from .builders import (
     land,
     raw_count,
     raw_lines,
+    speed_view,
     split_conflicting_duplicate,
     table,
     versions,
@@ -145,11 +146,11 @@ def test_killed_between_the_raw_commit_and_the_speed_write_restarts_to_a_clean_r
         config,
         tmp_path,
         "files",
-        env={CRASH_ENV: crashpoints.RAW_COMMITTED, HOLD_ENV: crashpoints.SPEED_BEFORE_MERGE},
+        env={CRASH_ENV: crashpoints.RAW_COMMITTED, HOLD_ENV: crashpoints.SPEED_BEFORE_WRITE},
     )
     assert stream.process.wait(timeout=300) == -signal.SIGKILL, stream.output[-3000:]
     assert raw_count(spark, lake) == len(files["a.jsonl"])  # the first file, committed
-    assert table(spark, lake.speed).count() == 0  # the speed layer never wrote
+    assert speed_view(spark, lake).count() == 0  # the speed layer never wrote
 
     run_stream(spark, config, "files", available_now=True)
 
@@ -162,8 +163,8 @@ def test_killed_between_the_raw_commit_and_the_speed_write_restarts_to_a_clean_r
     run_stream(spark, clean, "files", available_now=True)
     clean_lake = LakeLayout.from_config(clean)
     assert_df_equality(
-        table(spark, lake.speed).select(*VIEW_COLUMNS),
-        table(spark, clean_lake.speed).select(*VIEW_COLUMNS),
+        speed_view(spark, lake).select(*VIEW_COLUMNS),
+        speed_view(spark, clean_lake).select(*VIEW_COLUMNS),
         ignore_row_order=True,
         ignore_nullable=True,
     )

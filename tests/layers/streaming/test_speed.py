@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import oracle
 import pytest
-from delta.exceptions import ConcurrentAppendException
+from delta.exceptions import MetadataChangedException
 from pyspark.sql import SparkSession
 
 from weir import delta
@@ -33,7 +33,7 @@ from weir.schemas import MINUTE_PARTITION_COLUMNS, MINUTE_SCHEMA
 from weir.simulate.faults import FaultMix
 from weir.simulate.run import SimulateOptions, run_simulation
 
-from .builders import lake_config, table
+from .builders import lake_config, speed_view, table
 
 UTC = timezone.utc
 VALUES = (
@@ -165,7 +165,7 @@ def test_speed_is_the_batch_view_for_closed_windows_on_a_fault_mix_run(
 
     speed = {
         (r["device_id"], r["window_start"].astimezone(UTC)): r.asDict()
-        for r in table(spark, lake.speed).collect()
+        for r in speed_view(spark, lake).collect()
     }
     unsure = expected["ambiguous"]
     assert set(speed) - unsure == set(expected["speed"]) - unsure
@@ -184,10 +184,11 @@ def test_speed_is_the_batch_view_for_closed_windows_on_a_fault_mix_run(
     assert differ == []
 
 
-def test_a_speed_merge_that_loses_to_a_concurrent_commit_is_retried(
+def test_a_speed_write_that_loses_to_a_concurrent_commit_is_retried(
     spark: SparkSession, lake: LakeLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # weir maintain's OPTIMIZE beside a running stream: the stream must not stop.
+    # A blind append loses only to a metadata change (an ALTER TABLE beside the running
+    # stream, say): the stream must not stop.
     ensure_table(spark, lake.speed, MINUTE_SCHEMA, MINUTE_PARTITION_COLUMNS)
     window = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     minutes = spark.createDataFrame(
@@ -205,17 +206,17 @@ def test_a_speed_merge_that_loses_to_a_concurrent_commit_is_retried(
         ],
         MINUTE_SCHEMA,
     )
-    real, calls = speed.upsert_minutes, []
+    real, calls = speed.append_versions, []
 
     def conflicting_once(*args: Any) -> None:
         calls.append(1)
         if len(calls) == 1:
-            raise ConcurrentAppendException("Files were added by a concurrent OPTIMIZE.", "(test)")
+            raise MetadataChangedException("The metadata was changed concurrently.", "(test)")
         real(*args)
 
-    monkeypatch.setattr(speed, "upsert_minutes", conflicting_once)
+    monkeypatch.setattr(speed, "append_versions", conflicting_once)
     monkeypatch.setattr(delta, "backoff_seconds", lambda attempt: 0.0)
-    speed.SpeedUpserter(lake.speed)(minutes, 0)
+    speed.SpeedAppender(lake.speed)(minutes, 0)
 
     assert len(calls) == 2
-    assert [r.event_count for r in table(spark, lake.speed).collect()] == [3]
+    assert [r.event_count for r in speed_view(spark, lake).collect()] == [3]

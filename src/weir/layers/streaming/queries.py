@@ -3,8 +3,8 @@
 * ``raw-<source>``: source -> RAW rows -> :class:`~weir.layers.streaming.archiver.RawArchiver`
   (RAW and QUARANTINE, Delta appends marked with the batch id, checked once per run);
 * ``speed-<source>``: the same source, read by a second consumer -> contract -> watermark,
-  dedup, per-minute windows in update mode -> :class:`~weir.layers.streaming.speed.SpeedUpserter`
-  (MERGE into SPEED).
+  dedup, per-minute windows in update mode -> :class:`~weir.layers.streaming.speed.SpeedAppender`
+  (new window versions appended to SPEED).
 
 The two queries are independent consumers of the source, as the speed and batch layers of a
 Lambda architecture are: a record reaches SPEED after one micro-batch of the speed query,
@@ -32,7 +32,7 @@ from weir.delta import ensure_table
 from weir.errors import WeirError
 from weir.lake import LakeLayout
 from weir.layers.streaming.archiver import RawArchiver, WriterIds
-from weir.layers.streaming.speed import SpeedUpserter, speed_minutes
+from weir.layers.streaming.speed import SpeedAppender, SpeedCompactor, speed_minutes
 from weir.schemas import (
     MINUTE_PARTITION_COLUMNS,
     MINUTE_SCHEMA,
@@ -112,7 +112,7 @@ def start_speed_layer(
     available_now: bool,
     records: Optional[DataFrame] = None,
 ) -> StreamingQuery:
-    """``speed-<source>``: the source's records -> speed_minutes -> MERGE into SPEED.
+    """``speed-<source>``: the source's records -> speed_minutes -> appended to SPEED.
 
     ``records``: the streaming RAW rows to read instead of the source itself (the local
     Kinesis reader's RAW rows).
@@ -125,7 +125,7 @@ def start_speed_layer(
     return (
         minutes.writeStream.queryName(name)
         .outputMode("update")
-        .foreachBatch(SpeedUpserter(lake.speed))
+        .foreachBatch(SpeedAppender(lake.speed, name, SpeedCompactor(lake.speed)))
         .option("checkpointLocation", lake.checkpoint(name))
         .trigger(**_trigger(config, available_now))
         .start()

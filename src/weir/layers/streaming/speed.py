@@ -1,11 +1,13 @@
-"""The speed layer: per-device, per-minute views from the stream, upserted into SPEED.
+"""The speed layer: per-device, per-minute views from the stream, appended to SPEED.
 
 The same contract transforms as the batch layer (``classify_records``, ``valid_events``,
 ``aggregate_minutes``); what differs is streaming state: an event-time watermark of the allowed
 lateness (docs/contract.md, "The serving rule"), duplicates dropped within it, and windows
 emitted in update mode. Each micro-batch carries the full current aggregate of every window it
-changed, so ``upsert_minutes`` (a MERGE on the window key) is idempotent: a replayed batch
-writes the same values again.
+changed, stamped with the batch's timestamp (``computed_at``), and ``SpeedAppender`` appends
+them as new versions of those windows; readers keep each window's newest version
+(:mod:`weir.speed_table`). A replayed batch appends the same versions again, which readers
+collapse to one.
 
 Approximate by design: events later than the watermark are left to the batch layer, and
 among copies of one event that arrive in the same micro-batch any one may win (the batch
@@ -16,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from datetime import date, datetime, timezone
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Optional
 
@@ -25,9 +28,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from weir.contract import aggregate_minutes, classify_records, valid_events
-from weir.crashpoints import SPEED_BEFORE_MERGE, crash_point
-from weir.delta import retry_conflicts
-from weir.schemas import LAYER_SPEED, MINUTE_KEY
+from weir.crashpoints import SPEED_BEFORE_WRITE, crash_point
+from weir.delta import append_marked, retry_conflicts
+from weir.schemas import LAYER_SPEED, MINUTE_PARTITION_COLUMNS
+from weir.speed_table import compact_speed
 
 log = logging.getLogger("weir.stream")
 
@@ -60,96 +64,112 @@ def speed_minutes(records: DataFrame, allowed_lateness_minutes: int) -> DataFram
     return aggregate_minutes(events, LAYER_SPEED, computed_at=F.current_timestamp())
 
 
-def upsert_minutes(
-    spark: SparkSession,
-    path: str,
-    minutes: DataFrame,
-    dates: Optional[Sequence[date]] = None,
-    since: Optional[datetime] = None,
-) -> None:
-    """MERGE per-minute rows into the Delta table at ``path`` by (device_id, window_start).
+SPEED_WRITE_ATTEMPTS = 5  # one try and four retries after conflicting commits
 
-    Idempotent: a row replaces the window's previous values, inserting unseen windows.
-    ``dates``: the event dates ``minutes`` holds, and ``since`` its earliest ``window_start``,
-    when the caller knows them. The target is then read in those partitions only, and within
-    them only in files whose ``window_start`` statistics reach ``since`` (literal predicates
-    Delta prunes by), so a MERGE costs the open windows, not the day's history.
+
+def append_versions(minutes: DataFrame, path: str, writer: str, batch_id: int) -> None:
+    """Append a micro-batch's windows to SPEED as new versions: a blind append, one Spark job.
+
+    The commit carries the writer's mark (which query and batch appended these versions, for
+    whoever reads the history); nothing checks it. Whether the batch was appended before
+    does not matter: a replay appends the same versions again, with the same ``computed_at``,
+    and readers keep one of them (:func:`weir.speed_table.newest_versions`).
     """
-    from delta.tables import DeltaTable
-
-    target = F.col("t.window_start")
-    condition = F.lit(True)
-    for column in MINUTE_KEY:
-        condition = condition & (F.col(f"t.{column}") == F.col(f"s.{column}"))
-    if dates is not None:
-        if not dates:
-            return  # no dates, no rows: nothing to merge
-        condition = condition & F.col("t.event_date").isin(sorted(set(dates)))
-    if since is not None:
-        condition = condition & (target >= F.lit(since))
-    (
-        DeltaTable.forPath(spark, path)
-        .alias("t")
-        .merge(minutes.alias("s"), condition)
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    append_marked(minutes, path, MINUTE_PARTITION_COLUMNS, writer, batch_id)
 
 
-SPEED_MERGE_ATTEMPTS = 5  # one try and four retries after conflicting commits
+# How often the stream deletes SPEED's superseded versions beside itself (SpeedCompactor).
+SPEED_COMPACT_EVERY_SECONDS = 60.0
+# A micro-batch that started before a compaction and committed after it appended versions
+# computed (its timestamp) before that compaction: each compaction looks back this far before
+# the previous one's start. A batch longer than this leaves its superseded versions to
+# `weir maintain`; readers are right either way.
+SPEED_COMPACT_OVERLAP = timedelta(minutes=5)
 
 
-class SpeedUpserter:
-    """``foreachBatch`` function of the speed layer: upsert the changed windows into SPEED."""
+class SpeedCompactor:
+    """Deletes SPEED's superseded window versions beside the running stream
+    (:func:`weir.speed_table.compact_speed`), off the micro-batch's path: on a thread of its
+    own, one compaction at a time, at most every ``every`` seconds, each over the versions
+    computed since the previous one (less :data:`SPEED_COMPACT_OVERLAP`). Bounds the
+    table's growth between two `weir maintain` runs. A failed compaction is logged and the
+    next one tries again: the stream never stops for it.
+    """
 
-    def __init__(self, speed_path: str) -> None:
-        self.speed_path = speed_path
+    def __init__(
+        self,
+        path: str,
+        every: float = SPEED_COMPACT_EVERY_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.every = every
+        self.clock = clock
+        self._since = clock()  # versions of earlier runs: `weir maintain`'s (and the overlap)
+        self._started: Optional[float] = None
+        self._running: Optional[Future] = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weir-speed-compact")
 
-    def __call__(self, minutes: DataFrame, batch_id: int) -> None:
-        # Persisted: MERGE reads its source twice, and recomputing a stateful batch is waste.
-        # One small job fills the cache and bounds the MERGE (dates, earliest window); a batch
-        # that changed no window (a watermark-only batch) makes no commit.
+    def poke(self, spark: SparkSession) -> None:
+        """Start a compaction if none is running and the last one started ``every`` ago."""
+        now = self.clock()
+        if self._running is not None and not self._running.done():
+            return
+        if self._started is not None and now - self._started < self.every:
+            return
+        since = datetime.fromtimestamp(self._since, timezone.utc) - SPEED_COMPACT_OVERLAP
+        self._started = self._since = now
+        self._running = self._pool.submit(self._compact, spark, since)
+
+    def wait(self) -> None:
+        """Until the running compaction, if any, is done."""
+        if self._running is not None:
+            self._running.result()
+
+    def _compact(self, spark: SparkSession, since: datetime) -> None:
         started = time.monotonic()
-        minutes.persist()
         try:
-            bounds = minutes.agg(
-                F.count(F.lit(1)).alias("windows"),
-                F.collect_set("event_date").alias("dates"),
-                F.min("window_start").alias("since"),
-            ).first()
-            computed = time.monotonic()
-            if bounds["dates"]:
-                crash_point(SPEED_BEFORE_MERGE)
-                # A concurrent OPTIMIZE (weir maintain) or merge may commit to the same files
-                # first: the MERGE writes the same values again, so retrying it is safe.
-                retry_conflicts(
-                    partial(
-                        upsert_minutes,
-                        minutes.sparkSession,
-                        self.speed_path,
-                        minutes,
-                        bounds["dates"],
-                        _aware_utc(bounds["since"]),
-                    ),
-                    attempts=SPEED_MERGE_ATTEMPTS,
-                    what=f"speed batch {batch_id}: MERGE into {self.speed_path}",
-                    hint="another writer keeps committing to SPEED's files; is `weir maintain` "
-                    "running in a loop?",
-                )
-        finally:
-            minutes.unpersist()
+            deleted = compact_speed(spark, self.path, since)
+        except Exception as error:  # the stream goes on; the next compaction tries again
+            log.warning("speed compaction failed (the next one tries again): %s", error)
+            return
         log.info(
-            "speed batch %d: %d windows on %d dates, computed in %.2fs, merged in %.2fs",
-            batch_id,
-            bounds["windows"],
-            len(bounds["dates"]),
-            computed - started,
-            time.monotonic() - computed,
+            "speed compaction: %d superseded window versions deleted in %.2fs",
+            deleted,
+            time.monotonic() - started,
         )
 
 
-def _aware_utc(moment: datetime) -> datetime:
-    """A window start collected from Spark (naive, in the Python process's local zone) as an
-    aware instant, so the literal it becomes means the same instant in the session's zone."""
-    return moment.astimezone(timezone.utc)
+class SpeedAppender:
+    """``foreachBatch`` function of the speed layer: append the changed windows to SPEED.
+
+    No MERGE on the hot path: finding the rows to replace was half of a MERGE's time and
+    writing them the other half (docs/streaming.md, "SPEED: update mode and appended window
+    versions").
+    """
+
+    def __init__(
+        self, speed_path: str, writer: str = "speed", compactor: Optional[SpeedCompactor] = None
+    ) -> None:
+        self.speed_path = speed_path
+        self.writer = writer
+        self.compactor = compactor
+
+    def __call__(self, minutes: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        crash_point(SPEED_BEFORE_WRITE)
+        # A blind append does not conflict with a concurrent compaction or merge, but it
+        # does with a concurrent metadata change; appending the same versions again is safe.
+        retry_conflicts(
+            partial(append_versions, minutes, self.speed_path, self.writer, batch_id),
+            attempts=SPEED_WRITE_ATTEMPTS,
+            what=f"speed batch {batch_id}: append to {self.speed_path}",
+            hint="another writer keeps changing SPEED's metadata",
+        )
+        log.info(
+            "speed batch %d: window versions appended in %.2fs",
+            batch_id,
+            time.monotonic() - started,
+        )
+        if self.compactor is not None:
+            self.compactor.poke(minutes.sparkSession)
