@@ -48,12 +48,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """For `make test` (pytest-xdist, --dist loadgroup): each test's group, and the groups
     holding slow tests first, so that a long one does not start last and run alone.
 
-    Without xdist the marks do nothing and only the order changes (a stable sort: files keep
-    their order within the slow and the fast part)."""
+    Without xdist only the order changes (a stable sort: files keep their order within the
+    slow and the fast part)."""
     groups = {item: xdist_group_of(item) for item in items}
     slow_groups = {groups[item] for item in items if item.get_closest_marker("slow")}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[item]))
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group(groups[item]))
     items.sort(key=lambda item: groups[item] not in slow_groups)
 
 

@@ -128,6 +128,7 @@ class ChaosReport:
     exits: list[str] = field(default_factory=list)  # roles that ended by themselves
     counts: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    acknowledged: int = 0  # records the simulator's broker acknowledged (the ledger's)
 
     @property
     def ok(self) -> bool:
@@ -528,6 +529,7 @@ def run_chaos(
             f"chaos phase over: {simulation.acknowledged} records acknowledged, "
             f"{len(chaos.report.faults)} faults; draining and reconciling"
         )
+        chaos.report.acknowledged = simulation.acknowledged
         chaos.report.counts["simulator"] = (
             f"{simulation.status}, {simulation.acknowledged} acknowledged, "
             f"{simulation.failed} failed, {simulation.unconfirmed} unconfirmed"

@@ -32,6 +32,7 @@ SUITE_ORDER = (
     "simulate",
     "unified",
     "dq",
+    "chaos",
 )
 SUITE_TITLES = {
     "hudi": "Weir's stream vs Apache Hudi's streaming upsert (same topic, same trigger)",
@@ -43,6 +44,7 @@ SUITE_TITLES = {
     "simulate": "The simulator vs Kafka's ProducerPerformance",
     "unified": "Unified freshness (live run)",
     "dq": "Data-quality run vs hand-written aggregations",
+    "chaos": "Chaos: the platform under seeded kills and broker outages (30 minutes)",
 }
 PLOTS = ("throughput", "freshness", "history")
 # What a reader must know to read a suite's table (its analysis: bench/README.md and the
@@ -54,8 +56,9 @@ SUITE_NOTES = {
         "`receive_rank` = minus the Kafka timestamp under `EVENT_TIME_ORDERING`. It keeps one "
         "row per event and nothing else: no quarantine, no per-minute view. Weir writes RAW "
         "(every record, idempotent), QUARANTINE (with reasons) and SPEED (per-minute windows, "
-        "MERGE). Hudi's drain seconds are its query's, not its JVM's start-up. Where a Hudi "
-        "figure beats Weir's, the target below reads **missed**; bench/README.md says why."
+        "appended versions). Hudi's drain seconds are its query's, not its JVM's start-up. "
+        "Where a Hudi figure beats Weir's, the target below reads **missed**; bench/README.md "
+        "says why."
     ),
     "plain-batch": (
         "The plain job keeps any one copy of a retried event and drops invalid records "

@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 
 from weir.bench import (
     batch,
+    chaos,
     contract,
     dq,
     hudi,
@@ -67,6 +68,9 @@ SUITES: dict[str, Suite] = {
         repeat=repeat,
         config=config,
     ),
+    # A seeded 30-minute `weir chaos` run in processes of its own: events and repeat do not
+    # apply, nor does this session (its reconciliation builds one).
+    chaos.SUITE: lambda spark, config, events, repeat: chaos.run(config),
     dq.SUITE: lambda spark, config, events, repeat: dq.run(
         spark,
         events=dq.DEFAULT_EVENTS if events is None else events,

@@ -87,6 +87,7 @@ def bench(
     suite: str = typer.Argument(
         "all",
         help="contract | batch | plain-batch | simulate | streaming | hudi | merge | unified | dq"
+        " | chaos"
         " | all | report (render the newest figures into one report)",
     ),
     conf: str = conf_option(),
