@@ -55,7 +55,7 @@ def test_the_suite_is_registered_and_its_figures_reach_the_report(tmp_path: Path
     assert SUITE in SUITES and SUITE in SUITE_ORDER and SUITE in SUITE_TITLES
 
     written = chaos_result(finished_run(), 1950.0, None, None).write(tmp_path / "results")
-    path, page = write_report(tmp_path / "results", tmp_path / "performance.md")
+    _, page = write_report(tmp_path / "results", tmp_path / "performance.md")
 
     assert json.loads(written.read_text())["passed"] is True
     text = page.read_text("utf-8")

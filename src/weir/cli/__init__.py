@@ -36,7 +36,9 @@ from weir.errors import EXIT_BAD_CONFIG, EXIT_OK, EXIT_RUNTIME_FAILURE
 
 
 def _print_failure(kind: str, reason: str) -> None:
-    errors.print(f"[bold red]{escape(kind)}[/] {escape(reason)}", highlight=False)
+    # One line whatever the terminal's width: a reason wrapped inside a path or a key
+    # cannot be copied, nor grepped from a scheduler's log.
+    errors.print(f"[bold red]{escape(kind)}[/] {escape(reason)}", highlight=False, soft_wrap=True)
 
 
 def _invoke(argv: Optional[list]) -> int:

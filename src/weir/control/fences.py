@@ -148,13 +148,18 @@ class LocalFenceStore:
             return None
 
     def create(self, folder: str, name: str, data: bytes) -> bool:
+        # Written whole under a private name, then hard-linked to ``name``: link() fails when
+        # the name exists, like O_EXCL, and a reader never sees the file before its content
+        # (an O_EXCL file is empty until written, and a racing reader took it for corrupt).
         (self.root / folder).mkdir(parents=True, exist_ok=True)
+        partial = self.root / folder / f".{name}.{uuid.uuid4().hex[:8]}"
+        partial.write_bytes(data)
         try:
-            descriptor = os.open(self.root / folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            os.link(partial, self.root / folder / name)
         except FileExistsError:
             return False
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
+        finally:
+            partial.unlink()
         return True
 
     def put(self, folder: str, name: str, data: bytes) -> None:

@@ -76,13 +76,14 @@ def put_object(config: WeirConfig, bucket: str, key: str, lines: list[str]) -> N
 
 
 def test_rebuild_with_the_lake_and_the_input_on_s3(
-    spark: SparkSession, weir_config: WeirConfig, local_infra: WeirConfig, s3_bucket: str
+    spark: SparkSession, local_infra: WeirConfig, s3_bucket: str
 ) -> None:
     # uploaded in this order: S3 stamps the day-1 object first, so e1's first copy is there
     put_object(local_infra, s3_bucket, f"firehose/{DAY_1_FILE}", DAY_1_LINES)
     put_object(local_infra, s3_bucket, f"firehose/{DAY_2_FILE}", DAY_2_LINES)
     lake = LakeLayout(root=f"s3a://{s3_bucket}/lake")
-    config = config_for(weir_config, lake)
+    # The stack's config: the run's writer fence lives in the bucket, reached through boto3.
+    config = config_for(local_infra, lake)
     # ingest_time is the objects' LastModified (now): a cutoff of now reads them
     cutoff = datetime.now(timezone.utc)
     request = RebuildRequest(cutoff=cutoff, input=f"s3a://{s3_bucket}/firehose")

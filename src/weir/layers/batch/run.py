@@ -91,6 +91,9 @@ def rebuild_batch(
     does not exist; raises :class:`WeirError` after recording a failed run.
     """
     lake = LakeLayout.from_config(config)
+    # A missing input is the caller's mistake: refused before the fence writes anything.
+    if request.input is not None and not input_exists(spark, request.input):
+        raise ConfigError("--input", f"{request.input} does not exist (no file under it)")
     # One batch run at a time (FenceHeldError, nothing read or written): two at once would
     # both plan from the same previous run and their replaceWhere commits, on different dates
     # or in either order, could leave a view that neither run's record describes.
@@ -111,8 +114,6 @@ def _rebuild_fenced(
 ) -> BatchRun:
     succeeded = [run for run in batch_runs(spark, lake) if run.status == RUN_SUCCEEDED]
     check_cutoff_moves_forward(request, latest_finished(succeeded))
-    if request.input is not None and not input_exists(spark, request.input):
-        raise ConfigError("--input", f"{request.input} does not exist (no file under it)")
     baseline = None
     if request.mode == MODE_INCREMENTAL:
         baseline = latest_finished([run for run in succeeded if run.mode in COMPLETE_MODES])
