@@ -110,10 +110,13 @@ def start_speed_layer(
     config: WeirConfig,
     source: str,
     available_now: bool,
+    compactor: SpeedCompactor,
     records: Optional[DataFrame] = None,
 ) -> StreamingQuery:
     """``speed-<source>``: the source's records -> speed_minutes -> appended to SPEED.
 
+    ``compactor``: deletes SPEED's superseded versions beside the query; the caller waits
+    for it once the query stopped (no write may outlive the run and its writer fence).
     ``records``: the streaming RAW rows to read instead of the source itself (the local
     Kinesis reader's RAW rows).
     """
@@ -125,7 +128,7 @@ def start_speed_layer(
     return (
         minutes.writeStream.queryName(name)
         .outputMode("update")
-        .foreachBatch(SpeedAppender(lake.speed, name, SpeedCompactor(lake.speed)))
+        .foreachBatch(SpeedAppender(lake.speed, name, compactor))
         .option("checkpointLocation", lake.checkpoint(name))
         .trigger(**_trigger(config, available_now))
         .start()

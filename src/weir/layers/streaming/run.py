@@ -45,6 +45,7 @@ from weir.layers.streaming.queries import (
     start_speed_layer,
     stop_gracefully,
 )
+from weir.layers.streaming.speed import SpeedCompactor
 from weir.sources import KAFKA, KINESIS, check_source
 
 log = logging.getLogger("weir.stream")
@@ -117,8 +118,10 @@ def _run_fenced(
     def start_raw() -> StreamingQuery:
         return start_raw_archiver(spark, config, source, writers, available_now)
 
+    compactor = SpeedCompactor(lake.speed)
+
     def start_speed() -> StreamingQuery:
-        return start_speed_layer(spark, config, source, available_now)
+        return start_speed_layer(spark, config, source, available_now, compactor)
 
     # Both queries read the source: draining or not, they run side by side.
     stages: list[list[Callable[[], StreamingQuery]]] = [[start_raw, start_speed]]
@@ -152,6 +155,7 @@ def _run_fenced(
     finally:
         if not interrupted:
             _stop_and_record(spark, lake, queries, recorder, result)
+            compactor.wait()
     return result
 
 
