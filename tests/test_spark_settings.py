@@ -74,11 +74,24 @@ def test_every_value_is_a_string(local_settings: dict[str, str]) -> None:
     } == {}
 
 
-def test_spark_jars_lists_exactly_the_jars_dir(local_settings: dict[str, str]) -> None:
-    jars = local_settings["spark.jars"].split(",")
+def test_in_local_mode_the_jars_dir_is_exactly_the_driver_class_path(
+    local_settings: dict[str, str],
+) -> None:
+    """Not spark.jars: local mode's executor would copy every jar into a temp folder per JVM."""
+    jars = local_settings["spark.driver.extraClassPath"].split(":")
     assert sorted(jars) == sorted(str(p) for p in JARS_DIR.glob("*.jar"))
     assert all(Path(jar).is_absolute() for jar in jars)
     assert any(Path(jar).name.startswith("delta-spark_2.12-") for jar in jars)
+    assert "spark.jars" not in local_settings
+
+
+@pytest.mark.parametrize("master", ["spark://10.0.0.1:7077", "yarn", None])
+def test_executors_in_other_jvms_get_the_jars_dir_shipped(master: str | None) -> None:
+    settings = spark_settings(local(master=master))
+    assert sorted(settings["spark.jars"].split(",")) == sorted(
+        str(p) for p in JARS_DIR.glob("*.jar")
+    )
+    assert "spark.driver.extraClassPath" not in settings
 
 
 def test_emr_adds_no_jars_no_master_and_no_local_endpoint(emr_settings: dict[str, str]) -> None:

@@ -1,12 +1,13 @@
 """The one SparkSession builder, and every Spark setting Weir relies on, in one place.
 
-Locally it points ``spark.jars`` at the folder ``make setup`` filled from Maven Central (nothing
-is downloaded while a job runs); on EMR ``spark.jars_dir`` is null and the release image
-provides Delta, Kafka and S3 support, so nothing extra is added.
+Locally it puts the jars ``make setup`` resolved from Maven Central on the driver's class path
+(nothing is downloaded while a job runs); on EMR ``spark.jars_dir`` is null and the release
+image provides Delta, Kafka and S3 support, so nothing extra is added.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
     if config.spark.driver_memory:
         settings["spark.driver.memory"] = config.spark.driver_memory
     if config.spark.jars_dir:
-        settings["spark.jars"] = ",".join(local_jars(config.spark.jars_dir))
+        settings.update(jar_settings(local_jars(config.spark.jars_dir), config.spark.master))
     if config.aws.endpoint_url:
         # A local S3 endpoint (moto) through hadoop-aws: s3:// and s3a:// both go to S3A.
         endpoint = config.aws.endpoint_url
@@ -111,6 +112,20 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
     settings.update(s3_encryption_settings(config))
     settings.update(config.spark.settings)
     return settings
+
+
+def jar_settings(jars: list[str], master: str | None) -> dict[str, str]:
+    """How a session gets the jars of ``spark.jars_dir``.
+
+    In local mode the executor is the driver's JVM, so the jars go on the driver's class path
+    when the JVM starts. ``spark.jars`` would make that executor fetch a copy of every jar
+    (280 MB, most of it the AWS SDK bundle) into a temporary folder at its first task: seconds
+    on every job's start, and a copy left behind by every JVM killed with -9. On a cluster
+    master the executors are elsewhere and need ``spark.jars`` to ship them.
+    """
+    if master is not None and (master == "local" or master.startswith("local[")):
+        return {"spark.driver.extraClassPath": os.pathsep.join(jars)}
+    return {"spark.jars": ",".join(jars)}
 
 
 def glue_catalog_settings() -> dict[str, str]:
