@@ -70,12 +70,27 @@ def killed_rebuild(config: WeirConfig, folder: Path, point: str, *arguments: str
     return done.stdout
 
 
+@pytest.fixture(scope="module")
+def clean_lake(
+    spark: SparkSession, weir_config: WeirConfig, tmp_path_factory: pytest.TempPathFactory
+) -> LakeLayout:
+    """The lake a clean run leaves: both rebuilds and a merge, nothing killed (built once)."""
+    clean_lake = LakeLayout(root=f"file://{tmp_path_factory.mktemp('clean')}/lake")
+    clean = config_for(weir_config, clean_lake)
+    append_raw(spark, clean_lake, FIRST)
+    rebuild(spark, clean, CUTOFF_1, MODE_FULL)
+    append_raw(spark, clean_lake, LATER)
+    rebuild(spark, clean, CUTOFF_2)
+    run_merge(spark, clean)
+    return clean_lake
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "point", [crashpoints.BATCH_INDEX_COMMITTED, crashpoints.BATCH_BEFORE_RECORD]
 )
 def test_a_rebuild_killed_before_its_record_restarts_to_a_clean_runs_state(
-    spark: SparkSession, weir_config: WeirConfig, tmp_path: Path, point: str
+    spark: SparkSession, weir_config: WeirConfig, clean_lake: LakeLayout, tmp_path: Path, point: str
 ) -> None:
     lake = LakeLayout(root=f"file://{tmp_path}/lake")
     config = config_for(weir_config, lake)
@@ -100,14 +115,6 @@ def test_a_rebuild_killed_before_its_record_restarts_to_a_clean_runs_state(
     assert again.status == RUN_SUCCEEDED
     published = run_merge(spark, config)
     assert (published.horizon, published.batch_version) == (again.horizon, again.view_version)
-
-    clean_lake = LakeLayout(root=f"file://{tmp_path}/clean")
-    clean = config_for(weir_config, clean_lake)
-    append_raw(spark, clean_lake, FIRST)
-    rebuild(spark, clean, CUTOFF_1, MODE_FULL)
-    append_raw(spark, clean_lake, LATER)
-    rebuild(spark, clean, CUTOFF_2)
-    run_merge(spark, clean)
 
     assert_df_equality(view(spark, lake), view(spark, clean_lake), ignore_row_order=True)
     assert_df_equality(
