@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -31,6 +33,12 @@ def local_jars(jars_dir: str) -> list[str]:
 
 
 CODEGEN_CACHE_ENTRIES = 2000
+# Fair-scheduler pools of `weir stream`'s two queries (weir.layers.streaming.queries): each
+# query's jobs go to its own pool, so the speed query gets its share of the task slots whatever
+# the archiver has queued (docs/streaming.md, "Two triggers, two pools").
+SCHEDULER_POOL_PROPERTY = "spark.scheduler.pool"
+SPEED_POOL = "weir-speed"
+ARCHIVE_POOL = "weir-archive"
 GLUE_CLIENT_FACTORY = "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"
 DYNAMODB_LOG_STORE = "io.delta.storage.S3DynamoDBLogStore"
 # S3A's names of the encryption methods (Hadoop 3.3's S3AEncryptionMethods).
@@ -72,6 +80,12 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
         # holds: it kept evicting and recompiling them (Janino on the driver, then the JIT),
         # which lengthened every micro-batch (docs/streaming.md, "Local settings").
         "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
+        # Jobs are shared fairly between scheduler pools instead of first come, first served:
+        # under FIFO the archiver's queued tasks ran before the speed query's, and the speed
+        # micro-batch beside it took twice as long as alone. Pools are made on first use
+        # with equal weights (no allocation file: on EMR it would have to be shipped to the
+        # driver); jobs that name no pool share the "default" pool, first come, first served.
+        "spark.scheduler.mode": "FAIR",
         "spark.app.name": config.spark.app_name,
     }
     if config.spark.master:
@@ -192,6 +206,19 @@ def metastore_settings(config: WeirConfig) -> dict[str, str]:
             f"{UTC_JAVA_OPTION} -Dderby.system.home={shlex.quote(str(state_dir))}"
         ),
     }
+
+
+@contextmanager
+def scheduler_pool(spark: SparkSession, pool: str | None) -> Iterator[None]:
+    """Jobs started by this thread, and by threads it starts meanwhile (a streaming query's
+    thread copies the local properties of the thread that starts it), go to ``pool``."""
+    context = spark.sparkContext
+    previous = context.getLocalProperty(SCHEDULER_POOL_PROPERTY)
+    context.setLocalProperty(SCHEDULER_POOL_PROPERTY, pool)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        context.setLocalProperty(SCHEDULER_POOL_PROPERTY, previous)  # type: ignore[arg-type]
 
 
 def build_session(config: WeirConfig, app_name: str | None = None) -> SparkSession:
