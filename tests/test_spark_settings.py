@@ -209,11 +209,12 @@ def test_the_codegen_cache_outlasts_a_streaming_drivers_cycle_of_plans(
 
 
 @pytest.mark.parametrize("env", ["local", "emr"])
-def test_jobs_share_the_task_slots_fairly_between_scheduler_pools(env: str, request: Any) -> None:
-    # Under FIFO the raw archiver's queued tasks ran before the speed query's.
+def test_jobs_are_scheduled_first_come_first_served_unless_configured(
+    env: str, request: Any
+) -> None:
+    # FAIR pools for the stream's queries are opt-in (spark.settings): no measured gain.
     settings = request.getfixturevalue(f"{env}_settings")
-    assert settings["spark.scheduler.mode"] == "FAIR"
-    # Pools are made on first use: an allocation file would have to exist on EMR's driver.
+    assert "spark.scheduler.mode" not in settings
     assert "spark.scheduler.allocation.file" not in settings
 
 

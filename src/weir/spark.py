@@ -33,9 +33,11 @@ def local_jars(jars_dir: str) -> list[str]:
 
 
 CODEGEN_CACHE_ENTRIES = 2000
-# Fair-scheduler pools of `weir stream`'s two queries (weir.layers.streaming.queries): each
-# query's jobs go to its own pool, so the speed query gets its share of the task slots whatever
-# the archiver has queued (docs/streaming.md, "Two triggers, two pools").
+# Scheduler pools of `weir stream`'s two queries (weir.layers.streaming.queries). Spark's
+# default FIFO scheduling ignores them; with `spark.scheduler.mode: FAIR` in spark.settings
+# each query's jobs get an equal share of the task slots whatever the other has queued. Not the
+# default: it did not make SPEED fresher where measured (docs/streaming.md, "Two triggers,
+# two pools").
 SCHEDULER_POOL_PROPERTY = "spark.scheduler.pool"
 SPEED_POOL = "weir-speed"
 ARCHIVE_POOL = "weir-archive"
@@ -80,12 +82,6 @@ def spark_settings(config: WeirConfig) -> dict[str, str]:
         # holds: it kept evicting and recompiling them (Janino on the driver, then the JIT),
         # which lengthened every micro-batch (docs/streaming.md, "Local settings").
         "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
-        # Jobs are shared fairly between scheduler pools instead of first come, first served:
-        # under FIFO the archiver's queued tasks ran before the speed query's, and the speed
-        # micro-batch beside it took twice as long as alone. Pools are made on first use
-        # with equal weights (no allocation file: on EMR it would have to be shipped to the
-        # driver); jobs that name no pool share the "default" pool, first come, first served.
-        "spark.scheduler.mode": "FAIR",
         "spark.app.name": config.spark.app_name,
     }
     if config.spark.master:

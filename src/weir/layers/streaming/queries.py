@@ -10,9 +10,9 @@ The two queries are independent consumers of the source, as the speed and batch 
 Lambda architecture are: a record reaches SPEED after one micro-batch of the speed query,
 whatever the archiver is doing (docs/streaming.md, "One hop"). So each has its own trigger
 (the archiver's ``timing.archive_trigger_seconds``, by default the speed query's) and its own
-fair-scheduler pool (``weir.spark.SPEED_POOL`` / ``ARCHIVE_POOL``): on a small machine the
-archiver's work does not queue ahead of the speed query's (docs/streaming.md, "Two triggers,
-two pools"). The Kafka and files sources run
+scheduler pool (``weir.spark.SPEED_POOL`` / ``ARCHIVE_POOL``), which shares the task slots
+fairly when ``spark.scheduler.mode`` is FAIR (opt-in; docs/streaming.md, "Two triggers, two
+pools"). The Kafka and files sources run
 both as Structured Streaming queries (:mod:`weir.layers.streaming.run`); the local Kinesis
 reader is not a Spark source, so its speed query reads what the archiver committed to RAW
 (:mod:`weir.layers.streaming.kinesis`).
