@@ -13,7 +13,13 @@ import yaml
 from pydantic import BaseModel
 
 from weir.cli import main
-from weir.config import ConfigError, WeirConfig, config_from_mapping, load_config
+from weir.config import (
+    ConfigError,
+    TimingConfig,
+    WeirConfig,
+    config_from_mapping,
+    load_config,
+)
 from weir.errors import EXIT_BAD_CONFIG
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +62,12 @@ def test_local_config_loads_with_local_values(monkeypatch: pytest.MonkeyPatch) -
     assert config.catalog.kind == "spark"
     assert config.aws.endpoint_url == "http://127.0.0.1:5055"
     assert config.sources.kafka.bootstrap_servers == "127.0.0.1:9092"
+
+
+def test_the_archiver_runs_on_the_speed_trigger_unless_given_its_own() -> None:
+    assert TimingConfig(trigger_interval_seconds=5).archive_trigger == 5
+    own = TimingConfig(trigger_interval_seconds=5, archive_trigger_seconds=30)
+    assert own.archive_trigger == 30
 
 
 def test_emr_config_loads_with_the_bucket_from_the_environment() -> None:
@@ -278,6 +290,9 @@ BAD_CONFIGURATIONS = [
     bad_value("filesystem-root-lake", "lake.root", "file:///"),
     bad_value("bad-landing-scheme", "lake.landing", "ftp://host/in"),
     bad_value("lateness-over-a-day", "timing.allowed_lateness_minutes", 1441),
+    bad_value("archive-trigger-zero", "timing.archive_trigger_seconds", 0),
+    # conf/local.yaml triggers the speed query every 5 s: an archiver more often is refused.
+    bad_value("archive-trigger-below-speed-trigger", "timing.archive_trigger_seconds", 4),
     bad_value("dq-ratio-over-one", "dq.checks.quarantine_ratio.threshold", 1.5),
     bad_value("dq-unknown-severity", "dq.checks.schema.severity", "fatal"),
     bad_value("dq-mostly-zero", "dq.checks.agreement.mostly", 0),

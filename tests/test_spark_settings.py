@@ -4,14 +4,14 @@ and the live session built from it runs in UTC with Delta Lake working."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 import yaml
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from weir.config import WeirConfig, config_from_mapping, load_config
-from weir.spark import spark_settings
+from weir.spark import SCHEDULER_POOL_PROPERTY, SPEED_POOL, scheduler_pool, spark_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 JARS_DIR = PROJECT_ROOT / ".jars" / "spark"
@@ -206,3 +206,43 @@ def test_the_codegen_cache_outlasts_a_streaming_drivers_cycle_of_plans(
     # Spark's default (100) evicted and recompiled ~12 classes/s under a running stream.
     settings = request.getfixturevalue(f"{env}_settings")
     assert int(settings["spark.sql.codegen.cache.maxEntries"]) >= 1000
+
+
+@pytest.mark.parametrize("env", ["local", "emr"])
+def test_jobs_are_scheduled_first_come_first_served_unless_configured(
+    env: str, request: Any
+) -> None:
+    # FAIR pools for the stream's queries are opt-in (spark.settings): no measured gain.
+    settings = request.getfixturevalue(f"{env}_settings")
+    assert "spark.scheduler.mode" not in settings
+    assert "spark.scheduler.allocation.file" not in settings
+
+
+def test_a_streaming_query_runs_its_batches_in_the_pool_it_was_started_in(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """The query's thread copies the local properties of the thread that starts it, and its
+    foreachBatch runs there: how `weir stream` puts each query's jobs in its own pool."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "lines.txt").write_text("a\nb\n", "utf-8")
+    seen: list[Optional[str]] = []
+
+    def record_pool(batch: DataFrame, batch_id: int) -> None:
+        batch.count()  # a job of this batch
+        seen.append(batch.sparkSession.sparkContext.getLocalProperty(SCHEDULER_POOL_PROPERTY))
+
+    with scheduler_pool(spark, SPEED_POOL):
+        query = (
+            spark.readStream.text(str(landing))
+            .writeStream.foreachBatch(record_pool)
+            .option("checkpointLocation", str(tmp_path / "checkpoint"))
+            .trigger(availableNow=True)
+            .start()
+        )
+    assert spark.sparkContext.getLocalProperty(SCHEDULER_POOL_PROPERTY) is None  # restored
+    try:
+        assert query.awaitTermination(120)
+    finally:
+        query.stop()
+    assert seen and set(seen) == {SPEED_POOL}

@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -273,11 +274,37 @@ class AwsConfig(_Section):
 class TimingConfig(_Section):
     allowed_lateness_minutes: int = Field(default=DEFAULT_ALLOWED_LATENESS_MINUTES, ge=0, le=1440)
     trigger_interval_seconds: int = Field(default=5, ge=1, le=3600)
+    # The raw archiver's own trigger (RAW and QUARANTINE); null: trigger_interval_seconds.
+    # RAW's freshness matters to the batch layer, not to SPEED (the speed query reads the
+    # source itself), so a longer one leaves the cores to the speed query between fewer,
+    # larger archiver batches (docs/streaming.md, "Two triggers").
+    archive_trigger_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
     merge_interval_seconds: int = Field(default=60, ge=1, le=86_400)
     # Writer fences (weir.control.fences): how often a running writer renews its lease, and
     # how old a lease's last heartbeat must be before another writer may take it over.
     writer_heartbeat_seconds: int = Field(default=15, ge=1, le=3600)
     writer_stale_after_seconds: int = Field(default=90, ge=3, le=86_400)
+
+    @field_validator("archive_trigger_seconds")
+    @classmethod
+    def _archive_no_fresher_than_speed(
+        cls, value: Optional[int], info: ValidationInfo
+    ) -> Optional[int]:
+        # An archiver triggered more often than the speed query would take the cores from it
+        # for nothing: RAW's readers (the batch layer) are the slower ones.
+        trigger = info.data.get("trigger_interval_seconds")
+        if value is not None and trigger is not None and value < trigger:
+            raise ValueError(
+                f"must be at least timing.trigger_interval_seconds ({trigger}), or null"
+            )
+        return value
+
+    @property
+    def archive_trigger(self) -> int:
+        """Seconds between the raw archiver's micro-batches."""
+        if self.archive_trigger_seconds is None:
+            return self.trigger_interval_seconds
+        return self.archive_trigger_seconds
 
     @model_validator(mode="after")
     def _stale_after_several_heartbeats(self) -> TimingConfig:

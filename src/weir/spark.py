@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -31,6 +33,14 @@ def local_jars(jars_dir: str) -> list[str]:
 
 
 CODEGEN_CACHE_ENTRIES = 2000
+# Scheduler pools of `weir stream`'s two queries (weir.layers.streaming.queries). Spark's
+# default FIFO scheduling ignores them; with `spark.scheduler.mode: FAIR` in spark.settings
+# each query's jobs get an equal share of the task slots whatever the other has queued. Not the
+# default: it did not make SPEED fresher where measured (docs/streaming.md, "Two triggers,
+# two pools").
+SCHEDULER_POOL_PROPERTY = "spark.scheduler.pool"
+SPEED_POOL = "weir-speed"
+ARCHIVE_POOL = "weir-archive"
 GLUE_CLIENT_FACTORY = "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"
 DYNAMODB_LOG_STORE = "io.delta.storage.S3DynamoDBLogStore"
 # S3A's names of the encryption methods (Hadoop 3.3's S3AEncryptionMethods).
@@ -192,6 +202,19 @@ def metastore_settings(config: WeirConfig) -> dict[str, str]:
             f"{UTC_JAVA_OPTION} -Dderby.system.home={shlex.quote(str(state_dir))}"
         ),
     }
+
+
+@contextmanager
+def scheduler_pool(spark: SparkSession, pool: str | None) -> Iterator[None]:
+    """Jobs started by this thread, and by threads it starts meanwhile (a streaming query's
+    thread copies the local properties of the thread that starts it), go to ``pool``."""
+    context = spark.sparkContext
+    previous = context.getLocalProperty(SCHEDULER_POOL_PROPERTY)
+    context.setLocalProperty(SCHEDULER_POOL_PROPERTY, pool)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        context.setLocalProperty(SCHEDULER_POOL_PROPERTY, previous)  # type: ignore[arg-type]
 
 
 def build_session(config: WeirConfig, app_name: str | None = None) -> SparkSession:

@@ -19,7 +19,10 @@ In one run, on one private broker, each scenario on a fresh topic:
   the end of the micro-batch that made it visible: for the plain job the batch that appended
   it to its table, for Weir the speed batch that appended its window's version to SPEED.
   Both ends come from the queries' own progress reports. Targets: Weir p50 <= 2 x plain p50,
-  p99 <= 2 x plain p99. Beside them, for the analysis, ``speed-floor``: the speed layer's
+  p99 <= 2 x plain p99. Weir's run is repeated with the raw archiver on a longer trigger
+  (``COMPARED_ARCHIVE_TRIGGER_SECONDS``; the targets hold the default, the speed query's
+  trigger), and each run records the archiver's batches too. Beside them, for the analysis,
+  ``speed-floor``: the speed layer's
   query alone, appending the changed windows to a table of its own, with no archiver
   beside it (what no design that keeps the speed layer's dedup and windows can beat).
 
@@ -72,6 +75,9 @@ PLAIN = "plain-bronze"
 WEIR = "weir-stream"
 FRESHNESS_RATE = 5000  # events/s
 TRIGGER_SECONDS = 1
+# A longer trigger for the raw archiver (timing.archive_trigger_seconds), measured beside the
+# default (the speed query's) in the same run: docs/streaming.md, "Two triggers, two pools".
+COMPARED_ARCHIVE_TRIGGER_SECONDS = 10
 FRESHNESS_SECONDS = 60
 FRESHNESS_WARMUP_SECONDS = 15  # the first batches pay for JIT and state-store set-up
 UNIFIED_INTERVAL_SECONDS = 30
@@ -125,6 +131,13 @@ def plain_bronze_query(
         .trigger(**trigger)
         .start()
     )
+
+
+def with_archive_trigger(config: WeirConfig, seconds: Optional[int]) -> WeirConfig:
+    """``config`` with the raw archiver triggered every ``seconds`` (None: with the speed
+    query)."""
+    timing = config.timing.model_copy(update={"archive_trigger_seconds": seconds})
+    return config.model_copy(update={"timing": timing})
 
 
 def _await(query: StreamingQuery, timeout: float) -> None:
@@ -277,9 +290,9 @@ def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
     """Weir's latency per record: produced -> its window's version appended to SPEED (module
     doc)."""
     from weir.layers.streaming import run_stream
-    from weir.layers.streaming.queries import speed_query_name
+    from weir.layers.streaming.queries import raw_query_name, speed_query_name
 
-    speed = speed_query_name("kafka")
+    speed, raw = speed_query_name("kafka"), raw_query_name("kafka")
     stop = threading.Event()
     failure: list[BaseException] = []
 
@@ -299,6 +312,7 @@ def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
     thread = threading.Thread(target=stream, name="bench-stream", daemon=True)
     thread.start()
     reports: list[dict] = []
+    archive_reports: list[dict] = []
     try:
         sent = _produce_while(spark, config, started, failure)
 
@@ -309,11 +323,15 @@ def weir_freshness(spark: SparkSession, config: WeirConfig) -> dict:
         _wait_for(caught_up, failure, "the speed layer did not catch up")
         query = speed_query()
         reports = [dict(p) for p in query.recentProgress] if query is not None else []
+        archiver = next((q for q in spark.streams.active if q.name == raw), None)
+        archive_reports = [dict(p) for p in archiver.recentProgress] if archiver else []
     finally:
         stop.set()
         thread.join(timeout=300)
     figures = _latencies(spark, config, reports, speed)
     figures["batches"] = batch_profile(reports)
+    figures["archive_batches"] = batch_profile(archive_reports)
+    figures["archive_batches"]["count"] = sum(1 for r in archive_reports if r["numInputRows"])
     figures["speed_writes"] = write_profile(spark, LakeLayout.from_config(config).speed)
     return figures
 
@@ -565,8 +583,15 @@ def run(
     freshness: bool = True,
     unified: bool = True,
     memory: bool = True,
+    speed_floor: bool = True,
+    archive_triggers: tuple[Optional[int], ...] = (None, COMPARED_ARCHIVE_TRIGGER_SECONDS),
 ) -> SuiteResult:
-    """Drain (best of ``repeat`` each, taking turns), then freshness and unified freshness."""
+    """Drain (best of ``repeat`` each, taking turns), then freshness and unified freshness.
+
+    ``archive_triggers``: Weir's freshness is measured once per archiver trigger (None: the
+    speed query's); the first is the one held to the targets, the others are for comparison
+    in the same run.
+    """
     from weir.infra import private_stack
 
     result = SuiteResult(suite=SUITE)
@@ -598,12 +623,22 @@ def run(
                 figures["plain_freshness"] = plain_freshness(
                     spark, on(live, "fresh-plain"), state / "fresh-plain"
                 )
-                live = new_topic(stack, f"bench-weir-{int(time.time())}")
-                figures["weir_freshness"] = weir_freshness(spark, on(live, "fresh-weir"))
-                live = new_topic(stack, f"bench-floor-{int(time.time())}")
-                figures["speed_floor_freshness"] = speed_floor_freshness(
-                    spark, on(live, "fresh-floor"), state / "fresh-floor"
-                )
+                by_trigger = {}
+                for archive_s in archive_triggers:
+                    name = f"fresh-weir-{archive_s or TRIGGER_SECONDS}s"
+                    live = new_topic(stack, f"bench-weir-{int(time.time())}")
+                    by_trigger[archive_s or TRIGGER_SECONDS] = weir_freshness(
+                        spark, with_archive_trigger(on(live, name), archive_s)
+                    )
+                figures["weir_freshness_by_archive_trigger_s"] = by_trigger
+                figures["weir_freshness"] = by_trigger[archive_triggers[0] or TRIGGER_SECONDS]
+                figures["archive_trigger_s"] = archive_triggers[0] or TRIGGER_SECONDS
+                figures["scheduler_mode"] = spark.conf.get("spark.scheduler.mode", "FIFO")
+                if speed_floor:
+                    live = new_topic(stack, f"bench-floor-{int(time.time())}")
+                    figures["speed_floor_freshness"] = speed_floor_freshness(
+                        spark, on(live, "fresh-floor"), state / "fresh-floor"
+                    )
             if unified:
                 live = new_topic(stack, f"bench-unified-{int(time.time())}")
                 figures["unified_freshness"] = unified_freshness(spark, on(live, "unified"))

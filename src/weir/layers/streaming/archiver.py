@@ -30,6 +30,7 @@ from weir.crashpoints import RAW_COMMITTED, crash_point
 from weir.delta import append_marked
 from weir.lake import LakeLayout
 from weir.schemas import QUARANTINE_PARTITION_COLUMNS, RAW_PARTITION_COLUMNS
+from weir.spark import SCHEDULER_POOL_PROPERTY, scheduler_pool
 
 log = logging.getLogger("weir.stream")
 
@@ -71,10 +72,19 @@ class RawArchiver:
         try:
             records = batch.count()
             quarantine = batch.transform(classify_records).transform(quarantine_rows)
+            # The appends' threads start with no local properties of their own: they take
+            # the query's scheduler pool from this (the query's) thread.
+            spark = batch.sparkSession
+            scheduling = spark.sparkContext.getLocalProperty(SCHEDULER_POOL_PROPERTY)
+
+            def in_pool(append: Callable[[DataFrame, int], None], rows: DataFrame) -> None:
+                with scheduler_pool(spark, scheduling):
+                    append(rows, batch_id)
+
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="weir-archive") as pool:
                 appends = [
-                    pool.submit(self.append_raw, batch, batch_id),
-                    pool.submit(self.append_quarantine, quarantine, batch_id),
+                    pool.submit(in_pool, self.append_raw, batch),
+                    pool.submit(in_pool, self.append_quarantine, quarantine),
                 ]
                 for append in appends:
                     append.result()

@@ -8,7 +8,11 @@
 
 The two queries are independent consumers of the source, as the speed and batch layers of a
 Lambda architecture are: a record reaches SPEED after one micro-batch of the speed query,
-whatever the archiver is doing (docs/streaming.md, "One hop"). The Kafka and files sources run
+whatever the archiver is doing (docs/streaming.md, "One hop"). So each has its own trigger
+(the archiver's ``timing.archive_trigger_seconds``, by default the speed query's) and its own
+scheduler pool (``weir.spark.SPEED_POOL`` / ``ARCHIVE_POOL``), which shares the task slots
+fairly when ``spark.scheduler.mode`` is FAIR (opt-in; docs/streaming.md, "Two triggers, two
+pools"). The Kafka and files sources run
 both as Structured Streaming queries (:mod:`weir.layers.streaming.run`); the local Kinesis
 reader is not a Spark source, so its speed query reads what the archiver committed to RAW
 (:mod:`weir.layers.streaming.kinesis`).
@@ -45,6 +49,7 @@ from weir.schemas import (
     STREAM_PROGRESS_SCHEMA,
 )
 from weir.sources import archive_source, source_records
+from weir.spark import ARCHIVE_POOL, SPEED_POOL, scheduler_pool
 
 log = logging.getLogger("weir.stream")
 
@@ -79,10 +84,10 @@ def ensure_stream_tables(spark: SparkSession, lake: LakeLayout) -> None:
             created.result()
 
 
-def _trigger(config: WeirConfig, available_now: bool) -> dict:
+def _trigger(seconds: int, available_now: bool) -> dict:
     if available_now:
         return {"availableNow": True}
-    return {"processingTime": f"{config.timing.trigger_interval_seconds} seconds"}
+    return {"processingTime": f"{seconds} seconds"}
 
 
 def start_raw_archiver(
@@ -96,13 +101,14 @@ def start_raw_archiver(
     lake = LakeLayout.from_config(config)
     name = raw_query_name(source)
     stream, raw_rows = archive_source(spark, config, source)
-    return (
+    writer = (
         stream.writeStream.queryName(name)
         .foreachBatch(RawArchiver(lake, writers, name, raw_rows))
         .option("checkpointLocation", lake.checkpoint(name))
-        .trigger(**_trigger(config, available_now))
-        .start()
+        .trigger(**_trigger(config.timing.archive_trigger, available_now))
     )
+    with scheduler_pool(spark, ARCHIVE_POOL):
+        return writer.start()
 
 
 def start_speed_layer(
@@ -125,14 +131,15 @@ def start_speed_layer(
     if records is None:
         records = source_records(spark, config, source)
     minutes = speed_minutes(records, config.timing.allowed_lateness_minutes)
-    return (
+    writer = (
         minutes.writeStream.queryName(name)
         .outputMode("update")
         .foreachBatch(SpeedAppender(lake.speed, name, compactor))
         .option("checkpointLocation", lake.checkpoint(name))
-        .trigger(**_trigger(config, available_now))
-        .start()
+        .trigger(**_trigger(config.timing.trigger_interval_seconds, available_now))
     )
+    with scheduler_pool(spark, SPEED_POOL):
+        return writer.start()
 
 
 @dataclass
