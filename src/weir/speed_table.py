@@ -92,11 +92,12 @@ def compact_speed(spark: SparkSession, path: str, since: Optional[datetime] = No
 
     One MERGE (with deletion vectors on SPEED, no file is rewritten) whose source is the
     windows with several versions at the table's current version (``since``: the windows with
-    a version computed since then, :func:`superseded_windows`). Safe beside the running speed
-    layer: its writes are blind appends, which never conflict with a delete under Delta's
-    default WriteSerializable isolation, and they only add newer versions, so a row older
-    than a version that exists is superseded whatever was appended since. Two versions with
-    the same ``computed_at`` (a replayed micro-batch) both stay; readers pick one.
+    a version computed since then, :func:`superseded_windows`). Correct whatever was appended
+    since (appends only add newer versions, so a row older than one that exists stays
+    superseded), but not free of conflicts: the table is Serializable, so an append committed
+    meanwhile to a date it reads fails it with ConcurrentAppendException. The stream runs it
+    between its own appends (``SpeedCompactor``); `weir maintain` retries it. Two versions
+    with the same ``computed_at`` (a replayed micro-batch) both stay; readers pick one.
     """
     from delta.tables import DeltaTable
 

@@ -51,7 +51,7 @@ from weir.layers.streaming.queries import (
     start_speed_layer,
     stop_gracefully,
 )
-from weir.layers.streaming.speed import SpeedCompactor, raw_stream, source_rows
+from weir.layers.streaming.speed import raw_stream, source_rows
 from weir.schemas import (
     KINESIS_GAP_SCHEMA,
     QUARANTINE_PARTITION_COLUMNS,
@@ -533,7 +533,6 @@ def _run_fenced(
     recorder = ProgressRecorder((SPEED_KINESIS,))
     spark.streams.addListener(recorder)
     speed: Optional[StreamingQuery] = None
-    compactor = SpeedCompactor(lake.speed)
     try:
         if available_now:
             archiver.drain(stop)
@@ -543,13 +542,12 @@ def _run_fenced(
                     config,
                     KINESIS,
                     available_now=True,
-                    compactor=compactor,
                     records=_archived(spark, lake, kinesis),
                 )
                 _await_finished(speed, stop)
         else:
             archived = _archived(spark, lake, kinesis)
-            speed = start_speed_layer(spark, config, KINESIS, False, compactor, records=archived)
+            speed = start_speed_layer(spark, config, KINESIS, False, records=archived)
             result.progress_rows += _follow(archiver, speed, recorder, config, stop)
         if speed is not None:
             raise_if_failed([speed])
@@ -560,7 +558,6 @@ def _run_fenced(
             recorder.wait_for_termination([speed.id], timeout=10.0)
             progress = speed.lastProgress
             result.last_batch[SPEED_KINESIS] = None if progress is None else progress["batchId"]
-        compactor.wait()
         result.progress_rows += recorder.flush(spark, lake.stream_progress)
         spark.streams.removeListener(recorder)
         result.last_batch[RAW_KINESIS] = archiver.last_round

@@ -116,13 +116,11 @@ def start_speed_layer(
     config: WeirConfig,
     source: str,
     available_now: bool,
-    compactor: SpeedCompactor,
     records: Optional[DataFrame] = None,
 ) -> StreamingQuery:
-    """``speed-<source>``: the source's records -> speed_minutes -> appended to SPEED.
+    """``speed-<source>``: the source's records -> speed_minutes -> appended to SPEED, whose
+    superseded versions the query deletes itself between appends (``SpeedCompactor``).
 
-    ``compactor``: deletes SPEED's superseded versions beside the query; the caller waits
-    for it once the query stopped (no write may outlive the run and its writer fence).
     ``records``: the streaming RAW rows to read instead of the source itself (the local
     Kinesis reader's RAW rows).
     """
@@ -134,7 +132,7 @@ def start_speed_layer(
     writer = (
         minutes.writeStream.queryName(name)
         .outputMode("update")
-        .foreachBatch(SpeedAppender(lake.speed, name, compactor))
+        .foreachBatch(SpeedAppender(lake.speed, name, SpeedCompactor(lake.speed)))
         .option("checkpointLocation", lake.checkpoint(name))
         .trigger(**_trigger(config.timing.trigger_interval_seconds, available_now))
     )

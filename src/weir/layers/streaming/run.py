@@ -45,7 +45,6 @@ from weir.layers.streaming.queries import (
     start_speed_layer,
     stop_gracefully,
 )
-from weir.layers.streaming.speed import SpeedCompactor
 from weir.sources import KAFKA, KINESIS, check_source
 
 log = logging.getLogger("weir.stream")
@@ -118,10 +117,8 @@ def _run_fenced(
     def start_raw() -> StreamingQuery:
         return start_raw_archiver(spark, config, source, writers, available_now)
 
-    compactor = SpeedCompactor(lake.speed)
-
     def start_speed() -> StreamingQuery:
-        return start_speed_layer(spark, config, source, available_now, compactor)
+        return start_speed_layer(spark, config, source, available_now)
 
     # Both queries read the source: draining or not, they run side by side.
     stages: list[list[Callable[[], StreamingQuery]]] = [[start_raw, start_speed]]
@@ -155,7 +152,6 @@ def _run_fenced(
     finally:
         if not interrupted:
             _stop_and_record(spark, lake, queries, recorder, result)
-            compactor.wait()
     return result
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Optional
@@ -78,22 +77,26 @@ def append_versions(minutes: DataFrame, path: str, writer: str, batch_id: int) -
     append_marked(minutes, path, MINUTE_PARTITION_COLUMNS, writer, batch_id)
 
 
-# How often the stream deletes SPEED's superseded versions beside itself (SpeedCompactor).
+# How often the stream deletes SPEED's superseded versions (SpeedCompactor).
 SPEED_COMPACT_EVERY_SECONDS = 60.0
-# A micro-batch that started before a compaction and committed after it appended versions
-# computed (its timestamp) before that compaction: each compaction looks back this far before
-# the previous one's start. A batch longer than this leaves its superseded versions to
-# `weir maintain`; readers are right either way.
+# Each compaction looks back this far before the previous one's start: a micro-batch replayed
+# after a restart appends versions stamped with its first attempt's timestamp. Older ones are
+# left to `weir maintain`; readers are right either way.
 SPEED_COMPACT_OVERLAP = timedelta(minutes=5)
 
 
 class SpeedCompactor:
-    """Deletes SPEED's superseded window versions beside the running stream
-    (:func:`weir.speed_table.compact_speed`), off the micro-batch's path: on a thread of its
-    own, one compaction at a time, at most every ``every`` seconds, each over the versions
-    computed since the previous one (less :data:`SPEED_COMPACT_OVERLAP`). Bounds the
-    table's growth between two `weir maintain` runs. A failed compaction is logged and the
-    next one tries again: the stream never stops for it.
+    """Deletes SPEED's superseded window versions from the running stream
+    (:func:`weir.speed_table.compact_speed`): at most every ``every`` seconds, each time over
+    the versions computed since the previous compaction (less :data:`SPEED_COMPACT_OVERLAP`).
+    Bounds the table's growth between two `weir maintain` runs.
+
+    It runs on the speed query's own thread, after a micro-batch's append, not beside it: a
+    Delta table outside Databricks is Serializable (``delta.isolationLevel`` accepts no other
+    value), so an append committed to a date a compaction is reading makes the compaction fail
+    (ConcurrentAppendException). On a thread of its own it lost to the stream's appends
+    whenever they came faster than it ran (docs/streaming.md). A failed compaction is logged
+    and the next one tries again: the stream never stops for it.
     """
 
     def __init__(
@@ -107,26 +110,14 @@ class SpeedCompactor:
         self.clock = clock
         self._since = clock()  # versions of earlier runs: `weir maintain`'s (and the overlap)
         self._started: Optional[float] = None
-        self._running: Optional[Future] = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weir-speed-compact")
 
     def poke(self, spark: SparkSession) -> None:
-        """Start a compaction if none is running and the last one started ``every`` ago."""
+        """Compact now if the last compaction started ``every`` ago (or none has run)."""
         now = self.clock()
-        if self._running is not None and not self._running.done():
-            return
         if self._started is not None and now - self._started < self.every:
             return
         since = datetime.fromtimestamp(self._since, timezone.utc) - SPEED_COMPACT_OVERLAP
         self._started = self._since = now
-        self._running = self._pool.submit(self._compact, spark, since)
-
-    def wait(self) -> None:
-        """Until the running compaction, if any, is done."""
-        if self._running is not None:
-            self._running.result()
-
-    def _compact(self, spark: SparkSession, since: datetime) -> None:
         started = time.monotonic()
         try:
             deleted = compact_speed(spark, self.path, since)
@@ -158,8 +149,9 @@ class SpeedAppender:
     def __call__(self, minutes: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         crash_point(SPEED_BEFORE_WRITE)
-        # A blind append does not conflict with a concurrent compaction or merge, but it
-        # does with a concurrent metadata change; appending the same versions again is safe.
+        # A blind append reads nothing, so only a concurrent metadata change conflicts with
+        # it (not a merge's or `weir maintain`'s deletes); appending the same versions again is
+        # safe.
         retry_conflicts(
             partial(append_versions, minutes, self.speed_path, self.writer, batch_id),
             attempts=SPEED_WRITE_ATTEMPTS,
