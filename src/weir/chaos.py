@@ -404,6 +404,7 @@ def minute_differences(left: Any, right: Any) -> dict[str, int]:
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType
 
+    from weir.quality.metrics import values_close
     from weir.schemas import MINUTE_KEY, MINUTE_SCHEMA
 
     values = [f for f in MINUTE_SCHEMA.fields if f.name not in (*MINUTE_KEY, "computed_at")]
@@ -416,8 +417,7 @@ def minute_differences(left: Any, right: Any) -> dict[str, int]:
     def same(column: Any) -> Any:
         x, y = F.col(f"a_{column.name}"), F.col(f"b_{column.name}")
         if isinstance(column.dataType, DoubleType):
-            close = F.abs(x - y) <= F.greatest(F.abs(x), F.abs(y), F.lit(1.0)) * RELATIVE_TOLERANCE
-            return (x.isNull() & y.isNull()) | F.coalesce(close, F.lit(False))
+            return values_close(x, y, RELATIVE_TOLERANCE)
         return x.eqNullSafe(y)
 
     all_same = F.lit(True)

@@ -214,7 +214,7 @@ WINDOWS_AGREEING = "windows_agreeing"
 AGREEMENT = "agreement"
 
 
-def _close(left: Column, right: Column, tolerance: float) -> Column:
+def values_close(left: Column, right: Column, tolerance: float) -> Column:
     """Both null, or within ``tolerance`` relative to the larger magnitude (absolute below 1)."""
     scale = F.greatest(F.abs(left), F.abs(right), F.lit(1.0))
     within = F.abs(left - right) <= F.lit(tolerance) * scale
@@ -227,7 +227,8 @@ def agreement_by_day(
     """Per event date, the windows both layers computed (``windows_compared``; batch windows
     with ``window_end <= horizon`` only, when given: the ones batch is authoritative for) and
     those that agree (``windows_agreeing``): the same event_count and every average within
-    ``tolerance`` (:func:`_close`). ``agreement`` = agreeing / compared. ``event_date`` as text.
+    ``tolerance`` (:func:`values_close`). ``agreement`` = agreeing / compared. ``event_date``
+    as text.
     """
     if horizon is not None:
         batch = batch.where(F.col("window_end") <= F.lit(horizon))
@@ -236,7 +237,7 @@ def agreement_by_day(
     right = speed.select(*MINUTE_KEY, *(F.col(c).alias(f"s_{c}") for c in columns))
     agree = F.col("b_event_count") == F.col("s_event_count")
     for column in AGREEMENT_AVERAGES:
-        agree = agree & _close(F.col(f"b_{column}"), F.col(f"s_{column}"), tolerance)
+        agree = agree & values_close(F.col(f"b_{column}"), F.col(f"s_{column}"), tolerance)
     per_day = (
         left.join(right, list(MINUTE_KEY))
         .groupBy("event_date")

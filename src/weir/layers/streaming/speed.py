@@ -150,8 +150,8 @@ class SpeedAppender:
         started = time.monotonic()
         crash_point(SPEED_BEFORE_WRITE)
         # A blind append reads nothing, so only a concurrent metadata change conflicts with
-        # it (not a merge's or `weir maintain`'s deletes); appending the same versions again is
-        # safe.
+        # it (not `weir maintain`'s compaction or OPTIMIZE); appending the same versions again
+        # is safe.
         retry_conflicts(
             partial(append_versions, minutes, self.speed_path, self.writer, batch_id),
             attempts=SPEED_WRITE_ATTEMPTS,
