@@ -23,6 +23,7 @@ from weir import crashpoints
 from weir.cli import main
 from weir.config import ConfigError, WeirConfig
 from weir.contract.rules import Reason
+from weir.control import fences
 from weir.crashpoints import CRASH_ENV, HOLD_ENV
 from weir.delta import committed_transactions
 from weir.errors import EXIT_BAD_CONFIG, WeirError
@@ -169,6 +170,40 @@ def test_killed_between_the_raw_commit_and_the_speed_write_restarts_to_a_clean_r
         ignore_nullable=True,
     )
     assert table(spark, lake.quarantine).count() == table(spark, clean_lake.quarantine).count()
+
+
+@pytest.mark.slow
+def test_a_stream_taken_over_between_heartbeats_commits_nothing_more(
+    spark: SparkSession, weir_config: WeirConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The heartbeat runs once an hour here, so only the check before each micro-batch's
+    # commits can notice that another writer took the fence over right after this one got it.
+    config = lake_config(
+        weir_config,
+        tmp_path / "lake",
+        writer_heartbeat_seconds=3600,
+        writer_stale_after_seconds=10_800,
+    )
+    lake = LakeLayout.from_config(config)
+    now = datetime.now(UTC).replace(microsecond=0)
+    land(config, "a.jsonl", [payload for payload, _ in mixed_sample(10, seed=3, now=now)], now)
+    acquire = fences.acquire
+
+    def acquired_then_taken_over(store, fence, stale_after_seconds, *args, **kwargs):
+        lease = acquire(store, fence, stale_after_seconds, *args, **kwargs)
+        # Another host, to which this writer looked silent for longer than the timeout.
+        later = lease.acquired_at + timedelta(seconds=stale_after_seconds + 1)
+        acquire(store, fence, stale_after_seconds, lambda: later, host="elsewhere", pid=1)
+        return lease
+
+    monkeypatch.setattr(fences, "acquire", acquired_then_taken_over)
+
+    with pytest.raises(fences.FenceLostError, match="taken over by elsewhere"):
+        run_stream(spark, config, "files", available_now=True)
+
+    assert raw_count(spark, lake) == 0
+    for path in (lake.quarantine, lake.speed):
+        assert table(spark, path).count() == 0
 
 
 @pytest.mark.slow

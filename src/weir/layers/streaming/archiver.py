@@ -56,14 +56,19 @@ class RawArchiver:
         writer_ids: WriterIds,
         query_name: str,
         raw_rows: Callable[[DataFrame], DataFrame] = lambda batch: batch,
+        before_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.lake = lake
         self.writer_ids = writer_ids
         self.query_name = query_name
         self.raw_rows = raw_rows  # a micro-batch of the source -> its RAW rows
+        # Raises if this writer may no longer commit (its fence was taken over): checked per
+        # micro-batch, since a heartbeat alone leaves up to a heartbeat's interval of commits.
+        self.before_commit = before_commit
 
     def __call__(self, source_batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
+        self.before_commit()
         # The count fills the cache (one read of the source); the two appends then read the
         # cache side by side: each is a write job and a commit mostly spent on the driver, so
         # they overlap rather than queue.

@@ -543,11 +543,14 @@ def _run_fenced(
                     KINESIS,
                     available_now=True,
                     records=_archived(spark, lake, kinesis),
+                    before_commit=fence.ensure_held,
                 )
                 _await_finished(speed, stop)
         else:
             archived = _archived(spark, lake, kinesis)
-            speed = start_speed_layer(spark, config, KINESIS, False, records=archived)
+            speed = start_speed_layer(
+                spark, config, KINESIS, False, records=archived, before_commit=fence.ensure_held
+            )
             result.progress_rows += _follow(archiver, speed, recorder, config, stop)
         if speed is not None:
             raise_if_failed([speed])

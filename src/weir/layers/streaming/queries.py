@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
@@ -96,14 +97,18 @@ def start_raw_archiver(
     source: str,
     writers: WriterIds,
     available_now: bool,
+    before_commit: Callable[[], None] = lambda: None,
 ) -> StreamingQuery:
-    """``raw-<source>``: the source's records -> RAW and QUARANTINE, exactly once."""
+    """``raw-<source>``: the source's records -> RAW and QUARANTINE, exactly once.
+
+    ``before_commit`` runs before each micro-batch's appends and raises if the writer may no
+    longer commit (``FenceKeeper.ensure_held``)."""
     lake = LakeLayout.from_config(config)
     name = raw_query_name(source)
     stream, raw_rows = archive_source(spark, config, source)
     writer = (
         stream.writeStream.queryName(name)
-        .foreachBatch(RawArchiver(lake, writers, name, raw_rows))
+        .foreachBatch(RawArchiver(lake, writers, name, raw_rows, before_commit))
         .option("checkpointLocation", lake.checkpoint(name))
         .trigger(**_trigger(config.timing.archive_trigger, available_now))
     )
@@ -117,12 +122,13 @@ def start_speed_layer(
     source: str,
     available_now: bool,
     records: Optional[DataFrame] = None,
+    before_commit: Callable[[], None] = lambda: None,
 ) -> StreamingQuery:
     """``speed-<source>``: the source's records -> speed_minutes -> appended to SPEED, whose
     superseded versions the query deletes itself between appends (``SpeedCompactor``).
 
     ``records``: the streaming RAW rows to read instead of the source itself (the local
-    Kinesis reader's RAW rows).
+    Kinesis reader's RAW rows). ``before_commit``: as for :func:`start_raw_archiver`.
     """
     lake = LakeLayout.from_config(config)
     name = speed_query_name(source)
@@ -132,7 +138,7 @@ def start_speed_layer(
     writer = (
         minutes.writeStream.queryName(name)
         .outputMode("update")
-        .foreachBatch(SpeedAppender(lake.speed, name, SpeedCompactor(lake.speed)))
+        .foreachBatch(SpeedAppender(lake.speed, name, SpeedCompactor(lake.speed), before_commit))
         .option("checkpointLocation", lake.checkpoint(name))
         .trigger(**_trigger(config.timing.trigger_interval_seconds, available_now))
     )

@@ -75,7 +75,9 @@ def run_stream(
     # written); one whose fence was taken over (it looked dead) stops as on a signal, then fails.
     with hold_fence(config, lake.writer_fences, stream_fence(source), on_lost=stop.set) as fence:
         try:
-            result = _run_fenced(spark, config, source, available_now, reset_checkpoint, stop)
+            result = _run_fenced(
+                spark, config, source, available_now, reset_checkpoint, stop, fence.ensure_held
+            )
         except KeyboardInterrupt:
             # A second signal stops now, inside the running micro-batch (replayed at the next
             # start, its committed writes skipped): no query may write once the fence is
@@ -83,6 +85,9 @@ def run_stream(
             # JVM runs (the JVM ends only when this process does).
             _end_driver_jvm(spark)
             crashpoints.release_holds()
+            raise
+        except WeirError:
+            fence.raise_if_lost()  # a writer taken over says so, not only its query's traceback
             raise
         fence.raise_if_lost()
     result.seconds = time.monotonic() - started
@@ -101,6 +106,7 @@ def _run_fenced(
     available_now: bool,
     reset_checkpoint: bool,
     stop: threading.Event,
+    fence_held: Callable[[], None],
 ) -> StreamResult:
     lake = LakeLayout.from_config(config)
     raw_name, speed_name = raw_query_name(source), speed_query_name(source)
@@ -115,10 +121,10 @@ def _run_fenced(
     queries: list[StreamingQuery] = []
 
     def start_raw() -> StreamingQuery:
-        return start_raw_archiver(spark, config, source, writers, available_now)
+        return start_raw_archiver(spark, config, source, writers, available_now, fence_held)
 
     def start_speed() -> StreamingQuery:
-        return start_speed_layer(spark, config, source, available_now)
+        return start_speed_layer(spark, config, source, available_now, before_commit=fence_held)
 
     # Both queries read the source: draining or not, they run side by side.
     stages: list[list[Callable[[], StreamingQuery]]] = [[start_raw, start_speed]]

@@ -140,15 +140,21 @@ class SpeedAppender:
     """
 
     def __init__(
-        self, speed_path: str, writer: str = "speed", compactor: Optional[SpeedCompactor] = None
+        self,
+        speed_path: str,
+        writer: str = "speed",
+        compactor: Optional[SpeedCompactor] = None,
+        before_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.speed_path = speed_path
         self.writer = writer
         self.compactor = compactor
+        self.before_commit = before_commit  # raises if this writer's fence was taken over
 
     def __call__(self, minutes: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         crash_point(SPEED_BEFORE_WRITE)
+        self.before_commit()
         # A blind append reads nothing, so only a concurrent metadata change conflicts with
         # it (not `weir maintain`'s compaction or OPTIMIZE); appending the same versions again
         # is safe.
