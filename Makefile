@@ -114,8 +114,12 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Two pytest workers: much of the suite waits (JVM start-ups, a broker, a killed job's restart)
+# rather than computes, so two share the 2 cores (measured ~10 % faster than one process on the
+# same suite). One group per test file, a folder where its files share a costly session
+# fixture, slow groups first (tests/conftest.py).
 test: lint airflow
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses 2 --dist loadgroup --no-loadscope-reorder
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow"

@@ -30,6 +30,34 @@ def local_config(lake_root: Path, **section_overrides: dict) -> WeirConfig:
     return config_from_mapping(document, environ={})
 
 
+# Folders whose test files share a session fixture too costly to build on both xdist workers
+# (the notebooks' lake and kernels; the EMR package, whose environment cache two builds at once
+# would race on). Every other file is a group of its own: module fixtures are built once.
+SHARED_FIXTURE_FOLDERS = ("notebooks", "deploy")
+
+
+def xdist_group_of(item: pytest.Item) -> str:
+    relative = Path(str(item.path)).relative_to(PROJECT_ROOT / "tests")
+    if relative.parts[0] in SHARED_FIXTURE_FOLDERS:
+        return relative.parts[0]
+    return relative.as_posix()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For `make test` (pytest-xdist, --dist loadgroup): each test's group, and the groups
+    holding slow tests first, so that a long one does not start last and run alone.
+
+    Without xdist only the order changes (a stable sort: files keep their order within the
+    slow and the fast part)."""
+    groups = {item: xdist_group_of(item) for item in items}
+    slow_groups = {groups[item] for item in items if item.get_closest_marker("slow")}
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group(groups[item]))
+    items.sort(key=lambda item: groups[item] not in slow_groups)
+
+
 @pytest.fixture(scope="session")
 def weir_config(tmp_path_factory: pytest.TempPathFactory) -> WeirConfig:
     root = tmp_path_factory.mktemp("session") / "lake"
