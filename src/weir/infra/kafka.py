@@ -208,6 +208,9 @@ class KafkaBroker:
             "transaction.state.log.num.partitions": str(partitions),
             # consumer groups of tests and the simulator start at once, not after 3 s
             "group.initial.rebalance.delay.ms": "0",
+            # A topic's time retention applies within a second of expiring, not five minutes:
+            # a local broker holds little, and the data-loss tests expire records for real.
+            "log.retention.check.interval.ms": "1000",
             "num.network.threads": "2",
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",

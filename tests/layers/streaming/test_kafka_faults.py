@@ -57,8 +57,6 @@ def test_records_kafka_lost_fail_the_restart_naming_them_until_the_operator_acts
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from confluent_kafka import TopicPartition
-
     config = kafka_topic(lake_config(local_infra, tmp_path / "lake"), partitions=1)
     lake = LakeLayout.from_config(config)
     topic = config.sources.kafka.topic
@@ -68,16 +66,15 @@ def test_records_kafka_lost_fail_the_restart_naming_them_until_the_operator_acts
     assert stream_once(conf) == 0
     assert raw_offsets(spark, lake) == list(range(20))
 
-    # 1. Retention: offsets 20..29 expire before the stream reads them (deleteRecords is what
-    # retention does to a partition's start, without waiting for it).
+    # 1. Retention: offsets 20..39 expire before the stream reads them, deleted by the
+    # broker's own time retention (the topic keeps records for a second).
     produce(config, 20, 20)
-    for done in admin.delete_records([TopicPartition(topic, 0, 30)]).values():
-        done.result(timeout=30)
+    expire_by_retention(config, admin, topic)
     before = versions(spark, lake)
     capsys.readouterr()
     assert stream_once(conf) == 1
     error = capsys.readouterr().err
-    assert f"raw-kafka: Kafka no longer holds {topic}-0 offsets 20 to 29" in " ".join(
+    assert f"raw-kafka: Kafka no longer holds {topic}-0 offsets 20 to 39" in " ".join(
         error.split()
     ), error
     assert "FAIL_ON_DATA_LOSS=false" in error and "Traceback" not in error
@@ -86,7 +83,7 @@ def test_records_kafka_lost_fail_the_restart_naming_them_until_the_operator_acts
     monkeypatch.setenv("WEIR__SOURCES__KAFKA__FAIL_ON_DATA_LOSS", "false")
     assert stream_once(conf) == 0
     monkeypatch.delenv("WEIR__SOURCES__KAFKA__FAIL_ON_DATA_LOSS")
-    assert raw_offsets(spark, lake) == list(range(20)) + list(range(30, 40))
+    assert raw_offsets(spark, lake) == list(range(20))
 
     # 2. The topic is deleted and recreated: its offsets start again at 0.
     for done in admin.delete_topics([topic]).values():
@@ -110,9 +107,46 @@ def test_records_kafka_lost_fail_the_restart_naming_them_until_the_operator_acts
     for query in ("raw-kafka", "speed-kafka"):
         shutil.rmtree(local_path(lake.checkpoint(query)))
     assert stream_once(conf, "--reset-checkpoint") == 0
-    assert raw_offsets(spark, lake) == sorted(
-        list(range(20)) + list(range(30, 40)) + [0, 1, 2, 3, 4]
+    assert raw_offsets(spark, lake) == sorted([*range(20), 0, 1, 2, 3, 4])
+
+
+def expire_by_retention(config: WeirConfig, admin, topic: str) -> None:
+    """Let the broker's time retention delete every record of partition 0 of ``topic``, then
+    give the topic the broker's default retention back.
+
+    With a second of retention, the broker's next retention check (every second on the local
+    broker) rolls the partition's segment and deletes it: Kafka's earliest offset becomes its
+    end offset."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    def alter(operation: AlterConfigOpType, value: str | None) -> None:
+        entry = ConfigEntry("retention.ms", value, incremental_operation=operation)
+        resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+        for done in admin.incremental_alter_configs([resource]).values():
+            done.result(timeout=30)
+
+    def retention_ms() -> str:
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        described = next(iter(admin.describe_configs([resource]).values())).result(timeout=30)
+        return described["retention.ms"].value
+
+    watermarks = Consumer(
+        {"bootstrap.servers": config.sources.kafka.bootstrap_servers, "group.id": "retention"}
     )
+    partition = TopicPartition(topic, 0)
+    try:
+        end = watermarks.get_watermark_offsets(partition, timeout=30)[1]
+        alter(AlterConfigOpType.SET, "1000")
+        wait_until(
+            lambda: watermarks.get_watermark_offsets(partition, timeout=5)[0] == end,
+            timeout=60,
+            what=f"offsets before {end} deleted by retention",
+        )
+    finally:
+        watermarks.close()
+        alter(AlterConfigOpType.DELETE, None)
+    wait_until(lambda: retention_ms() != "1000", timeout=30, what="default retention back")
 
 
 def _created(bootstrap_servers: str, topic: str) -> bool:
