@@ -55,14 +55,14 @@ def test_a_report_is_ok_only_without_problems_and_lists_what_was_survived() -> N
 
 
 @pytest.mark.slow
-def test_a_two_minute_chaos_run_loses_and_duplicates_nothing(
+def test_a_three_minute_chaos_run_loses_and_duplicates_nothing(
     weir_config: WeirConfig, tmp_path: Path
 ) -> None:
     # The CI chaos run: seeded, so the same faults at the same moments each time. It starts
     # its own broker and lake under --folder; the session's config gives it the jars.
     conf = tmp_path / "weir.yaml"
     conf.write_text(yaml.safe_dump(weir_config.model_dump()), "utf-8")
-    arguments = ["--minutes", "2", "--seed", "11", "--folder", str(tmp_path / "run")]
+    arguments = ["--minutes", "3", "--seed", "11", "--folder", str(tmp_path / "run")]
     done = subprocess.run(
         [str(WEIR), "chaos", "--conf", str(conf), *arguments],
         capture_output=True,
