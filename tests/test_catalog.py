@@ -42,6 +42,7 @@ from weir.catalog import (
     hive_type,
     sync_catalog,
 )
+from weir.catalog import _reads_lake_as_configured as reads_lake_as_configured
 from weir.cli import main
 from weir.config import WeirConfig
 from weir.errors import EXIT_OK
@@ -230,6 +231,33 @@ def test_spark_catalog_sync_registers_tables_a_new_session_in_another_process_re
 
 
 # --- Glue (moto) ---------------------------------------------------------------------------------
+
+
+def test_the_lake_is_read_for_the_schema_check_only_at_the_endpoint_s3a_uses(
+    spark: SparkSession, weir_config: WeirConfig
+) -> None:
+    # The session reads S3 at conf/local.yaml's endpoint. A command run in it with another
+    # config sets that config's spark.hadoop.* settings (getOrCreate), but S3A still uses the
+    # first endpoint: reading the lake would retry a dead endpoint for minutes.
+    elsewhere = "http://127.0.0.1:1"
+    config = with_catalog(weir_config, "s3://weir-lake/prod", "glue")
+    config = config.model_copy(
+        update={"aws": config.aws.model_copy(update={"endpoint_url": elsewhere})}
+    )
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    setting = "spark.hadoop.fs.s3a.endpoint"
+    previous = spark.conf.get(setting, None)
+    spark.conf.set(setting, elsewhere)
+    try:
+        assert not reads_lake_as_configured(spark, config)
+        hadoop.set("fs.s3a.bucket.weir-lake.endpoint", elsewhere)  # the bucket's own endpoint
+        assert reads_lake_as_configured(spark, config)
+    finally:
+        hadoop.unset("fs.s3a.bucket.weir-lake.endpoint")
+        if previous is None:
+            spark.conf.unset(setting)
+        else:
+            spark.conf.set(setting, previous)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 from pyspark.sql.types import (
@@ -314,11 +315,21 @@ def sync_catalog(spark: SparkSession, config: WeirConfig) -> list[str]:
 
 def _reads_lake_as_configured(spark: SparkSession, config: WeirConfig) -> bool:
     """Whether ``spark`` reaches an S3 lake at the endpoint ``config`` names (a session built
-    from another config, as in tests, would retry a dead endpoint for minutes)."""
-    if not LakeLayout.from_config(config).root.startswith(("s3://", "s3a://")):
+    from another config, as in tests, would retry a dead endpoint for minutes).
+
+    Asks the Hadoop configuration S3A reads (the bucket's own endpoint, else the default),
+    not the session's ``spark.hadoop.*`` settings: a later ``getOrCreate`` with another
+    config changes those, but not the file system's endpoint."""
+    root = LakeLayout.from_config(config).root
+    if not root.startswith(("s3://", "s3a://")):
         return True
     wanted = config.aws.endpoint_url
-    return spark.conf.get("spark.hadoop.fs.s3a.endpoint", None) == wanted if wanted else True
+    if not wanted:
+        return True
+    bucket = urlparse(root).netloc
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    used = hadoop.get(f"fs.s3a.bucket.{bucket}.endpoint") or hadoop.get("fs.s3a.endpoint")
+    return used == wanted
 
 
 def sync_spark_catalog(

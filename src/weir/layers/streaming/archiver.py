@@ -68,7 +68,6 @@ class RawArchiver:
 
     def __call__(self, source_batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        self.before_commit()
         # The count fills the cache (one read of the source); the two appends then read the
         # cache side by side: each is a write job and a commit mostly spent on the driver, so
         # they overlap rather than queue.
@@ -76,6 +75,7 @@ class RawArchiver:
         batch = self.raw_rows(source_batch).persist()
         try:
             records = batch.count()
+            self.before_commit()  # as late as possible: the appends below are the commits
             quarantine = batch.transform(classify_records).transform(quarantine_rows)
             # The appends' threads start with no local properties of their own: they take
             # the query's scheduler pool from this (the query's) thread.
