@@ -10,8 +10,11 @@ What runs, each in a process of its own (its own session, so a kill takes its JV
   a time (a killed run is simply followed by the next scheduled one).
 
 At seeded moments (:func:`fault_plan`) one fault: SIGKILL of a running role, by the PID of
-its process group, or the broker stopped for a few seconds and started again. Which role a
-kill hits is drawn, with the same seeded generator, among the roles running at that moment.
+its process group, or the broker stopped for a few seconds and started again. With
+``--source kinesis`` the simulator writes to the private stack's Kinesis stream, the stream
+reads it, and an outage cuts the link to the AWS endpoint instead (every role reaches it
+through a :class:`~weir.infra.proxy.CuttableProxy`). Which role a kill hits is drawn, with the
+same seeded generator, among the roles running at that moment.
 
 At the end the simulator stops, the broker is up, the stream and the merge loop are stopped
 with SIGTERM (each finishes what it was doing), and this process drains and checks
@@ -19,7 +22,7 @@ with SIGTERM (each finishes what it was doing), and this process drains and chec
 a batch run with the cutoff ``now`` and a merge. Then:
 
 * RAW holds every acknowledged record of the ledger exactly once, as sent (CRC of the bytes),
-  and nothing else;
+  and nothing else (with Kinesis: but copies of them a retried PutRecords left, counted);
 * QUARANTINE holds exactly the ledger's quarantined records, each with the ledger's reason,
   and raw = valid + quarantine;
 * the batch view equals a clean full rebuild of the same RAW with the same cutoff, and the
@@ -51,14 +54,19 @@ import yaml
 
 from weir.config import WeirConfig, config_from_mapping
 from weir.errors import WeirError
+from weir.infra.proxy import CuttableProxy
 
 log = logging.getLogger("weir.chaos")
 
 UTC = timezone.utc
 
 STREAM, MERGE, BATCH, MAINTAIN, BROKER = "stream", "merge", "batch", "maintain", "broker"
+AWS_ENDPOINT = "aws-endpoint"  # what an outage cuts when the stream reads Kinesis
+KAFKA, KINESIS = "kafka", "kinesis"  # the sources a chaos run can read
+SOURCES = (KAFKA, KINESIS)
 KILL, OUTAGE = "kill", "outage"
-# What a fault hits: a running role (drawn at that moment) or the broker.
+# What a fault hits: a running role (drawn at that moment), or the source's service: the
+# broker (Kafka), or the link to the AWS endpoint (Kinesis).
 FAULT_KINDS = (KILL, KILL, KILL, OUTAGE)
 WARM_SECONDS = 30.0  # a role up this long has started its JVM and is at work
 STOP_GRACE_SECONDS = 180  # a SIGTERMed role finishes its micro-batch or merge first
@@ -80,7 +88,8 @@ class ChaosOptions:
     maintain_every_s: float = 90.0
     fault_every_s: float = 25.0  # mean time between two faults
     restart_after_s: tuple[float, float] = (2.0, 8.0)  # a killed role is down this long
-    outage_s: tuple[float, float] = (5.0, 15.0)  # the broker is down this long
+    outage_s: tuple[float, float] = (5.0, 15.0)  # the broker or the AWS link is down this long
+    source: str = KAFKA  # kafka | kinesis: what the simulator writes and the stream reads
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,14 @@ def chaos_config(base: WeirConfig, folder: Path) -> WeirConfig:
     return config_from_mapping(document, environ={})
 
 
+def through_link(config: WeirConfig, url: str) -> WeirConfig:
+    """``config`` with its AWS clients (Kinesis included) pointed at ``url``."""
+    document = config.model_dump()
+    document["aws"]["endpoint_url"] = url
+    document["sources"]["kinesis"]["endpoint_url"] = url
+    return config_from_mapping(document, environ={})
+
+
 def write_conf(config: WeirConfig, path: Path) -> Path:
     path.write_text(yaml.safe_dump(config.model_dump()), "utf-8")
     return path
@@ -251,16 +268,26 @@ def write_conf(config: WeirConfig, path: Path) -> Path:
 class Chaos:
     """One chaos run: the roles, the schedules, the faults (module doc)."""
 
-    def __init__(self, config: WeirConfig, options: ChaosOptions, folder: Path) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: WeirConfig,
+        options: ChaosOptions,
+        folder: Path,
+        aws_link: Optional[CuttableProxy] = None,
+    ) -> None:
+        self.config = config  # the stack's own endpoints, for `weir infra up` and `down`
         self.options = options
+        # With Kinesis, every role reaches the AWS endpoint through this proxy, which an
+        # outage cuts (moto keeps its state in memory: stopping it would lose the stream).
+        self.aws_link = aws_link
+        self.role_config = config if aws_link is None else through_link(config, aws_link.url)
         self.folder = folder
-        self.conf = str(write_conf(config, folder / "weir.yaml"))
+        self.conf = str(write_conf(self.role_config, folder / "weir.yaml"))
         self.report = ChaosReport(options.seed, options.minutes)
         self.rng = random.Random(options.seed * 7919 + 1)
         conf = ["--conf", self.conf]
         self.roles = {
-            STREAM: Role(STREAM, lambda: ["stream", *conf, "--source", "kafka"], folder),
+            STREAM: Role(STREAM, lambda: ["stream", *conf, "--source", options.source], folder),
             MERGE: Role(
                 MERGE, lambda: ["merge", *conf, "--every", str(options.merge_every_s)], folder
             ),
@@ -317,6 +344,13 @@ class Chaos:
         from weir.infra import down, up
 
         at = round(self.elapsed(), 1)
+        if self.aws_link is not None:
+            self.aws_link.cut()
+            log.info("chaos: link to the AWS endpoint cut for %.0fs", seconds)
+            time.sleep(seconds)
+            self.aws_link.restore()
+            self.report.faults.append(Survived(at, OUTAGE, AWS_ENDPOINT, f"{seconds:.0f}s cut"))
+            return
         down(self.config, only=["kafka"])
         log.info("chaos: broker stopped for %.0fs", seconds)
         time.sleep(seconds)
@@ -432,7 +466,7 @@ def minute_differences(left: Any, right: Any) -> dict[str, int]:
 
 
 def reconcile(
-    spark: Any, config: WeirConfig, ledger_dir: Path, cutoff: datetime
+    spark: Any, config: WeirConfig, ledger_dir: Path, cutoff: datetime, source: str = KAFKA
 ) -> tuple[dict, list[str]]:
     """Compare the lake with the ledger and with a clean rebuild (module doc); the counts
     and the problems found (none: nothing lost or duplicated)."""
@@ -454,18 +488,25 @@ def reconcile(
     rows = raw.select("source_partition", "source_offset", "payload", "payload_bytes").collect()
     archived = Counter((str(r.source_partition), str(r.source_offset)) for r in rows)
     keys = {(str(p), str(o)): row for (p, o), row in ledger.items()}
+    crc_of = {
+        (str(r.source_partition), str(r.source_offset)): zlib.crc32(
+            bytes(r.payload_bytes) if r.payload_bytes is not None else r.payload.encode()
+        )
+        for r in rows
+    }
     twice = [c for c, n in archived.items() if n > 1]
     lost = set(keys) - set(archived)
     foreign = set(archived) - set(keys)
-    changed = [
-        (str(r.source_partition), str(r.source_offset))
-        for r in rows
-        if (str(r.source_partition), str(r.source_offset)) in keys
-        and zlib.crc32(
-            bytes(r.payload_bytes) if r.payload_bytes is not None else r.payload.encode()
-        )
-        != keys[(str(r.source_partition), str(r.source_offset))]["payload_crc32"]
-    ]
+    # Kinesis: a PutRecords whose response a cut link lost is sent again by the producer, and
+    # the first call's records are in the stream too — copies of records the ledger names,
+    # under sequence numbers it never saw (Kinesis producers are at-least-once). Counted, not
+    # a loss or a duplicate of the platform's; the batch layer deduplicates them by event_id.
+    resent: dict[tuple[str, str], tuple[str, str]] = {}
+    if source == KINESIS:
+        sent = {row["payload_crc32"]: key for key, row in keys.items()}
+        resent = {c: sent[crc_of[c]] for c in foreign if crc_of[c] in sent}
+        foreign -= set(resent)
+    changed = [c for c, crc in crc_of.items() if c in keys and crc != keys[c]["payload_crc32"]]
     for what, found in (
         ("archived more than once", twice),
         ("acknowledged but not in RAW (lost)", lost),
@@ -483,6 +524,9 @@ def reconcile(
     expected = Counter(
         (p, o, row["reason"]) for (p, o), row in keys.items() if row["fate"] == "quarantine"
     )
+    for (p, o), original in resent.items():
+        if keys[original]["fate"] == "quarantine":
+            expected[(p, o, keys[original]["reason"])] += 1
     if quarantined != expected:
         problems.append(
             f"QUARANTINE differs from the ledger: {sum((quarantined - expected).values())} "
@@ -524,6 +568,7 @@ def reconcile(
     counts = {
         "acknowledged": len(keys),
         "raw": len(rows),
+        **({"copies sent again by the producer": len(resent)} if source == KINESIS else {}),
         "fates": dict(sorted(fates.items())),
         "unified rows": unified.count(),
         "horizon": None if horizon is None else horizon.isoformat(),
@@ -540,13 +585,25 @@ def run_chaos(
     """One chaos run under ``folder`` (created; removed first if it exists): module doc."""
     from weir.infra import private_stack
 
+    if options.source not in SOURCES:
+        raise WeirError(f"chaos reads {' or '.join(SOURCES)}, not {options.source!r}")
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     config = chaos_config(base, folder)
-    with private_stack(config, Path(config.infra.state_dir)) as config:
-        chaos = Chaos(config, options, folder)
-        say(f"weir chaos: {folder} (broker {config.sources.kafka.bootstrap_servers})")
+    with contextlib.ExitStack() as stack:
+        config = stack.enter_context(private_stack(config, Path(config.infra.state_dir)))
+        link = None
+        if options.source == KINESIS:
+            link = stack.enter_context(CuttableProxy(config.aws.endpoint_url))
+        chaos = Chaos(config, options, folder, link)
+        config = chaos.role_config  # what the roles, the simulator and the drain talk to
+        where = (
+            f"Kinesis {config.sources.kinesis.stream} via {link.url}"
+            if link is not None
+            else f"broker {config.sources.kafka.bootstrap_servers}"
+        )
+        say(f"weir chaos: {folder} ({where})")
         try:
             simulation = chaos.run(lambda stop: _simulate(config, options, stop))
             chaos.wind_down()
@@ -564,7 +621,9 @@ def run_chaos(
             f"{simulation.status}, {simulation.acknowledged} acknowledged, "
             f"{simulation.failed} failed, {simulation.unconfirmed} unconfirmed"
         )
-        counts, problems = _drain_and_reconcile(config, simulation.ledger_dir)
+        if link is not None:
+            link.restore()  # an outage cannot be under way here; the drain needs the link
+        counts, problems = _drain_and_reconcile(config, options.source, simulation.ledger_dir)
         chaos.report.counts.update(counts)
         chaos.report.problems += problems
     return chaos.report
@@ -579,14 +638,16 @@ def _simulate(config: WeirConfig, options: ChaosOptions, stop: threading.Event) 
             devices=options.devices,
             rate=options.rate,
             duration_s=options.minutes * 60,
-            sink="kafka",
+            sink=options.source,
             seed=options.seed,
         ),
         stop=stop,
     )
 
 
-def _drain_and_reconcile(config: WeirConfig, ledger_dir: Path) -> tuple[dict, list[str]]:
+def _drain_and_reconcile(
+    config: WeirConfig, source: str, ledger_dir: Path
+) -> tuple[dict, list[str]]:
     """The last stream run (everything the broker holds), batch run and merge, here; then
     :func:`reconcile`."""
     from weir.layers.batch import RebuildRequest, rebuild_batch
@@ -595,12 +656,12 @@ def _drain_and_reconcile(config: WeirConfig, ledger_dir: Path) -> tuple[dict, li
     from weir.spark import build_session
 
     spark = build_session(config, app_name="weir-chaos-reconcile")
-    run_stream(spark, config, "kafka", available_now=True)
+    run_stream(spark, config, source, available_now=True)
     time.sleep(1.0)  # the cutoff strictly after the last ingest time
     cutoff = datetime.now(UTC).replace(microsecond=0)
     rebuild_batch(spark, config, RebuildRequest(cutoff=cutoff))
     run_merge(spark, config)
-    return reconcile(spark, config, ledger_dir, cutoff)
+    return reconcile(spark, config, ledger_dir, cutoff, source)
 
 
 __all__ = ["ChaosOptions", "ChaosReport", "fault_plan", "reconcile", "run_chaos"]
