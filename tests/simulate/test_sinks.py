@@ -330,6 +330,34 @@ def test_kinesis_retries_throttled_and_partially_failed_records_until_sent(kines
     assert ledger_coordinates(L.read_ledger(result.ledger_dir)) == read_stream(kinesis_config)
 
 
+class AnswerlessKinesis:
+    """A real client whose second PutRecords comes back without its per-record answers (what a
+    dropped connection produced under chaos), having sent nothing."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls = 0
+
+    def describe_stream_summary(self, **kwargs):
+        return self.real.describe_stream_summary(**kwargs)
+
+    def put_records(self, StreamName: str, Records: list) -> dict:  # noqa: N803 (boto3's names)
+        self.calls += 1
+        if self.calls == 2:
+            return {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return self.real.put_records(StreamName=StreamName, Records=Records)
+
+
+def test_kinesis_sends_again_a_call_answered_without_its_records(kinesis_config) -> None:
+    def answerless_sink(config, plan, ledger, nonce):
+        client = AnswerlessKinesis(S.kinesis_client(config))
+        return S.KinesisSink(config, ledger, client=client, sleep=lambda _: None)
+
+    result = kinesis_run(kinesis_config, sink_factory=answerless_sink)
+    assert result.status == L.COMPLETED and result.acknowledged == result.generated == 1500
+    assert ledger_coordinates(L.read_ledger(result.ledger_dir)) == read_stream(kinesis_config)
+
+
 def test_kinesis_reports_records_it_gave_up_on_and_loses_none(kinesis_config) -> None:
     records = stream_records_for_kinesis()
     doomed = {r.payload for r in records[::97]}

@@ -503,9 +503,23 @@ class KinesisSink:
                         record, f"PutRecords failed after {attempt + 1} calls: {error}"
                     )
                 return
+            answers = response.get("Records")
+            if answers is None or len(answers) != len(batch):
+                # A dropped connection can end in an answer without its per-record results
+                # (seen under `weir chaos --source kinesis`): the outcome is unknown, so the
+                # call is made again (a copy in the stream, if the first one had landed).
+                if attempt + 1 < self.max_attempts:
+                    attempt += 1
+                    self._backoff(attempt)
+                    continue
+                for record in batch:
+                    self.ledger.failed(
+                        record, f"PutRecords answered without its records after {attempt + 1} calls"
+                    )
+                return
             retry: list[SimRecord] = []
             acknowledged = []
-            for record, result in zip(batch, response["Records"]):
+            for record, result in zip(batch, answers):
                 code = result.get("ErrorCode")
                 if code is None:
                     acknowledged.append((record, result["ShardId"], result["SequenceNumber"]))
