@@ -52,7 +52,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from weir.config import WeirConfig, config_from_mapping
+from weir.config import ConfigError, WeirConfig, config_from_mapping
 from weir.errors import WeirError
 from weir.infra.proxy import CuttableProxy
 
@@ -586,7 +586,9 @@ def run_chaos(
     from weir.infra import private_stack
 
     if options.source not in SOURCES:
-        raise WeirError(f"chaos reads {' or '.join(SOURCES)}, not {options.source!r}")
+        raise ConfigError(
+            "--source", f"unknown source {options.source!r}; choose from {' | '.join(SOURCES)}"
+        )
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)

@@ -275,17 +275,24 @@ def test_kinesis_holds_exactly_the_ledger_across_both_shards(kinesis_config) -> 
     assert ledger_coordinates(L.read_ledger(result.ledger_dir)) == in_stream
 
 
-class FlakyKinesis:
-    """A real client whose PutRecords throttles: a whole call now and then, some records often."""
+class WrappedKinesis:
+    """A real client, its PutRecords calls counted; subclasses change what PutRecords does."""
 
-    def __init__(self, real: Any, fail_every: int = 3, give_up_on=lambda payload: False):
+    def __init__(self, real: Any) -> None:
         self.real = real
-        self.fail_every = fail_every
-        self.give_up_on = give_up_on
         self.calls = 0
 
     def describe_stream_summary(self, **kwargs):
         return self.real.describe_stream_summary(**kwargs)
+
+
+class FlakyKinesis(WrappedKinesis):
+    """A real client whose PutRecords throttles: a whole call now and then, some records often."""
+
+    def __init__(self, real: Any, fail_every: int = 3, give_up_on=lambda payload: False):
+        super().__init__(real)
+        self.fail_every = fail_every
+        self.give_up_on = give_up_on
 
     def put_records(self, StreamName: str, Records: list) -> dict:  # noqa: N803 (boto3's names)
         from botocore.exceptions import ClientError
@@ -330,16 +337,9 @@ def test_kinesis_retries_throttled_and_partially_failed_records_until_sent(kines
     assert ledger_coordinates(L.read_ledger(result.ledger_dir)) == read_stream(kinesis_config)
 
 
-class AnswerlessKinesis:
+class AnswerlessKinesis(WrappedKinesis):
     """A real client whose second PutRecords comes back without its per-record answers (what a
     dropped connection produced under chaos), having sent nothing."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.calls = 0
-
-    def describe_stream_summary(self, **kwargs):
-        return self.real.describe_stream_summary(**kwargs)
 
     def put_records(self, StreamName: str, Records: list) -> dict:  # noqa: N803 (boto3's names)
         self.calls += 1

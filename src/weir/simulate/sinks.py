@@ -406,6 +406,18 @@ def kinesis_client(config: WeirConfig) -> Any:
     )
 
 
+class UnansweredCallError(Exception):
+    """A PutRecords answer without a result per record sent.
+
+    A dropped connection can end that way (seen under `weir chaos --source kinesis`): the
+    call's outcome is unknown, so it is retried like connection trouble — a copy in the
+    stream if the first call had landed, which a Kinesis producer is allowed (at-least-once).
+    """
+
+    def __init__(self, sent: int, answered: int) -> None:
+        super().__init__(f"answered {answered} of the {sent} records sent")
+
+
 class KinesisSink:
     """PutRecords in batches of up to 500; partition key = device id (spread over shards).
 
@@ -491,7 +503,10 @@ class KinesisSink:
                     StreamName=self.stream,
                     Records=[{"Data": r.payload, "PartitionKey": r.key} for r in batch],
                 )
-            except self._call_errors as error:
+                answers = response.get("Records")
+                if answers is None or len(answers) != len(batch):
+                    raise UnansweredCallError(len(batch), 0 if answers is None else len(answers))
+            except (*self._call_errors, UnansweredCallError) as error:
                 code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
                 retryable = code in RETRYABLE_ERRORS or not code  # no code: connection trouble
                 if retryable and attempt + 1 < self.max_attempts:
@@ -501,20 +516,6 @@ class KinesisSink:
                 for record in batch:
                     self.ledger.failed(
                         record, f"PutRecords failed after {attempt + 1} calls: {error}"
-                    )
-                return
-            answers = response.get("Records")
-            if answers is None or len(answers) != len(batch):
-                # A dropped connection can end in an answer without its per-record results
-                # (seen under `weir chaos --source kinesis`): the outcome is unknown, so the
-                # call is made again (a copy in the stream, if the first one had landed).
-                if attempt + 1 < self.max_attempts:
-                    attempt += 1
-                    self._backoff(attempt)
-                    continue
-                for record in batch:
-                    self.ledger.failed(
-                        record, f"PutRecords answered without its records after {attempt + 1} calls"
                     )
                 return
             retry: list[SimRecord] = []
